@@ -1,0 +1,43 @@
+"""Service settings, read from FACEBRIDGE_* environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.vision.manifest import DEFAULT_MANIFEST
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the defaults serve the shipped models from ./models on loopback."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEBRIDGE_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Path("models")
+    manifest: Path | None = Field(default=None, description="default: MODELS_DIR/manifest.toml")
+    load_models: list[str] | None = Field(default=None, description="ids to load; default every installed one")
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(default=0, ge=0)
+    cache_dir: Path = Path("cache")
+
+    default_detector: str = "yunet"
+    detection_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_images_per_request: int = Field(default=32, gt=0)
+    max_faces_per_image: int = Field(default=32, gt=0)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    @cached_property
+    def manifest_path(self) -> Path:
+        if self.manifest is not None:
+            return self.manifest
+        local = self.models_dir / "manifest.toml"
+        return local if local.is_file() else DEFAULT_MANIFEST

@@ -1,0 +1,1 @@
+"""Verification protocols and metrics (LFW 10-fold, ROC, EER, TAR@FAR)."""

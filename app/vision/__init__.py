@@ -1,0 +1,1 @@
+"""The image side: model manifest, ONNX runtime, detection, alignment and recognition."""

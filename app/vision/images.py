@@ -1,0 +1,53 @@
+"""Decoding untrusted image bytes with limits checked before any pixel is decoded."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; `code` is the problem type, `status` the HTTP status."""
+
+    code = "invalid-image"
+    status = 422
+
+
+class UndecodableImage(ImageError):
+    code = "undecodable-image"
+    status = 422
+
+
+class ImageTooLarge(ImageError):
+    code = "image-too-large"
+    status = 413
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Decode to a BGR uint8 array (EXIF orientation applied).
+
+    Width and height are read from the header first, so a decompression bomb (small file, huge canvas)
+    is refused before its pixels are allocated.
+    """
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    if not data:
+        raise UndecodableImage("image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except ImageTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UndecodableImage(f"image could not be decoded: {exc}") from exc
+    return np.ascontiguousarray(np.asarray(image)[..., ::-1])
