@@ -67,7 +67,9 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     for entry in entries:
         try:
             path = fetch_model(entry, settings.models_dir, args.source, args.accept_unpinned)
-            print(f"{entry.id}: {path} (sha256 verified)" if entry.sha256 else f"{entry.id}: {path} (unpinned)")
+            print(
+                f"{entry.id}: {path} (sha256 verified)" if entry.sha256 else f"{entry.id}: {path} (unpinned)"
+            )
         except FetchError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
@@ -115,7 +117,8 @@ def cmd_evaluate_native(args: argparse.Namespace) -> int:
         cache = build_cache(pipeline, args.lfw, model_id, out, args.detector, only=images)
         misses = int((~cache.detected[[cache.index()[p] for p in images]]).sum())
         report = evaluate_native(cache, pairs)
-        reference = pipeline.registry.manifest.get(model_id).lfw_reference  # type: ignore[union-attr]
+        entry = pipeline.registry.manifest.get(model_id)
+        reference = entry.lfw_reference if entry is not None else None
         lines.append(format_report(model_id, report, reference, misses))
         print(lines[-1], flush=True)
     return 0
@@ -139,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_models_list)
     fetch = models_sub.add_parser("fetch", help="install model files, verifying their sha256")
     fetch.add_argument("ids", nargs="*", metavar="ID")
-    fetch.add_argument("--all", action="store_true", help="every entry (with --from: every entry found there)")
+    fetch.add_argument(
+        "--all", action="store_true", help="every entry (with --from: every entry found there)"
+    )
     fetch.add_argument("--from", dest="source", type=Path, help="copy from this local folder")
     fetch.add_argument("--models-dir", type=Path)
     fetch.add_argument("--accept-unpinned", action="store_true")
@@ -154,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--models-dir", type=Path)
     embed.set_defaults(func=cmd_embed)
 
-    native = sub.add_parser("evaluate-native", help="LFW 10-fold verification of recognizers in their own space")
+    native = sub.add_parser(
+        "evaluate-native", help="LFW 10-fold verification of recognizers in their own space"
+    )
     native.add_argument("--model", action="append", required=True, help="repeat for several models")
     native.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
     native.add_argument("--detector", default="yunet")

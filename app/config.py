@@ -19,11 +19,14 @@ class Settings(BaseSettings):
 
     models_dir: Path = Path("models")
     manifest: Path | None = Field(default=None, description="default: MODELS_DIR/manifest.toml")
-    load_models: list[str] | None = Field(default=None, description="ids to load; default every installed one")
+    load_models: list[str] | None = Field(
+        default=None, description="ids to load; default every installed one"
+    )
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
     cache_dir: Path = Path("cache")
 
+    default_recognizer: str = "arcface-mbf128"
     default_detector: str = "yunet"
     detection_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)

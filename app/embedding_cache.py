@@ -88,7 +88,9 @@ def file_digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
-def embed_one(pipeline: FacePipeline, image_bgr: np.ndarray, model_id: str, detector: str) -> tuple[np.ndarray, bool]:
+def embed_one(
+    pipeline: FacePipeline, image_bgr: np.ndarray, model_id: str, detector: str
+) -> tuple[np.ndarray, bool]:
     """Embed the central face of a dataset photo; falls back to the whole image as an aligned crop
     only when no threshold finds a face, and reports that through the returned flag."""
     for threshold in DATASET_THRESHOLDS:

@@ -92,7 +92,9 @@ class ScrfdDetector:
         ]
 
 
-def select_faces(faces: list[Detection], image_shape: tuple[int, ...], policy: str, limit: int) -> list[Detection]:
+def select_faces(
+    faces: list[Detection], image_shape: tuple[int, ...], policy: str, limit: int
+) -> list[Detection]:
     """Order faces by `policy` and keep at most `limit`.
 
     "largest" puts the biggest face first; "center" favours large faces near the image centre, which

@@ -13,7 +13,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tqdm import tqdm
 
@@ -24,7 +24,7 @@ class FetchError(RuntimeError):
     """A model file could not be installed; the message says why."""
 
 
-def _copy_with_progress(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, progress: bool) -> str:
+def _copy_with_progress(src: IO[bytes], dst: IO[bytes], total: int | None, label: str, progress: bool) -> str:
     digest = hashlib.sha256()
     with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
         while chunk := src.read(1 << 20):
@@ -34,9 +34,9 @@ def _copy_with_progress(src: BinaryIO, dst: BinaryIO, total: int | None, label: 
     return digest.hexdigest()
 
 
-def _download(url: str, target: BinaryIO, label: str, progress: bool) -> None:
+def _download(url: str, target: IO[bytes], label: str, progress: bool) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (manifest URLs are https)
+        with urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             _copy_with_progress(response, target, total, label, progress)
     except OSError as exc:
@@ -65,7 +65,9 @@ def fetch_model(
                 with source.open("rb") as src:
                     _copy_with_progress(src, tmp, source.stat().st_size, entry.id, progress)
             elif entry.source.url is None:
-                raise FetchError(f"{entry.id}: no public download; copy it with --from DIR ({entry.source.note})")
+                raise FetchError(
+                    f"{entry.id}: no public download; copy it with --from DIR ({entry.source.note})"
+                )
             elif entry.source.member is None:
                 _download(entry.source.url, tmp, entry.id, progress)
             else:

@@ -38,16 +38,17 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise UndecodableImage("image is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
+            # the pixel limit below is ours; Pillow's own warning would only duplicate it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+            width, height = opened.size
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            image = ImageOps.exif_transpose(opened).convert("RGB")
     except ImageTooLarge:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(str(exc)) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image header claims too many pixels; the limit is {max_pixels} pixels") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UndecodableImage(f"image could not be decoded: {exc}") from exc
+        raise UndecodableImage("not a decodable image (JPEG, PNG, WebP, BMP, TIFF or GIF expected)") from exc
     return np.ascontiguousarray(np.asarray(image)[..., ::-1])

@@ -95,7 +95,9 @@ class Manifest(BaseModel):
             if entry.kind == "recognizer":
                 template = self.templates[entry.alignment or ""]
                 if template.size != entry.size:
-                    raise ValueError(f"model {entry.id!r}: size {entry.size} != template size {template.size}")
+                    raise ValueError(
+                        f"model {entry.id!r}: size {entry.size} != template size {template.size}"
+                    )
         return self
 
     def get(self, model_id: str) -> ModelEntry | None:

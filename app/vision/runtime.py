@@ -41,9 +41,7 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-def create_session(
-    path: Path, providers: list[str], intra_op_threads: int = 0
-) -> ort.InferenceSession:
+def create_session(path: Path, providers: list[str], intra_op_threads: int = 0) -> ort.InferenceSession:
     """Open one session for a model file and log the providers it actually uses."""
     session = ort.InferenceSession(
         str(path), sess_options=session_options(intra_op_threads), providers=providers

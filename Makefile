@@ -1,0 +1,38 @@
+# facebridge: `make serve` runs the service, `make test` runs the checks. Both set everything up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED_MODELS ?= ../shared/models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup models serve test lint pytest bench clean
+
+setup: $(VENV)/.installed models
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	scripts/install.sh
+
+# copy the development models from ../shared/models (sha256-verified); a user with internet runs
+# `facebridge models fetch ID` for the public ones instead
+models: $(VENV)/.installed
+	@if [ -d "$(SHARED_MODELS)" ]; then $(BIN)/facebridge models fetch --all --from $(SHARED_MODELS); \
+	else echo "no $(SHARED_MODELS): install models with 'facebridge models fetch ID'"; fi
+
+serve: setup
+	$(BIN)/facebridge serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app tests benchmarks
+
+pytest: setup
+	$(BIN)/python -m pytest
+
+test: lint pytest
+
+bench: setup
+	$(BIN)/python benchmarks/embed_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

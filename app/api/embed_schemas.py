@@ -1,0 +1,79 @@
+"""Request and response bodies of POST /embed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EmbedOptions(BaseModel):
+    """Options shared by the JSON and multipart forms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(
+        default=None, min_length=1, description="recognizer ids; default: the service's default recognizer"
+    )
+    detector: str | None = Field(default=None, description="detector id (yunet, scrfd-500m, …)")
+    aligned: bool = Field(default=False, description="images are already aligned crops: skip detection")
+    largest_only: bool = Field(default=False, description="embed only the largest face of each image")
+    max_faces: int | None = Field(
+        default=None, ge=1, description="at most this many faces per image, largest first"
+    )
+    detection_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    normalize: bool = Field(default=True, description="L2-normalise embeddings (false: raw graph output)")
+
+
+class Base64Image(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(
+        description="base64 image bytes (JPEG, PNG, WebP, BMP…); a data: URL prefix is accepted"
+    )
+
+
+class EmbedJsonRequest(EmbedOptions):
+    """Either `image` (one) or `images` (a batch)."""
+
+    image: Base64Image | None = None
+    images: list[Base64Image] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EmbedJsonRequest:
+        if (self.image is None) == (self.images is None):
+            raise ValueError("give exactly one of 'image' or 'images'")
+        return self
+
+    def all_images(self) -> list[Base64Image]:
+        return [self.image] if self.image is not None else list(self.images or [])
+
+
+class Embedding(BaseModel):
+    model: str
+    sha256: str = Field(description="sha256 of the weights that produced this embedding")
+    dim: int
+    normalized: bool
+    embedding: list[float]
+
+
+class Face(BaseModel):
+    box: list[float] | None = Field(description="x1, y1, x2, y2 in image pixels; null for an aligned crop")
+    landmarks: list[list[float]] | None = Field(description="5 points: eyes, nose, mouth corners")
+    detection_score: float | None
+    embeddings: list[Embedding]
+
+
+class ImageResult(BaseModel):
+    index: int
+    width: int
+    height: int
+    faces: list[Face]
+
+
+class DetectorInfo(BaseModel):
+    id: str
+    sha256: str | None
+
+
+class EmbedResponse(BaseModel):
+    detector: DetectorInfo | None
+    results: list[ImageResult]

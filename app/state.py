@@ -1,0 +1,66 @@
+"""What the running service holds: settings, the model registry, and whether loading has finished.
+
+Models load in a background thread so that /healthz answers at once and /readyz tells an orchestrator
+when the service can take traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from app.config import Settings
+from app.errors import Problem
+from app.vision.loading import open_registry
+from app.vision.pipeline import FacePipeline
+from app.vision.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    registry: ModelRegistry | None = None
+    pipeline: FacePipeline | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    load_error: str | None = None
+
+    def load(self) -> None:
+        try:
+            registry = open_registry(self.settings)
+            self.registry, self.pipeline = registry, FacePipeline(registry)
+            loaded = [k for k, s in registry.status.items() if s.state == "loaded"]
+            log.info(
+                "ready: %d model(s) loaded (%s), providers %s",
+                len(loaded),
+                ", ".join(loaded),
+                registry.providers,
+            )
+        except Exception as exc:  # a broken manifest must not kill the process: /readyz reports it
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("model loading failed")
+        finally:
+            self.ready.set()
+
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="facebridge-model-loader", daemon=True)
+        thread.start()
+        return thread
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def get_pipeline(request: Request) -> FacePipeline:
+    state = get_state(request)
+    if not state.ready.is_set():
+        raise Problem(503, "not-ready", "Models are still loading", "retry once /readyz answers 200")
+    if state.pipeline is None:
+        raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")
+    return state.pipeline

@@ -1,0 +1,231 @@
+"""POST /embed and the service skeleton over a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.vision.pipeline import DetectionOptions, FacePipeline
+
+from .conftest import lfw_image
+
+PHOTO = ("Colin_Powell", 10)
+
+
+def _photo_bytes(lfw: Path, name: str = PHOTO[0], number: int = PHOTO[1]) -> bytes:
+    return (lfw / name / f"{name}_{number:04d}.jpg").read_bytes()
+
+
+def _jpeg(image_bgr: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return data.tobytes()
+
+
+def _assert_problem(response: httpx.Response, status: int, code: str, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"] == f"urn:facebridge:problem:{code}" and body["status"] == status
+    assert body["title"] and body["detail"]
+    if field is not None:
+        assert any(e["field"] == field for e in body["errors"]), body
+    return body
+
+
+def test_probes_models_and_docs(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and "arcface-mbf128" in ready["models_loaded"]
+    models = {m["id"]: m for m in client.get("/models").json()["models"]}
+    assert models["arcface-mbf128"]["state"] == "loaded"
+    assert models["arcface-mbf128"]["file_sha256"] == models["arcface-mbf128"]["sha256"]
+    assert models["sface"]["state"] == "unavailable"
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/embed", "/models", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {"application/json", "multipart/form-data"} <= set(
+        spec["paths"]["/embed"]["post"]["requestBody"]["content"]
+    )
+
+
+def test_multipart_embedding_equals_library_call(
+    client: httpx.Client, pipeline: FacePipeline, lfw: Path
+) -> None:
+    response = client.post(
+        "/embed",
+        files={"images": ("p.jpg", _photo_bytes(lfw), "image/jpeg")},
+        data={"models": "arcface-mbf128,hse-mobilenet1024", "largest_only": "true"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["detector"]["id"] == "yunet" and len(body["detector"]["sha256"]) == 64
+    face = body["results"][0]["faces"][0]
+    library = pipeline.embed_image(
+        lfw_image(lfw, *PHOTO), ["arcface-mbf128", "hse-mobilenet1024"], DetectionOptions(max_faces=1)
+    )[0]
+    assert library.detection is not None
+    np.testing.assert_allclose(face["box"], library.detection.box, atol=0.01)
+    assert face["detection_score"] == pytest.approx(library.detection.score, abs=1e-4)
+    for served, local in zip(face["embeddings"], library.embeddings, strict=True):
+        assert served["model"] == local.model_id and served["sha256"] == local.sha256
+        assert served["dim"] == len(local.vector) and served["normalized"] is True
+        np.testing.assert_allclose(served["embedding"], local.vector, atol=1e-6)
+
+
+def test_base64_batch_raw_and_aligned(client: httpx.Client, pipeline: FacePipeline, lfw: Path) -> None:
+    photos = [_photo_bytes(lfw), _photo_bytes(lfw, "AJ_Cook", 1)]
+    body = {
+        "images": [{"data": base64.b64encode(p).decode()} for p in photos],
+        "models": ["dlib-r29-128"],
+        "normalize": False,
+    }
+    response = client.post("/embed", json=body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == [0, 1] and results[0]["width"] == 250
+    raw = np.array(results[0]["faces"][0]["embeddings"][0]["embedding"])
+    assert not np.isclose(np.linalg.norm(raw), 1.0)
+    # an already aligned crop skips detection and gives the library's embedding of that crop
+    image = lfw_image(lfw, *PHOTO)
+    template = pipeline.registry.manifest.templates["arcface112"]
+    from app.vision.alignment import align_face
+
+    crop = align_face(image, pipeline.detect(image, DetectionOptions())[0].landmarks, template)
+    png = cv2.imencode(".png", crop)[1].tobytes()
+    aligned = client.post(
+        "/embed",
+        json={
+            "image": {"data": "data:image/png;base64," + base64.b64encode(png).decode()},
+            "aligned": True,
+            "models": ["arcface-mbf128"],
+        },
+    )
+    assert aligned.status_code == 200, aligned.text
+    face = aligned.json()["results"][0]["faces"][0]
+    assert face["box"] is None and aligned.json()["detector"] is None
+    expected = pipeline.registry.recognizer("arcface-mbf128").embed([crop])[0]
+    np.testing.assert_allclose(face["embeddings"][0]["embedding"], expected, atol=1e-6)
+
+
+def test_max_faces_and_largest_only(client: httpx.Client, lfw: Path) -> None:
+    canvas = np.zeros((250, 500, 3), np.uint8)
+    canvas[:, :250] = lfw_image(lfw, "Aaron_Eckhart", 1)
+    canvas[60:185, 300:425] = cv2.resize(lfw_image(lfw, "AJ_Cook", 1), (125, 125))
+    files = {"images": ("two.jpg", _jpeg(canvas), "image/jpeg")}
+    both = client.post("/embed", files=files).json()["results"][0]["faces"]
+    assert len(both) >= 2
+    areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in both]
+    assert areas == sorted(areas, reverse=True)
+    assert (
+        len(client.post("/embed", files=files, data={"largest_only": "true"}).json()["results"][0]["faces"])
+        == 1
+    )
+    assert len(client.post("/embed", files=files, data={"max_faces": "1"}).json()["results"][0]["faces"]) == 1
+
+
+def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> None:
+    photo = base64.b64encode(_photo_bytes(lfw)).decode()
+    blank = io.BytesIO()
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(blank, format="PNG")
+
+    _assert_problem(
+        client.post("/embed", json={"images": [{"data": base64.b64encode(b"hello").decode()}]}),
+        422,
+        "undecodable-image",
+        "images[0]",
+    )
+    _assert_problem(
+        client.post("/embed", json={"images": [{"data": photo}, {"data": "@@not base64@@"}]}),
+        422,
+        "invalid-base64",
+        "images[1].data",
+    )
+    _assert_problem(
+        client.post("/embed", files={"images": ("b.png", blank.getvalue(), "image/png")}),
+        422,
+        "no-face",
+        "images[0]",
+    )
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "models": ["arcface-mbf128", "nope"]}),
+        404,
+        "unknown-model",
+        "models[1]",
+    )
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "models": ["sface"]}),
+        409,
+        "model-unavailable",
+        "models[0]",
+    )
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "detector": "nope"}),
+        404,
+        "unknown-model",
+        "detector",
+    )
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "models": ["yunet"]}),
+        409,
+        "model-unavailable",
+        "models[0]",
+    )
+    # server limits: 2,000,000 bytes, 4,000,000 pixels, 4 images per request
+    big = np.random.default_rng(0).integers(0, 255, (900, 900, 3), np.uint8)
+    big_png = cv2.imencode(".png", big)[1].tobytes()
+    assert len(big_png) > 2_000_000
+    _assert_problem(
+        client.post("/embed", files={"images": ("big.png", big_png, "image/png")}),
+        413,
+        "image-too-large",
+        "images[0]",
+    )
+    wide = io.BytesIO()
+    Image.new("L", (2100, 2000)).save(wide, format="PNG")
+    _assert_problem(
+        client.post("/embed", files={"images": ("wide.png", wide.getvalue(), "image/png")}),
+        413,
+        "image-too-large",
+        "images[0]",
+    )
+    _assert_problem(
+        client.post("/embed", json={"images": [{"data": photo}] * 5}), 413, "batch-too-large", "images"
+    )
+    _assert_problem(client.post("/embed", json={"images": []}), 422, "validation-error", "images")
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "max_faces": 0}),
+        422,
+        "validation-error",
+        "max_faces",
+    )
+    _assert_problem(
+        client.post("/embed", json={"image": {"data": photo}, "images": [{"data": photo}]}),
+        422,
+        "validation-error",
+    )
+    _assert_problem(
+        client.post("/embed", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "validation-error",
+    )
+    _assert_problem(
+        client.post("/embed", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported-media-type",
+    )
+    _assert_problem(
+        client.post("/embed", data={"models": "arcface-mbf128"}, files={"other": ("x", b"x")}),
+        422,
+        "validation-error",
+        "images",
+    )
+    _assert_problem(client.get("/nowhere"), 404, "not-found")
+    _assert_problem(client.get("/embed"), 405, "method-not-allowed")
