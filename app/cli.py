@@ -124,6 +124,89 @@ def cmd_evaluate_native(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space_for(settings: Settings, model: str, sha256: str | None, dim: int):  # type: ignore[no-untyped-def]
+    """A SpaceRef for .npy input: the hash comes from --*-sha256 or the manifest's pin."""
+    from app.mapping.mapfile import SpaceRef
+    from app.vision.manifest import load_manifest
+
+    entry = load_manifest(settings.manifest_path).get(model)
+    digest = sha256 or (entry.sha256 if entry is not None else None)
+    if digest is None:
+        raise SystemExit(
+            f"error: no sha256 known for {model}: pass it with --source-sha256 / --target-sha256"
+        )
+    return SpaceRef(model=model, dim=dim, sha256=digest)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from app.embedding_cache import EmbeddingCache
+    from app.mapping.fitting import PairedEmbeddings, fit_map, pair_caches
+    from app.mapping.mapfile import map_filename, save_map
+
+    settings = _settings(args)
+    if args.source_cache and args.target_cache:
+        data = pair_caches(
+            EmbeddingCache.load(args.source_cache), EmbeddingCache.load(args.target_cache), args.dataset
+        )
+    elif args.source_npy and args.target_npy and args.source_model and args.target_model:
+        source, target = np.load(args.source_npy), np.load(args.target_npy)
+        labelled = args.labels is not None
+        identities = np.load(args.labels).astype(str) if labelled else np.arange(len(source)).astype(str)
+        data = PairedEmbeddings(
+            source,
+            target,
+            identities,
+            _space_for(settings, args.source_model, args.source_sha256, source.shape[1]),
+            _space_for(settings, args.target_model, args.target_sha256, target.shape[1]),
+            args.dataset,
+            labelled,
+        )
+    else:
+        print(
+            "error: give --source-cache and --target-cache, or --source-npy, --target-npy, "
+            "--source-model and --target-model",
+            file=sys.stderr,
+        )
+        return 2
+    params = {"alphas": (args.alpha,)} if args.alpha is not None and args.method == "ridge" else {}
+    fitted = fit_map(data, args.method, params, args.heldout, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / map_filename(data.source_space.model, data.target_space.model)
+    meta = save_map(path, fitted.meta, fitted.weight, fitted.bias)
+    q = meta.quality
+    print(f"{path}: {meta.id} method {meta.method} {meta.fitted or ''}")
+    print(
+        f"  held-out: {meta.provenance.heldout_identities} identities, "
+        f"{meta.provenance.heldout_images} images; "
+        f"mean cosine {q.mean_cosine:.4f}, R2 {q.r2:.4f}"
+    )
+    if q.accuracy_cross is not None:
+        print(
+            f"  accuracy: source native {q.accuracy_source_native:.4f}, "
+            f"target native {q.accuracy_target_native:.4f}, "
+            f"mapped {q.accuracy_mapped:.4f}, cross {q.accuracy_cross:.4f} ({q.verification_pairs} pairs)"
+        )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from app.embedding_cache import EmbeddingCache
+    from app.mapping.mapfile import SPACE_SUFFIX, save_space
+    from app.mapping.spaces import calibrate_space
+
+    space = calibrate_space(EmbeddingCache.load(args.cache), args.dataset, args.max_images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{space.space.model}{SPACE_SUFFIX}"
+    save_space(path, space)
+    points = ", ".join(
+        f"{k} {v.threshold:.4f} (TAR {v.tar:.4f})" for k, v in space.calibration.thresholds.items()
+    )
+    print(f"{path}: {space.images} images, {space.calibration.impostor_pairs} impostor pairs; {points}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facebridge", description=__doc__)
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -167,6 +250,37 @@ def build_parser() -> argparse.ArgumentParser:
     native.add_argument("--detector", default="yunet")
     native.add_argument("--models-dir", type=Path)
     native.set_defaults(func=cmd_evaluate_native)
+    fit = sub.add_parser(
+        "fit", help="fit a map between two spaces (held-out quality and calibration included)"
+    )
+    fit.add_argument(
+        "--source-cache", type=Path, help="embedding cache of the source model (facebridge embed)"
+    )
+    fit.add_argument("--target-cache", type=Path, help="embedding cache of the target model, same images")
+    fit.add_argument("--source-npy", type=Path)
+    fit.add_argument("--target-npy", type=Path)
+    fit.add_argument("--labels", type=Path, help=".npy identity label per row (enables verification metrics)")
+    fit.add_argument("--source-model")
+    fit.add_argument("--target-model")
+    fit.add_argument("--source-sha256")
+    fit.add_argument("--target-sha256")
+    fit.add_argument("--method", default="ridge", choices=["lstsq", "affine", "ridge", "procrustes"])
+    fit.add_argument("--alpha", type=float, help="fixed ridge alpha instead of cross-validation")
+    fit.add_argument("--heldout", type=float, default=0.25, help="fraction of identities held out")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--dataset", default="custom", help="name recorded in the map's provenance")
+    fit.add_argument("--out", type=Path, default=Path("mappings"))
+    fit.add_argument("--models-dir", type=Path)
+    fit.set_defaults(func=cmd_fit)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="same-space thresholds for one model from an embedding cache"
+    )
+    calibrate.add_argument("--cache", type=Path, required=True)
+    calibrate.add_argument("--dataset", default="custom")
+    calibrate.add_argument("--max-images", type=int, default=8000)
+    calibrate.add_argument("--out", type=Path, default=Path("mappings/spaces"))
+    calibrate.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
     cache_dir: Path = Path("cache")
+    mappings_dir: Path = Path("mappings")
+    max_embeddings_per_request: int = Field(default=100_000, gt=0)
+    max_pairs_per_request: int = Field(default=10_000, gt=0)
+    max_request_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
     default_recognizer: str = "arcface-mbf128"
     default_detector: str = "yunet"

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import embed, health, models
+from app.api import embed, health, mappings, models, translate, verify
 from app.config import Settings
 from app.errors import install_problem_handlers
 from app.state import ServiceState
@@ -37,4 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(embed.router)
+    app.include_router(translate.router)
+    app.include_router(verify.router)
+    app.include_router(mappings.router)
     return app

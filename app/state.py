@@ -14,7 +14,9 @@ from fastapi import Request
 
 from app.config import Settings
 from app.errors import Problem
+from app.mapping.bank import MappingBank
 from app.vision.loading import open_registry
+from app.vision.manifest import load_manifest
 from app.vision.pipeline import FacePipeline
 from app.vision.registry import ModelRegistry
 
@@ -25,12 +27,17 @@ log = logging.getLogger(__name__)
 class ServiceState:
     settings: Settings
     registry: ModelRegistry | None = None
+    bank: MappingBank | None = None
     pipeline: FacePipeline | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
 
     def load(self) -> None:
         try:
+            # maps first: translating needs no ONNX file, and they load in milliseconds
+            self.bank = MappingBank.load(
+                self.settings.mappings_dir, load_manifest(self.settings.manifest_path)
+            )
             registry = open_registry(self.settings)
             self.registry, self.pipeline = registry, FacePipeline(registry)
             loaded = [k for k, s in registry.status.items() if s.state == "loaded"]
@@ -57,10 +64,24 @@ def get_state(request: Request) -> ServiceState:
     return state
 
 
-def get_pipeline(request: Request) -> FacePipeline:
-    state = get_state(request)
+def _require_ready(state: ServiceState) -> None:
     if not state.ready.is_set():
         raise Problem(503, "not-ready", "Models are still loading", "retry once /readyz answers 200")
+
+
+def get_bank(request: Request) -> MappingBank:
+    state = get_state(request)
+    _require_ready(state)
+    if state.bank is None:
+        raise Problem(
+            503, "mappings-failed", "Mappings could not be loaded", state.load_error or "unknown error"
+        )
+    return state.bank
+
+
+def get_pipeline(request: Request) -> FacePipeline:
+    state = get_state(request)
+    _require_ready(state)
     if state.pipeline is None:
         raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")
     return state.pipeline

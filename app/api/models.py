@@ -28,6 +28,9 @@ class ModelInfo(BaseModel):
     architecture: str
     license: str
     lfw_reference: float | None
+    maps_from: list[str] = []
+    maps_to: list[str] = []
+    space_calibrated: bool = False
 
 
 class ModelList(BaseModel):
@@ -40,6 +43,9 @@ def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
     registry = state.registry
     if registry is None:
         raise Problem(503, "not-ready", "Models are still loading", state.load_error or "retry shortly")
+    bank = state.bank
+    maps = list(bank.maps) if bank is not None else []
+    calibrated = set(bank.space_calibrations) if bank is not None else set()
     infos = []
     for status in registry.status.values():
         entry = status.entry
@@ -62,6 +68,9 @@ def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
                 architecture=entry.architecture,
                 license=entry.license,
                 lfw_reference=entry.lfw_reference,
+                maps_from=sorted(t for s, t in maps if s == entry.id),
+                maps_to=sorted(s for s, t in maps if t == entry.id),
+                space_calibrated=entry.id in calibrated,
             )
         )
     return ModelList(providers=registry.providers, models=infos)

@@ -1,0 +1,256 @@
+"""POST /translate: embeddings of one model carried into another model's space.
+
+JSON in, JSON out; or a .npy body (`application/x-npy`, float32 (n, d)) in and .npy out for bulk work,
+with the source and target in the query string and the path in response headers.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from app.api.vectors import check_matrix, parse_matrix
+from app.errors import PROBLEM_RESPONSES, FieldError, Problem
+from app.mapping.bank import MapPath, MappingBank
+from app.state import get_bank, get_state
+
+router = APIRouter(tags=["translate"])
+
+NPY = "application/x-npy"
+
+
+class TranslateRequest(BaseModel):
+    source: str = Field(description="model id whose space the embeddings are in")
+    target: str = Field(description="model id whose space they are carried into")
+    embeddings: list[list[float]] = Field(min_length=1, description="one embedding per row")
+
+
+class MapUsed(BaseModel):
+    id: str
+    method: str
+    file: str
+    mean_cosine: float
+    accuracy_cross: float | None
+    accuracy_target_native: float | None
+
+
+class TranslateResponse(BaseModel):
+    source: str
+    target: str
+    composed: bool = Field(description="true when no direct map exists and maps were chained")
+    maps: list[MapUsed]
+    embeddings: list[list[float]] = Field(description="L2-normalised, in the order sent")
+
+
+def resolve_path(bank: MappingBank, source: str, target: str, known_models: set[str]) -> MapPath:
+    for field, model in (("source", source), ("target", target)):
+        if model not in bank.spaces and model not in known_models:
+            raise Problem(
+                404,
+                "unknown-model",
+                "Unknown model",
+                f"{field}: no model or space {model!r}",
+                [FieldError(field=field, message="unknown model id")],
+            )
+    if source == target:
+        raise Problem(
+            422,
+            "same-space",
+            "Nothing to translate",
+            "source and target are the same space",
+            [FieldError(field="target", message="equals source")],
+        )
+    path = bank.find_path(source, target)
+    if path is None:
+        raise Problem(
+            409,
+            "no-map-path",
+            "No map between these spaces",
+            f"no map or chain of maps from {source} to {target}; see GET /mappings",
+            [FieldError(field="target", message=f"unreachable from {source}")],
+        )
+    return path
+
+
+def maps_used(path: MapPath) -> list[MapUsed]:
+    return [
+        MapUsed(
+            id=m.id,
+            method=m.meta.method,
+            file=m.file,
+            mean_cosine=m.meta.quality.mean_cosine,
+            accuracy_cross=m.meta.quality.accuracy_cross,
+            accuracy_target_native=m.meta.quality.accuracy_target_native,
+        )
+        for m in path.maps
+    ]
+
+
+def _known_models(request: Request) -> set[str]:
+    registry = get_state(request).registry
+    return set(registry.status) if registry is not None else set()
+
+
+def read_npy(body: bytes) -> np.ndarray:
+    """Zero-copy view of a C-ordered .npy body (float32 preferred; float64 is converted)."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        shape, fortran, dtype = np.lib.format._read_array_header(stream, version)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        raise Problem(422, "invalid-npy", "Body is not a .npy array", str(exc)) from exc
+    if fortran or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise Problem(
+            422,
+            "invalid-npy",
+            "Unsupported .npy array",
+            f"need a C-ordered float32 (or float64) array, got dtype {dtype}, fortran_order={fortran}",
+        )
+    count = int(np.prod(shape))
+    offset = stream.tell()
+    if len(body) - offset != count * dtype.itemsize:
+        raise Problem(
+            422,
+            "invalid-npy",
+            "Truncated .npy array",
+            f"header promises {count * dtype.itemsize} bytes of data, body has {len(body) - offset}",
+        )
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return array if dtype == np.dtype("<f4") else array.astype(np.float32)
+
+
+def write_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype="<f4"), allow_pickle=False)
+    return buffer.getvalue()
+
+
+OPENAPI_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "source",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "with an application/x-npy body",
+        },
+        {
+            "name": "target",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "with an application/x-npy body",
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TranslateRequest.model_json_schema()},
+            NPY: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": ".npy float32 array of shape (n, source dim)",
+                }
+            },
+        },
+    },
+}
+
+
+@router.post(
+    "/translate",
+    response_model=TranslateResponse,
+    summary="Carry embeddings from one model's space into another's",
+    description="JSON: `{source, target, embeddings}`. Bulk: POST a .npy float32 (n, d) body with "
+    "`Content-Type: application/x-npy` and `?source=…&target=…`; the answer is .npy too, with the maps "
+    "used in the `X-Facebridge-Maps` header.",
+    openapi_extra=OPENAPI_BODY,
+    responses={
+        **PROBLEM_RESPONSES,
+        200: {"content": {NPY: {}}},
+        415: {"description": "Unsupported content type"},
+    },
+)
+async def translate(
+    request: Request,
+    bank: MappingBank = Depends(get_bank),
+    source: str | None = Query(default=None, include_in_schema=False),
+    target: str | None = Query(default=None, include_in_schema=False),
+) -> Response:
+    settings = get_state(request).settings
+    content_type = request.headers.get("content-type", "")
+    body = await request.body()
+    if content_type.startswith(NPY):
+        if not source or not target:
+            missing = "source" if not source else "target"
+            raise Problem(
+                422,
+                "validation-error",
+                "Request is not valid",
+                f"query parameter {missing} is required",
+                [FieldError(field=missing, message="required with an application/x-npy body")],
+            )
+        path = resolve_path(bank, source, target, _known_models(request))
+        matrix = check_matrix(
+            read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
+        )
+        out = await run_in_threadpool(path.apply, matrix)
+        headers = {
+            "X-Facebridge-Maps": ",".join(path.ids),
+            "X-Facebridge-Composed": str(path.composed).lower(),
+        }
+        return Response(write_npy(out), media_type=NPY, headers=headers)
+    if not content_type.startswith("application/json"):
+        raise Problem(
+            415, "unsupported-media-type", "Unsupported content type", f"send application/json or {NPY}"
+        )
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(
+            422, "validation-error", "Request is not valid", f"body is not valid JSON: {exc}"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise Problem(422, "validation-error", "Request is not valid", "body must be a JSON object")
+    for field in ("source", "target"):
+        if not isinstance(payload.get(field), str):
+            raise Problem(
+                422,
+                "validation-error",
+                "Request is not valid",
+                f"{field}: a model id string is required",
+                [FieldError(field=field, message="required string")],
+            )
+    extra = sorted(set(payload) - {"source", "target", "embeddings"})
+    if extra:
+        raise Problem(
+            422,
+            "validation-error",
+            "Request is not valid",
+            f"unknown field(s): {', '.join(extra)}",
+            [FieldError(field=f, message="unknown field") for f in extra],
+        )
+    path = resolve_path(bank, payload["source"], payload["target"], _known_models(request))
+    matrix = parse_matrix(
+        payload.get("embeddings"),
+        "embeddings",
+        path.maps[0].meta.source.dim,
+        settings.max_embeddings_per_request,
+    )
+    out = path.apply(matrix) if len(matrix) <= 64 else await run_in_threadpool(path.apply, matrix)
+    answer = {
+        "source": path.source,
+        "target": path.target,
+        "composed": path.composed,
+        "maps": [m.model_dump() for m in maps_used(path)],
+        "embeddings": out,
+    }
+    return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")

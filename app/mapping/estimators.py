@@ -1,0 +1,174 @@
+"""Estimators of affine maps y ≈ x @ coef_ + intercept_ from one embedding space into another.
+
+scikit-learn style: hyperparameters in the constructor, `fit(X, Y, groups)` learns state ending in `_`,
+`transform(X)` applies it. Every method ends as the same (coef_, intercept_) pair, so a fitted map is
+stored and served the same way whatever produced it. Inputs are expected L2-normalised.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    return x
+
+
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows."""
+    num = np.einsum("ij,ij->i", a, b)
+    return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+class AffineMapEstimator:
+    """Base class: holds the fitted (coef_, intercept_) and applies them."""
+
+    method: ClassVar[str] = "base"
+    coef_: np.ndarray
+    intercept_: np.ndarray
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> AffineMapEstimator:
+        x, y = _as_2d(x, "X"), _as_2d(y, "Y")
+        if len(x) != len(y):
+            raise ValueError(f"X has {len(x)} rows, Y has {len(y)}")
+        self._fit(x, y, groups)
+        return self
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) @ self.coef_ + self.intercept_
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+
+class LeastSquaresMap(AffineMapEstimator):
+    """Plain linear least squares through the origin: y = x W."""
+
+    method = "lstsq"
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        self.coef_ = np.linalg.lstsq(x, y, rcond=None)[0]
+        self.intercept_ = np.zeros(y.shape[1])
+
+
+class AffineLeastSquaresMap(AffineMapEstimator):
+    """Unregularised least squares with a bias: y = x W + b."""
+
+    method = "affine"
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        mx, my = x.mean(axis=0), y.mean(axis=0)
+        self.coef_ = np.linalg.lstsq(x - mx, y - my, rcond=None)[0]
+        self.intercept_ = my - mx @ self.coef_
+
+
+def _ridge_solutions(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> list[np.ndarray]:
+    """Ridge coefficients for several alphas from one SVD of the centred inputs."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    uty = u.T @ y
+    return [vt.T @ ((s / (s**2 + a))[:, None] * uty) for a in alphas]
+
+
+def group_folds(n: int, groups: np.ndarray | None, folds: int, seed: int) -> list[np.ndarray]:
+    """Row indices per fold; rows of one group (identity) share a fold, so validation is on unseen people."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return [f for f in np.array_split(rng.permutation(n), folds)]
+    names = np.unique(groups)
+    assignment = dict(zip(names, rng.permutation(len(names)) % folds, strict=True))
+    fold_of_row = np.array([assignment[g] for g in groups])
+    return [np.nonzero(fold_of_row == f)[0] for f in range(folds)]
+
+
+class RidgeMap(AffineMapEstimator):
+    """Ridge regression with a bias; alpha picked by grouped cross-validation on mapped-vs-true cosine."""
+
+    method = "ridge"
+
+    def __init__(
+        self,
+        alphas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
+        cv: int = 5,
+        random_state: int = 0,
+    ):
+        self.alphas = alphas
+        self.cv = cv
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        return {"alphas": list(self.alphas), "cv": self.cv, "random_state": self.random_state}
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        alphas = np.asarray(self.alphas, dtype=np.float64)
+        if len(alphas) == 1:
+            self.alpha_ = float(alphas[0])
+            self.cv_scores_ = np.array([np.nan])
+        else:
+            scores = np.zeros(len(alphas))
+            for held in group_folds(len(x), groups, self.cv, self.random_state):
+                train = np.ones(len(x), bool)
+                train[held] = False
+                mx, my = x[train].mean(axis=0), y[train].mean(axis=0)
+                for i, w in enumerate(_ridge_solutions(x[train] - mx, y[train] - my, alphas)):
+                    pred = (x[held] - mx) @ w + my
+                    scores[i] += row_cosine(pred, y[held]).sum()
+            self.cv_scores_ = scores / len(x)
+            self.alpha_ = float(alphas[int(np.argmax(scores))])
+        mx, my = x.mean(axis=0), y.mean(axis=0)
+        self.coef_ = _ridge_solutions(x - mx, y - my, np.array([self.alpha_]))[0]
+        self.intercept_ = my - mx @ self.coef_
+
+
+def _pca_basis(z: np.ndarray, dim: int) -> np.ndarray:
+    """Top `dim` principal directions (columns) of centred data."""
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    return vt[:dim].T
+
+
+class ProcrustesMap(AffineMapEstimator):
+    """Orthogonal Procrustes with a global scale, y = s (x - mx) P_x R P_yᵀ + my.
+
+    When the dimensions differ, both sides are first projected by PCA to the smaller dimension (or
+    `n_components`), so the rotation R is square; the composed map is still one affine (W, b).
+    """
+
+    method = "procrustes"
+
+    def __init__(self, n_components: int | None = None, scale: bool = True):
+        self.n_components = n_components
+        self.scale = scale
+
+    def get_params(self) -> dict[str, Any]:
+        return {"n_components": self.n_components, "scale": self.scale}
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        mx, my = x.mean(axis=0), y.mean(axis=0)
+        xc, yc = x - mx, y - my
+        dim = self.n_components or min(x.shape[1], y.shape[1], len(x))
+        px = np.eye(x.shape[1]) if dim == x.shape[1] else _pca_basis(xc, dim)
+        py = np.eye(y.shape[1]) if dim == y.shape[1] else _pca_basis(yc, dim)
+        xp, yp = xc @ px, yc @ py
+        u, s, vt = np.linalg.svd(xp.T @ yp)
+        rotation = u @ vt
+        self.scale_ = float(s.sum() / (xp**2).sum()) if self.scale else 1.0
+        self.coef_ = self.scale_ * px @ rotation @ py.T
+        self.intercept_ = my - mx @ self.coef_
+
+
+ESTIMATORS: dict[str, type[AffineMapEstimator]] = {
+    cls.method: cls for cls in (LeastSquaresMap, AffineLeastSquaresMap, RidgeMap, ProcrustesMap)
+}
+
+
+def make_estimator(method: str, **params: Any) -> AffineMapEstimator:
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[method](**params)
