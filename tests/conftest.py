@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 
 from app.config import Settings
+from app.embedding_cache import EmbeddingCache, build_cache
+from app.mapping.fitting import fit_map, pair_caches
+from app.mapping.mapfile import SPACE_SUFFIX, map_filename, save_map, save_space
+from app.mapping.spaces import calibrate_space
 from app.vision.images import decode_image
 from app.vision.loading import open_registry
 from app.vision.pipeline import FacePipeline
@@ -124,12 +128,68 @@ class LiveServer:
         self._log.close()
 
 
+SUBSET_MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192"]
+SUBSET_CACHE_DIR = ROOT / "cache" / "tests"
+
+
+def subset_images(lfw_root: Path, identities: int = 250, per_identity: int = 4, seed: int = 0) -> list[str]:
+    """A fixed random subset of LFW people with at least two photos (so genuine pairs exist)."""
+    people = sorted(p.name for p in lfw_root.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)
+    chosen = np.random.default_rng(seed).choice(people, identities, replace=False)
+    return sorted(
+        str(photo.relative_to(lfw_root))
+        for person in chosen
+        for photo in sorted((lfw_root / person).glob("*.jpg"))[:per_identity]
+    )
+
+
 @pytest.fixture(scope="session")
-def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def subset_caches(pipeline: FacePipeline, lfw: Path) -> dict[str, EmbeddingCache]:
+    """Real embeddings of the LFW subset under three recognizers (kept across runs in cache/tests)."""
+    SUBSET_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    images = subset_images(lfw)
+    caches = {}
+    for model_id in SUBSET_MODELS:
+        out = SUBSET_CACHE_DIR / f"lfw-subset-{model_id}.npz"
+        full = build_cache(pipeline, lfw, model_id, out, only=images, progress=False)
+        rows = [full.index()[p] for p in images]
+        caches[model_id] = EmbeddingCache(
+            full.meta,
+            full.paths[rows],
+            full.identities[rows],
+            full.digests[rows],
+            full.detected[rows],
+            full.embeddings[rows],
+        )
+    return caches
+
+
+@pytest.fixture(scope="session")
+def maps_dir(subset_caches: dict[str, EmbeddingCache], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Maps arcface→faceplugin and faceplugin→sirius (so arcface→sirius is a composition), and same-space
+    calibrations for arcface and faceplugin, all fitted here on the real subset."""
+    directory = tmp_path_factory.mktemp("mappings")
+    for source, target in [("arcface-mbf128", "faceplugin-mbf512"), ("faceplugin-mbf512", "sirius-mbf192")]:
+        fitted = fit_map(pair_caches(subset_caches[source], subset_caches[target], "lfw-subset"), "ridge")
+        save_map(directory / map_filename(source, target), fitted.meta, fitted.weight, fitted.bias)
+    (directory / "spaces").mkdir()
+    for model_id in ["arcface-mbf128", "faceplugin-mbf512"]:
+        space = calibrate_space(subset_caches[model_id], "lfw-subset")
+        save_space(directory / "spaces" / f"{model_id}{SPACE_SUFFIX}", space)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def server(
+    settings: Settings, maps_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     live = LiveServer(
         {
             "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
             "FACEBRIDGE_PROVIDERS": "cpu",
+            "FACEBRIDGE_MAPPINGS_DIR": str(maps_dir),
+            "FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST": "2000",
+            "FACEBRIDGE_MAX_PAIRS_PER_REQUEST": "100",
             "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": "4",
             "FACEBRIDGE_MAX_IMAGE_BYTES": "2000000",
             "FACEBRIDGE_MAX_IMAGE_PIXELS": "4000000",

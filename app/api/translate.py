@@ -103,7 +103,12 @@ def read_npy(body: bytes) -> np.ndarray:
     stream = io.BytesIO(body)
     try:
         version = np.lib.format.read_magic(stream)
-        shape, fortran, dtype = np.lib.format._read_array_header(stream, version)  # type: ignore[attr-defined]
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
     except ValueError as exc:
         raise Problem(422, "invalid-npy", "Body is not a .npy array", str(exc)) from exc
     if fortran or dtype.kind != "f" or dtype.itemsize not in (4, 8):

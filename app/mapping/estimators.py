@@ -7,7 +7,7 @@ stored and served the same way whatever produced it. Inputs are expected L2-norm
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class AffineMapEstimator:
     coef_: np.ndarray
     intercept_: np.ndarray
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> AffineMapEstimator:
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Self:
         x, y = _as_2d(x, "X"), _as_2d(y, "Y")
         if len(x) != len(y):
             raise ValueError(f"X has {len(x)} rows, Y has {len(y)}")

@@ -118,6 +118,7 @@ def save_map(path: Path, meta: MapMetadata, weight: np.ndarray, bias: np.ndarray
     meta = meta.model_copy(update={"tensor_sha256": tensor_digest(weight, bias)})
     tmp = path.with_name(path.name + ".tmp")
     save_file({"weight": weight, "bias": bias}, str(tmp), metadata={METADATA_KEY: meta.model_dump_json()})
+    tmp.chmod(0o644)
     tmp.replace(path)
     return meta
 

@@ -85,6 +85,9 @@ def fetch_model(
                 )
             if entry.sha256 is not None and digest != entry.sha256:
                 raise FetchError(f"{entry.id}: sha256 {digest} does not match the manifest's {entry.sha256}")
+            tmp_path.chmod(
+                0o644
+            )  # temporary files are private; installed models are readable by the service user
             os.replace(tmp_path, destination)
         finally:
             tmp_path.unlink(missing_ok=True)
