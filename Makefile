@@ -24,7 +24,7 @@ serve: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests benchmarks
+	$(BIN)/mypy app tests benchmarks scripts
 
 pytest: setup
 	$(BIN)/python -m pytest
