@@ -59,7 +59,15 @@ class ServiceState:
         return thread
 
 
-def get_state(request: Request) -> ServiceState:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread,
+# which costs more than these lookups themselves on every request.
+
+
+async def get_state(request: Request) -> ServiceState:
+    return state_of(request)
+
+
+def state_of(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
@@ -69,8 +77,8 @@ def _require_ready(state: ServiceState) -> None:
         raise Problem(503, "not-ready", "Models are still loading", "retry once /readyz answers 200")
 
 
-def get_bank(request: Request) -> MappingBank:
-    state = get_state(request)
+async def get_bank(request: Request) -> MappingBank:
+    state = state_of(request)
     _require_ready(state)
     if state.bank is None:
         raise Problem(
@@ -79,8 +87,8 @@ def get_bank(request: Request) -> MappingBank:
     return state.bank
 
 
-def get_pipeline(request: Request) -> FacePipeline:
-    state = get_state(request)
+async def get_pipeline(request: Request) -> FacePipeline:
+    state = state_of(request)
     _require_ready(state)
     if state.pipeline is None:
         raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")

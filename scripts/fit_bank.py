@@ -50,7 +50,8 @@ def main() -> int:
         q = meta.quality
         print(
             f"| {meta.id} | {meta.method} | {q.mean_cosine:.4f} | {q.r2:.4f} "
-            f"| {q.accuracy_source_native:.4f} | {q.accuracy_target_native:.4f} | {q.accuracy_mapped:.4f} | {q.accuracy_cross:.4f} |",
+            f"| {q.accuracy_source_native:.4f} | {q.accuracy_target_native:.4f} "
+            f"| {q.accuracy_mapped:.4f} | {q.accuracy_cross:.4f} |",
             flush=True,
         )
     return 0

@@ -23,7 +23,7 @@ from app.api.embed_schemas import (
 )
 from app.config import Settings
 from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
-from app.state import get_pipeline, get_state
+from app.state import get_pipeline, state_of
 from app.vision.images import ImageError, decode_image
 from app.vision.pipeline import DetectionOptions, FacePipeline, FaceResult, NoFaceFound
 from app.vision.registry import ModelNotReady, UnknownModel
@@ -219,7 +219,7 @@ def _embed_all(
     responses={**PROBLEM_RESPONSES, 415: {"description": "Unsupported content type"}},
 )
 async def embed(request: Request, pipeline: FacePipeline = Depends(get_pipeline)) -> EmbedResponse:
-    settings = get_state(request).settings
+    settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         options, blobs = await _parse_multipart(request, settings)

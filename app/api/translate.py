@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from app.api.vectors import check_matrix, parse_matrix
 from app.errors import PROBLEM_RESPONSES, FieldError, Problem
 from app.mapping.bank import MapPath, MappingBank
-from app.state import get_bank, get_state
+from app.state import get_bank, state_of
 
 router = APIRouter(tags=["translate"])
 
@@ -94,7 +94,7 @@ def maps_used(path: MapPath) -> list[MapUsed]:
 
 
 def _known_models(request: Request) -> set[str]:
-    registry = get_state(request).registry
+    registry = state_of(request).registry
     return set(registry.status) if registry is not None else set()
 
 
@@ -184,16 +184,12 @@ OPENAPI_BODY: dict[str, Any] = {
         415: {"description": "Unsupported content type"},
     },
 )
-async def translate(
-    request: Request,
-    bank: MappingBank = Depends(get_bank),
-    source: str | None = Query(default=None, include_in_schema=False),
-    target: str | None = Query(default=None, include_in_schema=False),
-) -> Response:
-    settings = get_state(request).settings
+async def translate(request: Request, bank: MappingBank = Depends(get_bank)) -> Response:
+    settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
     body = await request.body()
     if content_type.startswith(NPY):
+        source, target = request.query_params.get("source"), request.query_params.get("target")
         if not source or not target:
             missing = "source" if not source else "target"
             raise Problem(

@@ -17,7 +17,7 @@ from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_proble
 from app.mapping.bank import MappingBank
 from app.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 from app.mapping.compare import ComparisonPlan, NoMapPath, NotCalibrated, plan_comparison, resolve_threshold
-from app.state import ServiceState, get_bank, get_state
+from app.state import ServiceState, get_bank, state_of
 from app.vision.images import ImageError, decode_image
 from app.vision.pipeline import DetectionOptions, NoFaceFound
 from app.vision.registry import ModelNotReady, UnknownModel
@@ -204,7 +204,7 @@ def _score_group(plan: ComparisonPlan, a: np.ndarray, b: np.ndarray) -> np.ndarr
     responses=PROBLEM_RESPONSES,
 )
 async def verify(request: Request, bank: MappingBank = Depends(get_bank)) -> VerifyResponse:
-    state = get_state(request)
+    state = state_of(request)
     try:
         body = VerifyRequest.model_validate_json(await request.body())
     except ValidationError as exc:
