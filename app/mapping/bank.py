@@ -42,12 +42,13 @@ class LoadedMap:
     def id(self) -> str:
         return self.meta.id
 
-    def apply(self, embeddings: np.ndarray) -> np.ndarray:
+    def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Map unit-length source embeddings and return unit-length target embeddings (float32).
 
-        In place after the matmul: on bulk batches the extra temporaries cost as much as the product.
+        Written into `out` when given (e.g. a response buffer) and in place after the matmul: on bulk
+        batches extra temporaries cost as much as the product itself.
         """
-        out = embeddings @ self.weight
+        out = np.matmul(embeddings, self.weight, out=out)
         out += self.bias
         norms = np.sqrt(np.einsum("ij,ij->i", out, out))
         np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
@@ -81,11 +82,12 @@ class MapPath:
     def ids(self) -> list[str]:
         return [m.id for m in self.maps]
 
-    def apply(self, embeddings: np.ndarray) -> np.ndarray:
-        out = embeddings
-        for hop in self.maps:
-            out = hop.apply(out)
-        return out
+    def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Apply every hop in turn (each re-normalises, as each map was fitted on unit vectors)."""
+        current = embeddings
+        for index, hop in enumerate(self.maps):
+            current = hop.apply(current, out if index == len(self.maps) - 1 else None)
+        return current
 
     @property
     def cross_calibration(self) -> Calibration | None:
