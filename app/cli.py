@@ -124,6 +124,82 @@ def cmd_evaluate_native(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lfw_caches(args: argparse.Namespace, model_ids: list[str]):  # type: ignore[no-untyped-def]
+    """Embedding caches of every LFW pair photo per model: reused when present, built otherwise."""
+    from app.embedding_cache import EmbeddingCache, build_cache
+    from app.evaluation.lfw import pair_images, read_pairs
+    from app.evaluation.native import default_cache_path
+
+    settings = _settings(args)
+    pairs = read_pairs(args.lfw / "pairs.txt")
+    images = pair_images(pairs)
+    caches: dict[str, EmbeddingCache] = {}
+    missing = []
+    for model_id in model_ids:
+        path = default_cache_path(settings.cache_dir, model_id)
+        cached = EmbeddingCache.load(path) if path.exists() else None
+        if cached is not None and set(images) <= set(cached.index()):
+            caches[model_id] = cached
+        else:
+            missing.append(model_id)
+    if missing:
+        pipeline = _pipeline(settings, missing, args.detector)
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        for model_id in missing:
+            out = default_cache_path(settings.cache_dir, model_id)
+            caches[model_id] = build_cache(pipeline, args.lfw, model_id, out, args.detector, only=images)
+    return caches, pairs
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.evaluation.interchange import learning_curve, paired_lfw, study_pair
+    from app.evaluation.report import CURVE_SIZES, fitter_for
+
+    caches, pairs = _lfw_caches(args, [args.source, args.target])
+    data = paired_lfw(caches[args.source], caches[args.target], pairs)
+    study = study_pair(data, fitter_for(args.method), args.method, pairing=args.pairing)
+    names = {
+        "native_a": f"native {args.source}",
+        "native_b": f"native {args.target}",
+        "mapped": f"mapped {args.source}→{args.target}",
+        "cross": f"cross {args.source}→{args.target}",
+        "reverse_mapped": f"mapped {args.target}→{args.source}",
+        "reverse_cross": f"cross {args.target}→{args.source}",
+        "fused": "cross with both maps",
+    }
+    print(f"method {args.method}, fitting pairs {args.pairing}; LFW 10-fold, maps fitted per fold")
+    print("| comparison | accuracy (%) | AUC | EER (%) | TAR@FAR 1e-3 (%) | TAR@FAR 1e-4 (%) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, label in names.items():
+        m = study.metrics[key]
+        print(
+            f"| {label} | {m.accuracy * 100:.2f} ± {m.accuracy_std * 100:.2f} | {m.auc:.4f} "
+            f"| {m.eer * 100:.2f} | {m.tar_far_1e3 * 100:.2f} | {m.tar_far_1e4 * 100:.2f} |"
+        )
+    print(
+        f"R² {args.source}→{args.target} {study.r2:.3f}, {args.target}→{args.source} {study.r2_reverse:.3f}"
+    )
+    if args.learning_curve:
+        print("| fitting pairs | mapped (%) | cross (%) |")
+        print("|---:|---:|---:|")
+        for point in learning_curve(data, fitter_for(args.method), CURVE_SIZES, pairing=args.pairing):
+            print(f"| {point.fitting_pairs} | {point.mapped * 100:.2f} | {point.cross * 100:.2f} |")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from app.evaluation.report import run_study, write_report
+
+    caches, pairs = _lfw_caches(args, args.model)
+    compare = [tuple(spec.split(":", 1)) for spec in args.compare]
+    study = run_study(caches, pairs, args.method, compare_pairs=compare)
+    command = "facebridge " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(study, args.out, command)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _space_for(settings: Settings, model: str, sha256: str | None, dim: int):  # type: ignore[no-untyped-def]
     """A SpaceRef for .npy input: the hash comes from --*-sha256 or the manifest's pin."""
     from app.mapping.mapfile import SpaceRef
@@ -207,6 +283,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods() -> tuple[str, ...]:
+    from app.evaluation.report import METHODS
+
+    return METHODS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facebridge", description=__doc__)
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -250,6 +332,32 @@ def build_parser() -> argparse.ArgumentParser:
     native.add_argument("--detector", default="yunet")
     native.add_argument("--models-dir", type=Path)
     native.set_defaults(func=cmd_evaluate_native)
+    evaluate = sub.add_parser(
+        "evaluate", help="LFW interchangeability of two models: maps fitted per fold, native/mapped/cross"
+    )
+    evaluate.add_argument("--source", required=True)
+    evaluate.add_argument("--target", required=True)
+    evaluate.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    evaluate.add_argument("--method", default="ridge", choices=list(_methods()))
+    evaluate.add_argument("--pairing", default="same-image", choices=["same-image", "centroid"])
+    evaluate.add_argument("--learning-curve", action="store_true")
+    evaluate.add_argument("--detector", default="yunet")
+    evaluate.add_argument("--models-dir", type=Path)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="the interchangeability study of several models, as Markdown")
+    report.add_argument("--lfw", type=Path, required=True)
+    report.add_argument("--model", action="append", required=True, help="repeat for several models")
+    report.add_argument("--method", default="ridge", choices=list(_methods()))
+    report.add_argument(
+        "--compare", action="append", default=[], metavar="A:B", help="pairs for method comparison and curves"
+    )
+    report.add_argument("--out", type=Path, default=Path("docs/interchangeability.md"))
+    report.add_argument("--command-line", help=argparse.SUPPRESS)
+    report.add_argument("--detector", default="yunet")
+    report.add_argument("--models-dir", type=Path)
+    report.set_defaults(func=cmd_report)
+
     fit = sub.add_parser(
         "fit", help="fit a map between two spaces (held-out quality and calibration included)"
     )
@@ -264,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--target-model")
     fit.add_argument("--source-sha256")
     fit.add_argument("--target-sha256")
-    fit.add_argument("--method", default="ridge", choices=["lstsq", "affine", "ridge", "procrustes"])
+    fit.add_argument(
+        "--method", default="ridge", choices=["lstsq", "affine", "ridge", "procrustes", "softmax"]
+    )
     fit.add_argument("--alpha", type=float, help="fixed ridge alpha instead of cross-validation")
     fit.add_argument("--heldout", type=float, default=0.25, help="fraction of identities held out")
     fit.add_argument("--seed", type=int, default=0)

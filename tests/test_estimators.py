@@ -93,3 +93,55 @@ def test_factory_and_errors() -> None:
         make_estimator("magic")
     with pytest.raises(ValueError, match="rows"):
         AffineLeastSquaresMap().fit(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def _identity_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source photos of 60 people, 5 each; the target adds per-photo nuisance the source cannot see."""
+    rng = np.random.default_rng(seed)
+    people = np.repeat(np.arange(60), 5)
+    centres = rng.normal(size=(60, 16))
+    x = centres[people] + 0.4 * rng.normal(size=(300, 16))
+    w = rng.normal(size=(16, 12))
+    y = (centres[people] @ w) + 2.0 * rng.normal(size=(300, 12))
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    return unit(x), unit(y), people.astype(str)
+
+
+def _nearest_centroid_accuracy(mapped: np.ndarray, y: np.ndarray, people: np.ndarray) -> float:
+    names = np.unique(people)
+    centroids = np.stack([y[people == n].mean(axis=0) for n in names])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    mapped = mapped / np.linalg.norm(mapped, axis=1, keepdims=True)
+    return float(np.mean(names[np.argmax(mapped @ centroids.T, axis=1)] == people))
+
+
+def test_identity_softmax_map_separates_people_better_than_ridge() -> None:
+    x, y, people = _identity_data()
+    ridge = RidgeMap().fit(x, y, people)
+    softmax = make_estimator("softmax", steps=100).fit(x, y, people)
+    assert softmax.coef_.shape == (16, 12) and softmax.intercept_.shape == (12,)
+    assert softmax.identities_ == 60  # type: ignore[attr-defined]
+    assert _nearest_centroid_accuracy(softmax.transform(x), y, people) > _nearest_centroid_accuracy(
+        ridge.transform(x), y, people
+    )
+
+
+def test_identity_softmax_map_without_labels_is_the_ridge_map() -> None:
+    x, y, _ = _identity_data()
+    np.testing.assert_allclose(make_estimator("softmax").fit(x, y).coef_, RidgeMap().fit(x, y).coef_)
+
+
+def test_random_feature_map_fits_a_nonlinear_map_that_ridge_cannot() -> None:
+    from app.mapping.nonlinear import RandomFeatureMap
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1500, 4)) / 2
+    y = np.c_[np.sin(3 * x[:, 0]), np.cos(2 * x[:, 1] * x[:, 2])]
+    train, test = slice(0, 1000), slice(1000, None)
+
+    def r2(predicted: np.ndarray) -> float:
+        return 1 - float(((y[test] - predicted) ** 2).sum() / ((y[test] - y[test].mean(0)) ** 2).sum())
+
+    nonlinear = RandomFeatureMap(n_features=512, gamma=2.0).fit(x[train], y[train])
+    linear = RidgeMap().fit(x[train], y[train])
+    assert r2(nonlinear.transform(x[test])) > 0.8 > r2(linear.transform(x[test]))

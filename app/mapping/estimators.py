@@ -163,8 +163,92 @@ class ProcrustesMap(AffineMapEstimator):
         self.intercept_ = my - mx @ self.coef_
 
 
+class IdentitySoftmaxMap(AffineMapEstimator):
+    """A discriminative affine map: ridge start, then trained so mapped rows classify their identity.
+
+    Regression alone spends capacity on everything in the target embedding, image nuisance included.
+    Verification needs only that a mapped probe lands nearer its own person's target embeddings than
+    anyone else's, so this minimises a scaled-cosine softmax over identity centroids in the target space
+    (every identity of the fitting rows: people seen once are the impostors that matter most), plus
+    `regression_weight` times the squared distance to the row's own target embedding, with Adam.
+    The result is still one (coef_, intercept_) pair, so it is stored and served like any other map.
+    """
+
+    method = "softmax"
+
+    def __init__(
+        self,
+        steps: int = 60,
+        learning_rate: float = 3e-3,
+        scale: float = 30.0,
+        regression_weight: float = 1.0,
+        min_rows_per_identity: int = 1,
+        random_state: int = 0,
+    ):
+        self.min_rows_per_identity = min_rows_per_identity
+        self.steps = steps
+        self.learning_rate = learning_rate
+        self.scale = scale
+        self.regression_weight = regression_weight
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "learning_rate": self.learning_rate,
+            "scale": self.scale,
+            "regression_weight": self.regression_weight,
+            "min_rows_per_identity": self.min_rows_per_identity,
+            "random_state": self.random_state,
+        }
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        start = RidgeMap(random_state=self.random_state).fit(x, y, groups)
+        self.alpha_ = start.alpha_
+        weight = np.vstack([start.coef_, start.intercept_[None]]).astype(np.float32)
+        if groups is None:
+            self.coef_, self.intercept_ = start.coef_, start.intercept_
+            return
+        names, row_class, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        classed = counts[row_class] >= self.min_rows_per_identity
+        kept = np.unique(row_class[classed])
+        if len(kept) < 2:
+            self.coef_, self.intercept_ = start.coef_, start.intercept_
+            return
+        new_index = -np.ones(len(names), int)
+        new_index[kept] = np.arange(len(kept))
+        labels = new_index[row_class[classed]]
+        y32 = y.astype(np.float32)
+        centroids = np.zeros((len(kept), y.shape[1]), np.float32)
+        np.add.at(centroids, labels, y32[classed])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        xa = np.hstack([x, np.ones((len(x), 1))]).astype(np.float32)
+        m, v = np.zeros_like(weight), np.zeros_like(weight)
+        n = float(len(x))
+        for t in range(1, self.steps + 1):
+            z = xa @ weight
+            norm = np.linalg.norm(z, axis=1, keepdims=True)
+            zn = z / norm
+            logits = self.scale * (zn[classed] @ centroids.T)
+            logits -= logits.max(axis=1, keepdims=True)
+            p = np.exp(logits)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(labels)), labels] -= 1.0
+            grad_zn = self.regression_weight * (zn - y32) / n
+            grad_zn[classed] += self.scale * (p @ centroids) / n
+            grad_z = (grad_zn - zn * (grad_zn * zn).sum(axis=1, keepdims=True)) / norm
+            grad = xa.T @ grad_z
+            m = 0.9 * m + 0.1 * grad
+            v = 0.999 * v + 0.001 * grad**2
+            weight -= self.learning_rate * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        self.identities_ = len(kept)
+        self.coef_ = weight[:-1].astype(np.float64)
+        self.intercept_ = weight[-1].astype(np.float64)
+
+
 ESTIMATORS: dict[str, type[AffineMapEstimator]] = {
-    cls.method: cls for cls in (LeastSquaresMap, AffineLeastSquaresMap, RidgeMap, ProcrustesMap)
+    cls.method: cls
+    for cls in (LeastSquaresMap, AffineLeastSquaresMap, RidgeMap, ProcrustesMap, IdentitySoftmaxMap)
 }
 
 
