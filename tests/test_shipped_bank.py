@@ -43,3 +43,21 @@ def test_shipped_maps_carry_fresh_embeddings_close_to_the_target(
         cosine = np.einsum("ij,ij->i", mapped, subset_caches[target].embeddings).mean()
         # the subset overlaps the fitting photos, so it must reach at least the held-out figure (minus noise)
         assert cosine >= loaded.meta.quality.mean_cosine - 0.03, (loaded.id, cosine)
+
+
+def test_shipped_maps_reproduce_their_recorded_verification_accuracy(
+    shipped: MappingBank, subset_caches: dict[str, EmbeddingCache]
+) -> None:
+    """Cross accuracy (mapped source photo vs native target photo) on a check set of real LFW photos
+    embedded now reaches what the map file records for its held-out identities."""
+    from app.mapping.calibration import genuine_impostor_scores
+    from app.mapping.fitting import balanced_accuracy_pairs
+
+    for source, target in itertools.permutations(subset_caches, 2):
+        loaded = shipped.maps[(source, target)]
+        mapped = loaded.apply(subset_caches[source].embeddings)
+        identities = subset_caches[source].identities
+        genuine, impostor = genuine_impostor_scores(mapped, subset_caches[target].embeddings, identities)
+        accuracy = balanced_accuracy_pairs(genuine, impostor, seed=0)
+        recorded = loaded.meta.quality.accuracy_cross
+        assert recorded is not None and accuracy >= recorded - 0.02, (loaded.id, accuracy, recorded)
