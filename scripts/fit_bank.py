@@ -4,7 +4,10 @@ Needs an embedding cache per model over the same photos (`facebridge embed` or `
 evaluate-native` writes them to cache/lfw-MODEL.npz). Every map holds out a quarter of the identities
 for its recorded quality and calibration.
 
-    python scripts/fit_bank.py [--method ridge] [--cache-dir cache] [--out mappings]
+    python scripts/fit_bank.py [--method ridge --method softmax] [--cache-dir cache] [--out mappings]
+
+With several methods, each pair gets every method's fit and keeps the one with the best cross accuracy
+on the held-out identities (recorded in the map's provenance as the candidates it was chosen from).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--method", default="ridge")
+    parser.add_argument("--method", action="append", help="repeat to choose per pair (default ridge)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     parser.add_argument("--dataset", default="lfw")
     parser.add_argument("--out", type=Path, default=ROOT / "mappings")
     args = parser.parse_args()
+    methods = args.method or ["ridge"]
     caches = {m: EmbeddingCache.load(args.cache_dir / f"{args.dataset}-{m}.npz") for m in MODELS}
     (args.out / "spaces").mkdir(parents=True, exist_ok=True)
     for model_id, cache in caches.items():
@@ -45,7 +49,12 @@ def main() -> int:
     print("| map | method | mean cosine | R2 | source native | target native | mapped | cross |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for source, target in itertools.permutations(MODELS, 2):
-        fitted = fit_map(pair_caches(caches[source], caches[target], args.dataset), args.method)
+        paired = pair_caches(caches[source], caches[target], args.dataset)
+        candidates = [fit_map(paired, method) for method in methods]
+        fitted = max(candidates, key=lambda c: c.meta.quality.accuracy_cross or 0.0)
+        if len(candidates) > 1:
+            scores = ", ".join(f"{c.meta.method} {c.meta.quality.accuracy_cross:.4f}" for c in candidates)
+            fitted.meta.provenance.selection = f"best held-out cross accuracy of: {scores}"
         meta = save_map(args.out / map_filename(source, target), fitted.meta, fitted.weight, fitted.bias)
         q = meta.quality
         print(

@@ -242,6 +242,8 @@ class IdentitySoftmaxMap(AffineMapEstimator):
             v = 0.999 * v + 0.001 * grad**2
             weight -= self.learning_rate * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
         self.identities_ = len(kept)
+        # only directions were trained; rescale so mapped rows have unit length on average (as targets do)
+        weight /= float(np.linalg.norm(xa @ weight, axis=1).mean())
         self.coef_ = weight[:-1].astype(np.float64)
         self.intercept_ = weight[-1].astype(np.float64)
 

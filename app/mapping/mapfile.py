@@ -46,6 +46,7 @@ class FitProvenance(BaseModel):
     heldout_identities: int
     pairing: str = Field(description="how source and target rows correspond, e.g. 'same image'")
     seed: int
+    selection: str | None = Field(default=None, description="how the method was chosen among candidates")
 
 
 class MapQuality(BaseModel):
