@@ -5,7 +5,7 @@ SHARED_MODELS ?= ../shared/models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test lint pytest bench clean
+.PHONY: setup models serve test lint pytest bench docker clean
 
 setup: $(VENV)/.installed models
 
@@ -24,12 +24,17 @@ serve: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests benchmarks scripts
+	$(BIN)/mypy app tests benchmarks scripts examples
 
 pytest: setup
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# the CPU image; on machines that cannot pull from a registry, ../shared/docker/local-python-base.sh
+# first provides the python:3.11-slim base
+docker:
+	docker build --network host -t facebridge:cpu .
 
 bench: setup
 	$(BIN)/python benchmarks/embed_latency.py

@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers,
+        workers=args.workers or settings.workers,
         log_level=settings.log_level,
     )
     return 0
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service (settings from FACEBRIDGE_* variables)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, help="default FACEBRIDGE_WORKERS or 1")
     serve.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="list or install model files")

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each loads the models)")
     log_level: str = "info"
 
     @cached_property

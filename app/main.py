@@ -17,8 +17,23 @@ from app.state import ServiceState
 log = logging.getLogger("facebridge")
 
 
+def configure_logging(level: str) -> None:
+    """Give the service's own loggers ("app.*", "facebridge") a handler: uvicorn configures only its own,
+    and the start-up lines (which execution providers each model really got, refused files) must show."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("app", "facebridge"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+            logger.propagate = False
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_level)
     state = ServiceState(settings)
 
     @asynccontextmanager

@@ -7,6 +7,7 @@
 #
 #   scripts/install.sh            CPU: onnxruntime + opencv-python-headless
 #   FACEBRIDGE_GPU=1 scripts/install.sh   GPU: onnxruntime-gpu instead of onnxruntime
+#   VENV=/opt/venv FACEBRIDGE_EXTRAS= FACEBRIDGE_EDITABLE=0 scripts/install.sh   what the Dockerfile runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,9 +16,11 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $pip install --upgrade pip
-extras="dev"
-[ "${FACEBRIDGE_GPU:-0}" = "1" ] && extras="dev,gpu"
-$pip install -e ".[$extras]"
+extras=${FACEBRIDGE_EXTRAS-dev}
+[ "${FACEBRIDGE_GPU:-0}" = "1" ] && extras="${extras:+$extras,}gpu"
+editable="-e"
+[ "${FACEBRIDGE_EDITABLE:-1}" = "0" ] && editable=""
+$pip install $editable ".${extras:+[$extras]}"
 
 opencv_version=$($VENV/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")
 $pip uninstall -y opencv-python opencv-python-headless >/dev/null
