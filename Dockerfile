@@ -24,7 +24,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY scripts/install.sh ./scripts/install.sh
-RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS= FACEBRIDGE_EDITABLE=0 \
+RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS='' FACEBRIDGE_EDITABLE=0 \
     FACEBRIDGE_GPU="$([ "$FLAVOR" = gpu ] && echo 1 || echo 0)" bash scripts/install.sh \
     && /opt/venv/bin/python -m pip uninstall -y pip setuptools wheel >/dev/null
 COPY models ./models
@@ -40,7 +40,7 @@ RUN if ! command -v python3 >/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends python3 \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
-    && useradd --system --uid 10001 --create-home --home-dir /srv/facebridge facebridge
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /srv/facebridge facebridge
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/manifest.toml /srv/facebridge/manifest.toml
 COPY --from=build --chown=facebridge:facebridge /opt/models /srv/facebridge/models
@@ -55,7 +55,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     FACEBRIDGE_HOST=0.0.0.0 \
     FACEBRIDGE_PORT=8000 \
     FACEBRIDGE_WORKERS=1
-USER facebridge
+USER 10001:10001
 WORKDIR /srv/facebridge
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -25,6 +25,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app tests benchmarks scripts examples
+	$(BIN)/hadolint Dockerfile
 
 pytest: setup
 	$(BIN)/python -m pytest
