@@ -18,8 +18,15 @@ models: $(VENV)/.installed
 	@if [ -d "$(SHARED_MODELS)" ]; then $(BIN)/facebridge models fetch --all --from $(SHARED_MODELS); \
 	else echo "no $(SHARED_MODELS): install models with 'facebridge models fetch ID'"; fi
 
+# without FACEBRIDGE_API_KEYS, a random key is generated once into $(KEYS_FILE) (send it as X-API-Key)
+KEYS_FILE ?= .facebridge/api-keys
 serve: setup
-	$(BIN)/facebridge serve --host $(HOST) --port $(PORT)
+	@if [ -z "$$FACEBRIDGE_API_KEYS" ] && [ ! -s $(KEYS_FILE) ]; then \
+	  mkdir -p $(dir $(KEYS_FILE)) && (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(KEYS_FILE)) && \
+	  echo "generated an API key in $(KEYS_FILE)"; fi
+	@[ -n "$$FACEBRIDGE_API_KEYS" ] || echo "API key: send the contents of $(KEYS_FILE) as the X-API-Key header"
+	@if [ -z "$$FACEBRIDGE_API_KEYS" ]; then export FACEBRIDGE_API_KEYS_FILE=$${FACEBRIDGE_API_KEYS_FILE:-$(KEYS_FILE)}; fi; \
+	  exec $(BIN)/facebridge serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

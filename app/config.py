@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, gt=0)
     max_faces_per_image: int = Field(default=32, gt=0)
 
+    api_keys: str | None = Field(default=None, description="comma-separated; never logged", repr=False)
+    api_keys_file: Path | None = Field(default=None, description="one key per line, # comments")
+    auth_disabled: bool = Field(default=False, description="serve without keys (development only)")
+    metrics_public: bool = Field(default=True, description="/metrics without an API key")
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each loads the models)")

@@ -87,6 +87,7 @@ def validation_problem(errors: list[dict[str, Any]] | Any) -> Problem:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetail, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
     for status, description in {
+        401: "Missing or invalid API key",
         404: "Unknown model or resource",
         409: "Model known but not installed or refused",
         413: "Image or request too large",

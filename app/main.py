@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.api import embed, health, mappings, models, translate, verify
 from app.config import Settings
 from app.errors import install_problem_handlers
+from app.security import KeyRing, require_api_key
 from app.state import ServiceState
 
 log = logging.getLogger("facebridge")
@@ -48,11 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.key_ring = KeyRing.from_sources(
+        settings.api_keys, settings.api_keys_file, settings.auth_disabled
+    )
     install_problem_handlers(app)
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(embed.router)
-    app.include_router(translate.router)
-    app.include_router(verify.router)
-    app.include_router(mappings.router)
+    app.include_router(health.router)  # probes stay open for orchestrators
+    protected = [Depends(require_api_key)]
+    for router in (models.router, embed.router, translate.router, verify.router, mappings.router):
+        app.include_router(router, dependencies=protected)
     return app

@@ -50,6 +50,9 @@ class Row:
     photo_p99: float
 
 
+BENCH_KEY = "benchmark-key"
+
+
 def time_calls(call: Callable[[], object], repeats: int) -> list[float]:
     call()  # warm-up
     times = []
@@ -134,12 +137,13 @@ def main() -> int:
         "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
         "FACEBRIDGE_PROVIDERS": "cpu",
         "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": str(max(32, args.batch)),
+        "FACEBRIDGE_API_KEYS": BENCH_KEY,
     }
     server = LiveServer(env, Path("/tmp/facebridge-bench-server.log"))
     results = []
     try:
         server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=120) as http:
+        with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": BENCH_KEY}) as http:
             for model_id in RECOGNIZERS:
                 recognizer = registry.recognizer(model_id)
                 template = registry.manifest.templates[recognizer.entry.alignment or ""]

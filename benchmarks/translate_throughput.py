@@ -29,6 +29,8 @@ from app.api.translate import read_npy  # noqa: E402
 from app.mapping.bank import MapPath, MappingBank  # noqa: E402
 from tests.conftest import MODELS_DIR, LiveServer, free_port  # noqa: E402
 
+BENCH_KEY = "benchmark-key"
+
 
 def timed(call: Callable[[], object], repeats: int) -> list[float]:
     for _ in range(max(3, repeats // 20)):
@@ -73,7 +75,9 @@ def bulk_row(
     connection = http.client.HTTPConnection(api.base_url.host, api.base_url.port)
 
     def binary() -> None:
-        connection.request("POST", url, body=body, headers={"content-type": "application/x-npy"})
+        connection.request(
+            "POST", url, body=body, headers={"content-type": "application/x-npy", "X-API-Key": BENCH_KEY}
+        )
         response = connection.getresponse()
         data = response.read()
         if response.status != 200:
@@ -113,6 +117,7 @@ def main() -> int:
         "FACEBRIDGE_MAPPINGS_DIR": str(args.mappings),
         "FACEBRIDGE_LOAD_MODELS": "[]",
         "FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST": "200000",
+        "FACEBRIDGE_API_KEYS": BENCH_KEY,
     }
     server = LiveServer(env, Path("/tmp/facebridge-translate-bench.log"))
     echo_port = free_port()
@@ -134,7 +139,7 @@ def main() -> int:
     )
     try:
         server.wait_ready()
-        api = httpx.Client(base_url=server.url, timeout=300)
+        api = httpx.Client(base_url=server.url, timeout=300, headers={"X-API-Key": BENCH_KEY})
         echo_client = httpx.Client(base_url=f"http://127.0.0.1:{echo_port}", timeout=300)
         for _ in range(100):
             try:

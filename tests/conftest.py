@@ -128,6 +128,9 @@ class LiveServer:
         self._log.close()
 
 
+# two valid keys at once, as during a rotation
+API_KEYS = ("test-key-current-5b1f", "test-key-next-9c2e")
+
 SUBSET_MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192"]
 SUBSET_CACHE_DIR = ROOT / "cache" / "tests"
 
@@ -193,6 +196,7 @@ def server(
             "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": "4",
             "FACEBRIDGE_MAX_IMAGE_BYTES": "2000000",
             "FACEBRIDGE_MAX_IMAGE_PIXELS": "4000000",
+            "FACEBRIDGE_API_KEYS": ",".join(API_KEYS),
         },
         tmp_path_factory.mktemp("server") / "server.log",
     )
@@ -205,5 +209,5 @@ def server(
 
 @pytest.fixture(scope="session")
 def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0) as http:
+    with httpx.Client(base_url=server.url, timeout=60.0, headers={"X-API-Key": API_KEYS[0]}) as http:
         yield http

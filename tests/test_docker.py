@@ -29,6 +29,7 @@ from app.vision.pipeline import DetectionOptions, FacePipeline
 from .conftest import MODELS_DIR, ROOT, free_port
 
 IMAGE_TAG = "test"
+DOCKER_KEY = "docker-test-key-7f3a"
 PROJECT = "facebridge-test"
 SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
 ENROL, PROBE, OTHER = (
@@ -79,6 +80,8 @@ def container(lfw: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "ENROL_PHOTO": ENROL,
         "PROBE_PHOTO": PROBE,
         "OTHER_PHOTO": OTHER,
+        "FACEBRIDGE_API_KEYS": f"{DOCKER_KEY},old-key-being-rotated-out",
+        "FACEBRIDGE_CLIENT_KEY": DOCKER_KEY,
     }
     compose = [*_compose(), "-p", PROJECT]
     try:
@@ -128,7 +131,7 @@ def test_embed_translate_verify_match_the_library(
     container: tuple[str, dict[str, str]], lfw: Path, pipeline: FacePipeline
 ) -> None:
     url, _ = container
-    with httpx.Client(base_url=url, timeout=120) as http:
+    with httpx.Client(base_url=url, timeout=120, headers={"X-API-Key": DOCKER_KEY}) as http:
         answer = http.post(
             "/embed",
             json={"image": {"data": _photo(lfw, ENROL)}, "models": [SOURCE, TARGET], "largest_only": True},
