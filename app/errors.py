@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.metrics import ERRORS
+
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -48,6 +50,7 @@ class Problem(Exception):
 def problem_response(
     request: Request, problem: Problem, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    ERRORS.labels(problem.code).inc()
     body = ProblemDetail(
         type=PROBLEM_TYPE_PREFIX + problem.code,
         title=problem.title,

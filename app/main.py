@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
 
 from app import __version__
 from app.api import embed, health, mappings, models, translate, verify
 from app.config import Settings
 from app.errors import install_problem_handlers
+from app.metrics import MetricsMiddleware, metrics_endpoint, track_inventory
 from app.security import KeyRing, require_api_key
 from app.state import ServiceState
 
@@ -55,6 +57,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)  # probes stay open for orchestrators
     protected = [Depends(require_api_key)]
+    app.add_middleware(MetricsMiddleware)
+    track_inventory(
+        lambda: len(state.bank.maps) if state.bank else 0,
+        lambda: len(state.bank.refused) if state.bank else 0,
+        lambda: sum(s.state == "loaded" for s in state.registry.status.values()) if state.registry else 0,
+    )
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        dependencies=[] if settings.metrics_public else protected,
+    )
     for router in (models.router, embed.router, translate.router, verify.router, mappings.router):
         app.include_router(router, dependencies=protected)
     return app

@@ -23,6 +23,7 @@ from app.api.embed_schemas import (
 )
 from app.config import Settings
 from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
+from app.metrics import observe_batch
 from app.state import get_pipeline, state_of
 from app.vision.images import ImageError, decode_image
 from app.vision.pipeline import DetectionOptions, FacePipeline, FaceResult, NoFaceFound
@@ -232,6 +233,7 @@ async def embed(request: Request, pipeline: FacePipeline = Depends(get_pipeline)
             "Unsupported content type",
             "send multipart/form-data (field 'images') or application/json",
         )
+    observe_batch("/embed", len(blobs))
     if len(blobs) > settings.max_images_per_request:
         raise Problem(
             413,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from app.api.vectors import check_matrix, parse_matrix
 from app.errors import PROBLEM_RESPONSES, FieldError, Problem
 from app.mapping.bank import MapPath, MappingBank
+from app.metrics import observe_batch
 from app.state import get_bank, state_of
 
 router = APIRouter(tags=["translate"])
@@ -243,6 +244,7 @@ async def translate(request: Request, bank: MappingBank = Depends(get_bank)) -> 
         matrix = check_matrix(
             read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
         )
+        observe_batch("/translate", len(matrix))
         buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
         if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
             path.apply(matrix, out)
@@ -290,6 +292,7 @@ async def translate(request: Request, bank: MappingBank = Depends(get_bank)) -> 
         path.maps[0].meta.source.dim,
         settings.max_embeddings_per_request,
     )
+    observe_batch("/translate", len(matrix))
     out = path.apply(matrix) if len(matrix) <= 64 else await run_in_threadpool(path.apply, matrix)
     answer = {
         "source": path.source,

@@ -17,6 +17,7 @@ from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_proble
 from app.mapping.bank import MappingBank
 from app.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 from app.mapping.compare import ComparisonPlan, NoMapPath, NotCalibrated, plan_comparison, resolve_threshold
+from app.metrics import observe_batch
 from app.state import ServiceState, get_bank, state_of
 from app.vision.images import ImageError, decode_image
 from app.vision.pipeline import DetectionOptions, NoFaceFound
@@ -210,6 +211,7 @@ async def verify(request: Request, bank: MappingBank = Depends(get_bank)) -> Ver
     except ValidationError as exc:
         raise validation_problem(exc.errors()) from exc
     pairs = body.all_pairs()
+    observe_batch("/verify", len(pairs))
     if len(pairs) > state.settings.max_pairs_per_request:
         raise Problem(
             413,

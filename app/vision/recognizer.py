@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnxruntime as ort
 
+from app.metrics import INFERENCE
 from app.vision.manifest import ModelEntry
 
 
@@ -61,11 +64,13 @@ class Recognizer:
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Raw graph outputs for a preprocessed batch; one face per run when the graph's batch is fixed."""
+        start = time.perf_counter()
         if self.fixed_batch:
             rows = [self._session.run([self._output_name], {self._input_name: t[None]})[0] for t in tensor]
             out = np.concatenate(rows) if rows else np.empty((0, self.dim), np.float32)
         else:
             out = self._session.run([self._output_name], {self._input_name: tensor})[0]
+        INFERENCE.labels(self.entry.id).observe(time.perf_counter() - start)
         return np.asarray(out, dtype=np.float32).reshape(len(tensor), -1)
 
     def embed(self, crops_bgr: list[np.ndarray], normalize: bool = True) -> np.ndarray:

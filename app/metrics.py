@@ -1,0 +1,85 @@
+"""Prometheus metrics: requests and latencies per route, batch sizes, inference time, maps, errors.
+
+Process-wide collectors (prometheus_client's default registry). With several uvicorn workers each
+process counts its own requests; scrape each worker or run one worker per container.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUESTS = Counter("facebridge_requests_total", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "facebridge_request_duration_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "facebridge_batch_size",
+    "items per request: embeddings (/translate), pairs (/verify), images (/embed)",
+    ["route"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 262144),
+)
+INFERENCE = Histogram(
+    "facebridge_inference_seconds",
+    "onnxruntime time per recognizer batch",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+ERRORS = Counter("facebridge_errors_total", "problem+json answers by problem type", ["type"])
+MAPS_LOADED = Gauge("facebridge_maps_loaded", "map files loaded and serving")
+MAPS_REFUSED = Gauge("facebridge_maps_refused", "map files refused at load")
+MODELS_LOADED = Gauge("facebridge_models_loaded", "model files loaded")
+
+
+def observe_batch(route: str, size: int) -> None:
+    BATCH_SIZE.labels(route).observe(size)
+
+
+def track_inventory(
+    maps_loaded: Callable[[], float], maps_refused: Callable[[], float], models: Callable[[], float]
+) -> None:
+    """Gauges read the service state when scraped, so they are never stale."""
+    MAPS_LOADED.set_function(maps_loaded)
+    MAPS_REFUSED.set_function(maps_refused)
+    MODELS_LOADED.set_function(models)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request under its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            REQUESTS.labels(template, method, str(status)).inc()
+            LATENCY.labels(template, method).observe(time.perf_counter() - start)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
