@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 
 from app import __version__
-from app.api import embed, health, mappings, models, translate, verify
+from app.api import admin, embed, health, mappings, models, translate, verify
 from app.config import Settings
 from app.errors import install_problem_handlers
 from app.metrics import MetricsMiddleware, metrics_endpoint, track_inventory
@@ -34,6 +37,17 @@ def configure_logging(level: str) -> None:
             logger.propagate = False
 
 
+def install_reload_signal(state: ServiceState) -> None:
+    """SIGHUP reloads the mappings folder (in a thread, off the event loop)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, state.reload_mappings))
+    except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP on this platform
+        log.info("SIGHUP reload not available here; use POST /admin/reload-mappings")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -42,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.start_loading()
+        install_reload_signal(state)
         yield
 
     app = FastAPI(
@@ -72,6 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=PlainTextResponse,
         dependencies=[] if settings.metrics_public else protected,
     )
-    for router in (models.router, embed.router, translate.router, verify.router, mappings.router):
+    for router in (
+        models.router,
+        embed.router,
+        translate.router,
+        verify.router,
+        mappings.router,
+        admin.router,
+    ):
         app.include_router(router, dependencies=protected)
     return app

@@ -31,6 +31,7 @@ class ServiceState:
     pipeline: FacePipeline | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> None:
         try:
@@ -52,6 +53,18 @@ class ServiceState:
             log.exception("model loading failed")
         finally:
             self.ready.set()
+
+    def reload_mappings(self) -> MappingBank:
+        """Load the mappings folder into a new bank, then swap it in with one assignment.
+
+        A request takes `self.bank` once (through its dependency), so it sees the old set or the new
+        set, never a mix; a file that fails its checks is refused in the new bank like at start-up.
+        """
+        with self._reload_lock:
+            fresh = MappingBank.load(self.settings.mappings_dir, load_manifest(self.settings.manifest_path))
+            self.bank = fresh
+            log.info("mappings reloaded: %d map(s), %d refused", len(fresh.maps), len(fresh.refused))
+            return fresh
 
     def start_loading(self) -> threading.Thread:
         thread = threading.Thread(target=self.load, name="facebridge-model-loader", daemon=True)
