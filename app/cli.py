@@ -30,6 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         log_level=settings.log_level,
+        access_log=False,  # the service logs each request itself, with its request id
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     return 0
 

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each loads the models)")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line")
+    max_in_flight: int = Field(default=64, gt=0, description="requests served at once; more get 429")
+    request_time_budget_s: float | None = Field(
+        default=60.0, gt=0, description="answer 503 when a request has not started answering by then"
+    )
+    shutdown_grace_s: float = Field(default=30.0, gt=0, description="time to finish in-flight requests")
 
     @cached_property
     def manifest_path(self) -> Path:

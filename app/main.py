@@ -16,25 +16,13 @@ from app import __version__
 from app.api import admin, embed, health, mappings, models, translate, verify
 from app.config import Settings
 from app.errors import install_problem_handlers
+from app.logs import configure_logging
 from app.metrics import MetricsMiddleware, metrics_endpoint, track_inventory
+from app.middleware import RequestGuard
 from app.security import KeyRing, require_api_key
 from app.state import ServiceState
 
 log = logging.getLogger("facebridge")
-
-
-def configure_logging(level: str) -> None:
-    """Give the service's own loggers ("app.*", "facebridge") a handler: uvicorn configures only its own,
-    and the start-up lines (which execution providers each model really got, refused files) must show."""
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("app", "facebridge"):
-        logger = logging.getLogger(name)
-        logger.setLevel(level.upper())
-        if not logger.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
-            logger.propagate = False
 
 
 def install_reload_signal(state: ServiceState) -> None:
@@ -50,7 +38,7 @@ def install_reload_signal(state: ServiceState) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     state = ServiceState(settings)
 
     @asynccontextmanager
@@ -72,7 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)  # probes stay open for orchestrators
     protected = [Depends(require_api_key)]
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_request_bytes,
+        max_in_flight=settings.max_in_flight,
+        time_budget_s=settings.request_time_budget_s,
+    )
+    app.add_middleware(MetricsMiddleware)  # outermost: counts the guard's refusals too
     track_inventory(
         lambda: len(state.bank.maps) if state.bank else 0,
         lambda: len(state.bank.refused) if state.bank else 0,

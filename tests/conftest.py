@@ -92,7 +92,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, **env, "FACEBRIDGE_LOG_LEVEL": "warning"}
+        full_env = {**os.environ, "FACEBRIDGE_LOG_LEVEL": "warning", **env}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
