@@ -35,9 +35,7 @@ OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": EmbedJsonRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            },
+            "application/json": {"schema": EmbedJsonRequest.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
