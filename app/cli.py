@@ -202,6 +202,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.mapping.bank import MappingBank
+    from app.migration.galleries import open_gallery
+    from app.migration.job import migrate
+    from app.vision.manifest import load_manifest
+
+    settings = _settings(args)
+    mappings = args.mappings or settings.mappings_dir
+    bank = MappingBank.load(mappings, load_manifest(settings.manifest_path))
+    path = bank.find_path(args.source, args.target)
+    if path is None:
+        print(f"no map or chain of maps from {args.source} to {args.target} in {mappings}", file=sys.stderr)
+        return 2
+    gallery = open_gallery(args.input, args.id_column, args.embedding_column, args.ids)
+    result = migrate(gallery, args.input, path, args.output, args.chunk_rows, progress=not args.quiet)
+    rate = result.rows / result.seconds if result.seconds else float("inf")
+    print(
+        f"{result.rows} rows -> {result.output} in {result.parts} parts via {' then '.join(path.ids)} "
+        f"({result.resumed_parts} parts kept from an earlier run; {result.seconds:.1f} s, "
+        f"{rate:,.0f} rows/s); ids and row counts checked"
+    )
+    return 0
+
+
 def _space_for(settings: Settings, model: str, sha256: str | None, dim: int):  # type: ignore[no-untyped-def]
     """A SpaceRef for .npy input: the hash comes from --*-sha256 or the manifest's pin."""
     from app.mapping.mapfile import SpaceRef
@@ -359,6 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--detector", default="yunet")
     report.add_argument("--models-dir", type=Path)
     report.set_defaults(func=cmd_report)
+
+    migrate = sub.add_parser(
+        "migrate", help="translate a gallery of templates (Parquet or .npy) into Parquet parts, resumable"
+    )
+    migrate.add_argument("--source", required=True)
+    migrate.add_argument("--target", required=True)
+    migrate.add_argument("input", type=Path, help="a .parquet file or a .npy matrix")
+    migrate.add_argument(
+        "output", type=Path, help="a folder for the Parquet parts (resumes if it holds some)"
+    )
+    migrate.add_argument("--id-column", default="id")
+    migrate.add_argument("--embedding-column", default="embedding")
+    migrate.add_argument("--ids", type=Path, help="for .npy input: a .npy of ids (default: row numbers)")
+    migrate.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk and part")
+    migrate.add_argument("--mappings", type=Path, help="default FACEBRIDGE_MAPPINGS_DIR")
+    migrate.add_argument("--quiet", action="store_true")
+    migrate.add_argument("--models-dir", type=Path)
+    migrate.set_defaults(func=cmd_migrate)
 
     fit = sub.add_parser(
         "fit", help="fit a map between two spaces (held-out quality and calibration included)"

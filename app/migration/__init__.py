@@ -1,0 +1,1 @@
+"""Gallery migration: translate stored templates from one model's space into another's, in bulk."""

@@ -1,0 +1,124 @@
+"""Gallery migration with the shipped maps: Parquet and .npy in, Parquet parts out, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from app.mapping.bank import MappingBank
+from app.migration.galleries import NpyGallery, ParquetGallery, embeddings_from_arrow
+from app.migration.job import MANIFEST, migrate
+from app.vision.manifest import load_manifest
+
+from .conftest import MODELS_DIR, ROOT
+
+SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
+
+
+@pytest.fixture(scope="module")
+def bank() -> MappingBank:
+    return MappingBank.load(ROOT / "mappings", load_manifest(MODELS_DIR / "manifest.toml"))
+
+
+def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def read_output(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(sorted(folder.glob("part-*.parquet")))
+    return table.column("id").to_numpy(), embeddings_from_arrow(table.column("embedding"))
+
+
+@pytest.mark.parametrize("layout", ["list", "fixed_size_list", "fixed_size_binary"])
+def test_parquet_gallery_is_translated_row_for_row(tmp_path: Path, bank: MappingBank, layout: str) -> None:
+    x = unit_rows(2_345, 128, 0)
+    ids = np.array([f"person-{i:05d}" for i in range(len(x))])
+    if layout == "list":
+        column = pa.array(list(x))
+    elif layout == "fixed_size_list":
+        column = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 128)
+    else:
+        column = pa.array([row.tobytes() for row in x], type=pa.binary(128 * 4))
+    source = tmp_path / "gallery.parquet"
+    pq.write_table(pa.table({"id": ids, "embedding": column}), source, row_group_size=700)
+    path = bank.find_path(SOURCE, TARGET)
+    assert path is not None
+    result = migrate(ParquetGallery(source), source, path, tmp_path / "out", chunk_rows=1_000, progress=False)
+    assert (result.rows, result.parts) == (2_345, 3)
+    out_ids, out = read_output(tmp_path / "out")
+    assert list(out_ids) == list(ids)
+    np.testing.assert_allclose(out, path.apply(x.copy()), atol=1e-6)
+    meta = json.loads(pq.read_schema(tmp_path / "out" / "part-000000.parquet").metadata[b"facebridge"])
+    assert meta["maps"][0]["id"] == f"{SOURCE}->{TARGET}" and len(meta["maps"][0]["tensor_sha256"]) == 64
+    assert json.loads((tmp_path / "out" / MANIFEST).read_text())["state"] == "complete"
+
+
+def test_npy_gallery_with_ids_and_a_refused_folder(tmp_path: Path, bank: MappingBank) -> None:
+    x = unit_rows(999, 128, 1)
+    np.save(tmp_path / "g.npy", x)
+    np.save(tmp_path / "ids.npy", np.arange(10_000, 10_999))
+    path = bank.find_path(SOURCE, TARGET)
+    assert path is not None
+    gallery = NpyGallery(tmp_path / "g.npy", tmp_path / "ids.npy")
+    migrate(gallery, tmp_path / "g.npy", path, tmp_path / "out", chunk_rows=400, progress=False)
+    out_ids, out = read_output(tmp_path / "out")
+    assert list(out_ids) == list(range(10_000, 10_999))
+    np.testing.assert_allclose(out, path.apply(x.copy()), atol=1e-6)
+    other = bank.find_path(SOURCE, "faceplugin-mbf512")
+    assert other is not None
+    with pytest.raises(ValueError, match="another gallery or map"):
+        migrate(gallery, tmp_path / "g.npy", other, tmp_path / "out", progress=False)
+    (tmp_path / "out" / "part-000001.parquet").unlink()  # a lost part is found by the final check
+    with pytest.raises(RuntimeError, match="missing"):
+        from app.migration.job import verify
+
+        verify(gallery, tmp_path / "out", 400, 3)
+
+
+def test_a_killed_migration_resumes_to_the_same_output(tmp_path: Path) -> None:
+    x = unit_rows(300_000, 128, 2)
+    ids = np.arange(300_000, dtype=np.int64) * 7
+    source = tmp_path / "gallery.parquet"
+    pq.write_table(
+        pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 128)}),
+        source,
+    )
+    command = [sys.executable, "-m", "app", "migrate", "--source", SOURCE, "--target", TARGET, "--quiet",
+               "--chunk-rows", "5000", "--models-dir", str(MODELS_DIR), str(source)]  # fmt: skip
+    env = {**os.environ, "FACEBRIDGE_MAPPINGS_DIR": str(ROOT / "mappings")}
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([*command, str(killed_dir)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while len(list(killed_dir.glob("part-*.parquet"))) < 10:
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "migration ended before it could be killed"
+        )
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = len(list(killed_dir.glob("part-*.parquet")))
+    assert 10 <= written < 60, written  # killed midway
+    assert json.loads((killed_dir / MANIFEST).read_text())["state"] == "running"
+
+    resumed = subprocess.run([*command, str(killed_dir)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({written} parts kept from an earlier run" in resumed.stdout, resumed.stdout
+    straight = subprocess.run([*command, str(tmp_path / "straight")], cwd=ROOT, env=env, capture_output=True)
+    assert straight.returncode == 0
+
+    resumed_ids, resumed_out = read_output(killed_dir)
+    straight_ids, straight_out = read_output(tmp_path / "straight")
+    assert np.array_equal(resumed_ids, ids) and np.array_equal(straight_ids, ids)
+    assert np.array_equal(resumed_out, straight_out)
+    assert not list(killed_dir.glob("*.tmp"))
