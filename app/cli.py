@@ -215,8 +215,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if path is None:
         print(f"no map or chain of maps from {args.source} to {args.target} in {mappings}", file=sys.stderr)
         return 2
-    gallery = open_gallery(args.input, args.id_column, args.embedding_column, args.ids)
-    result = migrate(gallery, args.input, path, args.output, args.chunk_rows, progress=not args.quiet)
+    if args.engine == "dask":
+        from app.migration.distributed import migrate_dask
+
+        if args.input.suffix == ".npy":
+            print("the dask engine reads Parquet; convert the .npy or use --engine stream", file=sys.stderr)
+            return 2
+        result = migrate_dask(
+            args.input, path, args.output, args.id_column, args.embedding_column, args.scheduler, args.workers
+        )
+    else:
+        gallery = open_gallery(args.input, args.id_column, args.embedding_column, args.ids)
+        result = migrate(gallery, args.input, path, args.output, args.chunk_rows, progress=not args.quiet)
     rate = result.rows / result.seconds if result.seconds else float("inf")
     print(
         f"{result.rows} rows -> {result.output} in {result.parts} parts via {' then '.join(path.ids)} "
@@ -399,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk and part")
     migrate.add_argument("--mappings", type=Path, help="default FACEBRIDGE_MAPPINGS_DIR")
     migrate.add_argument("--quiet", action="store_true")
+    migrate.add_argument(
+        "--engine",
+        choices=["stream", "dask"],
+        default="stream",
+        help="dask: Parquet partitions on a Dask cluster",
+    )
+    migrate.add_argument(
+        "--scheduler", help="Dask scheduler address (default: a LocalCluster on this machine)"
+    )
+    migrate.add_argument("--workers", type=int, help="LocalCluster worker processes (default: CPU count)")
     migrate.add_argument("--models-dir", type=Path)
     migrate.set_defaults(func=cmd_migrate)
 
