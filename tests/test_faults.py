@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -119,27 +120,37 @@ def test_corrupt_and_mismatched_model_files_are_unavailable_while_others_serve(
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
-    live = _start(tmp_path, FACEBRIDGE_LOAD_MODELS="[]", FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST="400000")
+    live = _start(tmp_path, FACEBRIDGE_LOAD_MODELS="[]")
     try:
-        rows = "[" + ",".join(["[" + ",".join(["0.1"] * 128) + "]"] * 200_000) + "]"
-        body = '{"source": "arcface-mbf128", "target": "hse-mobilenet1024", "embeddings": ' + rows + "}"
-        result: dict[str, int] = {}
+        rows = ",".join(["[" + ",".join(["0.1"] * 128) + "]"] * 1000)
+        head = '{"source": "arcface-mbf128", "target": "sirius-mbf192", "embeddings": ['
+        sent_head = threading.Event()
+
+        def slow_body() -> Iterator[bytes]:
+            yield head.encode()
+            sent_head.set()
+            time.sleep(1.5)  # SIGTERM arrives while the request is half received
+            yield (rows + "]}").encode()
+
+        result: dict[str, object] = {}
 
         def slow_request() -> None:
             response = httpx.post(
                 live.url + "/translate",
-                content=body,
+                content=slow_body(),
                 headers={**KEY, "content-type": "application/json"},
-                timeout=120,
+                timeout=60,
             )
             result["status"] = response.status_code
+            result["rows"] = len(response.json()["embeddings"])
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.5)  # the request is being received or computed
+        assert sent_head.wait(10)
+        time.sleep(0.3)
         live.process.send_signal(signal.SIGTERM)
-        thread.join(120)
-        assert result.get("status") == 200
+        thread.join(60)
+        assert result == {"status": 200, "rows": 1000}
         # uvicorn re-raises SIGTERM once it has drained, so the exit is by that signal, not a crash
         assert live.process.wait(30) in (0, -signal.SIGTERM)
     finally:

@@ -38,8 +38,8 @@ class Gallery(Protocol):
 
 def embeddings_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np.ndarray:
     """(n, dim) float32 from a list, fixed-size list or fixed-size binary column (copy-free when possible)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    if isinstance(column, pa.ChunkedArray):  # one chunk is used as is: combining would copy it
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     kind = column.type
     if pa.types.is_fixed_size_binary(kind):
         width = kind.byte_width // 4
