@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     )
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
+    micro_batch_ms: float = Field(
+        default=2.0, ge=0, description="/embed: wait up to this long to batch concurrent requests (0: off)"
+    )
+    micro_batch_max: int = Field(default=32, gt=0, description="/embed: most crops in one micro-batch")
     cache_dir: Path = Path("cache")
     mappings_dir: Path = Path("mappings")
     max_embeddings_per_request: int = Field(default=100_000, gt=0)

@@ -40,7 +40,10 @@ class ServiceState:
                 self.settings.mappings_dir, load_manifest(self.settings.manifest_path)
             )
             registry = open_registry(self.settings)
-            self.registry, self.pipeline = registry, FacePipeline(registry)
+            self.registry = registry
+            self.pipeline = FacePipeline(
+                registry, self.settings.micro_batch_ms, self.settings.micro_batch_max
+            )
             loaded = [k for k, s in registry.status.items() if s.state == "loaded"]
             log.info(
                 "ready: %d model(s) loaded (%s), providers %s",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from app.vision.alignment import align_face
+from app.vision.batching import MicroBatcher
 from app.vision.detection import Detection, select_faces
+from app.vision.recognizer import Recognizer
 from app.vision.registry import ModelRegistry
 
 
@@ -43,8 +46,23 @@ class DetectionOptions:
 class FacePipeline:
     """Stateless glue over a ModelRegistry: safe to share between request threads."""
 
-    def __init__(self, registry: ModelRegistry):
+    def __init__(self, registry: ModelRegistry, micro_batch_ms: float = 0.0, micro_batch_max: int = 32):
         self.registry = registry
+        # per model, created on first use; 0 ms turns micro-batching off (each request runs alone)
+        self.micro_batch_ms = micro_batch_ms
+        self.micro_batch_max = micro_batch_max
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._batchers_lock = threading.Lock()
+
+    def _embed(self, recognizer: Recognizer, crops: list[np.ndarray], normalize: bool) -> np.ndarray:
+        if self.micro_batch_ms <= 0:
+            return recognizer.embed(crops, normalize=normalize)
+        with self._batchers_lock:
+            batcher = self._batchers.get(recognizer.entry.id)
+            if batcher is None or batcher.recognizer is not recognizer:
+                batcher = MicroBatcher(recognizer, self.micro_batch_max, self.micro_batch_ms)
+                self._batchers[recognizer.entry.id] = batcher
+        return batcher.embed(crops, normalize=normalize)
 
     def detect(self, image_bgr: np.ndarray, options: DetectionOptions) -> list[Detection]:
         detector = self.registry.detector(options.detector)
@@ -60,7 +78,7 @@ class FacePipeline:
             recognizer = self.registry.recognizer(model_id)
             template = self.registry.manifest.templates[recognizer.entry.alignment or ""]
             crops = [align_face(image_bgr, face.landmarks, template) for face in faces]
-            vectors = recognizer.embed(crops, normalize=normalize)
+            vectors = self._embed(recognizer, crops, normalize)
             for result, vector in zip(results, vectors, strict=True):
                 result.embeddings.append(FaceEmbedding(model_id, recognizer.sha256, vector, normalize))
         return results
@@ -73,7 +91,7 @@ class FacePipeline:
             crop = crop_bgr
             if crop.shape[:2] != (recognizer.size, recognizer.size):
                 crop = cv2.resize(crop, (recognizer.size, recognizer.size), interpolation=cv2.INTER_AREA)
-            vector = recognizer.embed([crop], normalize=normalize)[0]
+            vector = self._embed(recognizer, [crop], normalize)[0]
             result.embeddings.append(FaceEmbedding(model_id, recognizer.sha256, vector, normalize))
         return result
 
