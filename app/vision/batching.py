@@ -2,8 +2,9 @@
 
 A request thread hands its crops to the model's batcher and waits; the batcher's thread takes the
 first waiting job, keeps gathering others for at most `max_wait_ms` (or until `max_batch` crops), runs
-one preprocessing + inference for all of them, and hands each job its rows. One request alone waits at
-most `max_wait_ms` more; many concurrent requests share each run, so throughput grows with concurrency
+one preprocessing + inference for all of them, and hands each job its rows. It waits only while
+requests are arriving together (the last run carried several, or more are queued), so a lone client
+pays nothing; many concurrent requests share each run, so throughput grows with concurrency
 on graphs that accept a batch. Preprocessing is per crop, so results equal unbatched ones.
 """
 
@@ -26,6 +27,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000
         self.runs = 0  # inference runs so far, and the crops they carried (observability, tests)
         self.crops = 0
+        self._last_jobs = 0
         self._jobs: queue.Queue[tuple[list[np.ndarray], Future[np.ndarray]]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"batcher-{recognizer.entry.id}", daemon=True)
         self._thread.start()
@@ -43,7 +45,9 @@ class MicroBatcher:
         while True:
             jobs = [self._jobs.get()]
             crops = len(jobs[0][0])
-            deadline = time.monotonic() + self.max_wait_s
+            # wait for company only when the last run had some: a lone client pays no waiting time
+            wait = self.max_wait_s if self._last_jobs > 1 or not self._jobs.empty() else 0.0
+            deadline = time.monotonic() + wait
             while crops < self.max_batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -58,6 +62,7 @@ class MicroBatcher:
                 batch = [crop for job_crops, _ in jobs for crop in job_crops]
                 vectors = self.recognizer.run(self.recognizer.preprocess(batch))
                 self.runs += 1
+                self._last_jobs = len(jobs)
                 self.crops += len(batch)
                 start = 0
                 for job_crops, future in jobs:
