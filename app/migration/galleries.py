@@ -96,15 +96,18 @@ class ParquetGallery:
 
     def id_chunks(self, chunk_rows: int) -> Iterator[pa.Array]:
         """The id column alone, cut like `chunks` (for the final check, without reading embeddings)."""
-        ids = (
-            pa.concat_arrays(
-                [b.column(0) for b in self.file.iter_batches(batch_size=65536, columns=[self.id_column])]
-            )
-            if self.rows
-            else pa.array([])
-        )
-        for start in range(0, self.rows, chunk_rows):
-            yield ids.slice(start, chunk_rows)
+        pending: list[pa.Array] = []
+        pending_rows = 0
+        for batch in self.file.iter_batches(batch_size=min(chunk_rows, 65536), columns=[self.id_column]):
+            pending.append(batch.column(0))
+            pending_rows += batch.num_rows
+            while pending_rows >= chunk_rows:
+                ids = pa.concat_arrays(pending)
+                yield ids.slice(0, chunk_rows)
+                rest = ids.slice(chunk_rows)
+                pending, pending_rows = [rest], len(rest)
+        if pending_rows:
+            yield pa.concat_arrays(pending)
 
     def _chunk(self, index: int, table: pa.Table, chunk_rows: int, skip: set[int]) -> Iterator[Chunk]:
         if index in skip:

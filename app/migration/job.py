@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +31,8 @@ from app.mapping.bank import MapPath
 from app.migration.galleries import Gallery
 
 MANIFEST = "_facebridge_migration.json"
+PIPELINE_DEPTH = 2
+T = TypeVar("T")
 
 
 def part_name(index: int) -> str:
@@ -108,24 +113,75 @@ def migrate(
         desc=f"{path.source} -> {path.target}",
         disable=not progress,
     )
-    with bar:
-        for chunk in gallery.chunks(chunk_rows, skip=done):
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer") as writer:
+        pending: list[Future[int]] = []
+        # reading/decoding the next chunk and writing the previous part overlap the map's matmul (both
+        # release the GIL); at most `PIPELINE_DEPTH` chunks are held at once, so memory stays bounded
+        for chunk in prefetch(gallery.chunks(chunk_rows, skip=done), PIPELINE_DEPTH):
             out = np.empty((len(chunk.embeddings), dim_out), dtype=np.float32)
             path.apply(chunk.embeddings, out)
             embedding = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), dim_out)
             table = pa.Table.from_arrays([chunk.ids, embedding], names=["id", "embedding"])
-            table = table.replace_schema_metadata(metadata)
-            final = output / part_name(chunk.index)
-            tmp = final.with_name(final.name + ".tmp")
-            pq.write_table(table, tmp, compression="NONE", use_dictionary=False, write_statistics=False)
-            os.replace(tmp, final)
-            bar.update(len(out))
+            pending.append(
+                writer.submit(_write_part, table.replace_schema_metadata(metadata), output, chunk.index)
+            )
+            while len(pending) >= PIPELINE_DEPTH or (pending and pending[0].done()):
+                index = pending.pop(0).result()
+                bar.update(min(chunk_rows, gallery.rows - index * chunk_rows))
+                if on_part is not None:
+                    on_part(index)
+        for future in pending:
+            index = future.result()
+            bar.update(min(chunk_rows, gallery.rows - index * chunk_rows))
             if on_part is not None:
-                on_part(chunk.index)
+                on_part(index)
 
     verify(gallery, output, chunk_rows, n_chunks)
     _write_atomic(manifest_path, json.dumps({**plan, "state": "complete", "parts": n_chunks}, indent=2))
     return MigrationResult(gallery.rows, n_chunks, len(done), time.perf_counter() - started, output)
+
+
+def _write_part(table: pa.Table, output: Path, index: int) -> int:
+    """Write one part under a temporary name, then rename: a part that exists is always whole."""
+    final = output / part_name(index)
+    tmp = final.with_name(final.name + ".tmp")
+    pq.write_table(table, tmp, compression="NONE", use_dictionary=False, write_statistics=False)
+    os.replace(tmp, final)
+    return index
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run `items` in a thread, `depth` ahead of the consumer; its exceptions re-raise here."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            slots.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="gallery-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def verify(gallery: Gallery, output: Path, chunk_rows: int, n_chunks: int) -> None:
