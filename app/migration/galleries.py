@@ -9,7 +9,9 @@ gallery exactly as the first run did.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +19,8 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+DECODE_THREADS = 2
 
 
 @dataclass
@@ -79,10 +83,7 @@ class ParquetGallery:
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         index = 0
-        batches = self.file.iter_batches(
-            batch_size=min(chunk_rows, 65536), columns=[self.id_column, self.embedding_column]
-        )
-        for batch in batches:
+        for batch in self._decoded_batches(min(chunk_rows, 65536)):
             pending.append(batch)
             pending_rows += batch.num_rows
             while pending_rows >= chunk_rows:
@@ -93,6 +94,29 @@ class ParquetGallery:
                 pending, pending_rows = tail.to_batches(), tail.num_rows
         if pending_rows:
             yield from self._chunk(index, pa.Table.from_batches(pending), chunk_rows, skip)
+
+    def _decoded_batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Record batches in file order, with row groups decoded `DECODE_THREADS` at a time.
+
+        Decoding the embedding column is the slowest step of a migration and pyarrow decodes one row
+        group on one core; separate readers of consecutive row groups (GIL released) use the others.
+        At most DECODE_THREADS row groups are held ahead, so memory stays bounded.
+        """
+        columns = [self.id_column, self.embedding_column]
+        groups = self.file.num_row_groups
+
+        def decode(group: int) -> list[pa.RecordBatch]:
+            reader = pq.ParquetFile(self.path)
+            return list(reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns))
+
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="parquet-decode") as pool:
+            ahead: deque[Future[list[pa.RecordBatch]]] = deque()
+            for group in range(groups):
+                ahead.append(pool.submit(decode, group))
+                if len(ahead) >= DECODE_THREADS:
+                    yield from ahead.popleft().result()
+            while ahead:
+                yield from ahead.popleft().result()
 
     def id_chunks(self, chunk_rows: int) -> Iterator[pa.Array]:
         """The id column alone, cut like `chunks` (for the final check, without reading embeddings)."""
