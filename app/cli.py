@@ -258,6 +258,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from app.mapping.mapfile import map_filename, save_map
 
     settings = _settings(args)
+    if args.from_heads:
+        from app.cli_methods import fit_from_heads
+
+        return fit_from_heads(args, settings)
     if args.source_cache and args.target_cache:
         data = pair_caches(
             EmbeddingCache.load(args.source_cache), EmbeddingCache.load(args.target_cache), args.dataset
@@ -381,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--models-dir", type=Path)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    from app.cli_methods import register as register_method_studies
+
+    register_method_studies(sub)
+
     report = sub.add_parser("report", help="the interchangeability study of several models, as Markdown")
     report.add_argument("--lfw", type=Path, required=True)
     report.add_argument("--model", action="append", required=True, help="repeat for several models")
@@ -429,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--source-cache", type=Path, help="embedding cache of the source model (facebridge embed)"
     )
     fit.add_argument("--target-cache", type=Path, help="embedding cache of the target model, same images")
+    fit.add_argument(
+        "--from-heads",
+        nargs=2,
+        metavar=("HEAD_A", "HEAD_B"),
+        help="closed-form map from two classifiers' final layers sharing the same classes: each a "
+        "model.onnx[#node], a weights.npz (weight, bias) or weight.npy[,bias.npy]; no data needed",
+    )
     fit.add_argument("--source-npy", type=Path)
     fit.add_argument("--target-npy", type=Path)
     fit.add_argument("--labels", type=Path, help=".npy identity label per row (enables verification metrics)")

@@ -24,7 +24,7 @@ def test_map_keeps_accuracy_on_held_out_identities(subset_caches: dict[str, Embe
     assert quality.accuracy_mapped is not None
     assert quality.accuracy_cross >= quality.accuracy_target_native - 0.02
     assert quality.accuracy_mapped >= quality.accuracy_target_native - 0.02
-    assert quality.mean_cosine > 0.6
+    assert quality.mean_cosine is not None and quality.mean_cosine > 0.6
     # thresholds are ordered and meet their FAR on the held-out impostors
     cross = fitted.meta.calibration.cross.thresholds  # type: ignore[union-attr]
     assert cross["far_1e-2"].threshold < cross["far_1e-3"].threshold

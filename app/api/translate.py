@@ -37,7 +37,7 @@ class MapUsed(BaseModel):
     id: str
     method: str
     file: str
-    mean_cosine: float
+    mean_cosine: float | None
     accuracy_cross: float | None
     accuracy_target_native: float | None
 

@@ -32,6 +32,7 @@ from app.evaluation.interchange import (
 )
 from app.evaluation.lfw import Pair
 from app.evaluation.metrics import roc_curve
+from app.evaluation.sections import carry_sections
 from app.mapping.estimators import ESTIMATORS, make_estimator
 from app.mapping.nonlinear import RandomFeatureMap
 
@@ -261,7 +262,7 @@ def write_report(study: Study, out: Path, command: str) -> None:
         lines += ["", f"![learning curves]({figures.name}/learning-curves.png)"]
     if study.methods:
         lines += ["", f"![ROC curves]({figures.name}/roc.png)"]
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text(carry_sections(out, "\n".join(lines) + "\n"))
     _plots(study, figures)
 
 

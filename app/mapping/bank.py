@@ -76,7 +76,7 @@ class MapPath:
 
     @property
     def quality(self) -> float:
-        return float(np.prod([m.meta.quality.mean_cosine for m in self.maps]))
+        return float(np.prod([m.meta.quality.mean_cosine or 0.0 for m in self.maps]))
 
     @property
     def ids(self) -> list[str]:

@@ -52,8 +52,10 @@ class FitProvenance(BaseModel):
 class MapQuality(BaseModel):
     """Measured on held-out identities never seen by the fit."""
 
-    mean_cosine: float = Field(description="mean cosine between mapped and true target embeddings")
-    r2: float = Field(description="variance of the target embeddings explained by the map")
+    mean_cosine: float | None = Field(
+        description="mean cosine between mapped and true target embeddings (None: not measured)"
+    )
+    r2: float | None = Field(description="variance of the target embeddings explained by the map")
     accuracy_source_native: float | None = None
     accuracy_target_native: float | None = None
     accuracy_mapped: float | None = Field(default=None, description="both sides mapped source→target")

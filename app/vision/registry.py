@@ -124,3 +124,10 @@ class ModelRegistry:
                 raise ModelNotReady(f"{model_id} is a {status.entry.kind}, not a detector")
             raise ModelNotReady(f"{model_id} is {status.state}: {status.reason or 'not loaded'}")
         return self.detectors[model_id]
+
+    def model_path(self, model_id: str) -> Path:
+        """The verified file of a loaded model (for tools that build their own session from it)."""
+        self._status_of(model_id)
+        if self.status[model_id].state != "loaded":
+            raise ModelNotReady(f"{model_id} is {self.status[model_id].state}")
+        return self.models_dir / self.status[model_id].entry.file

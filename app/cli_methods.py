@@ -1,0 +1,172 @@
+"""CLI commands for the seed papers' other methods: polytope hub, full-network embedding, classifier heads.
+
+Kept apart from `app.cli` (serving, fitting and migration) because these are studies: each measures a
+method on the real models and LFW and writes its own table into the evaluation report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+REPORT = Path("docs/interchangeability.md")
+
+
+def _command_line() -> str:
+    return "facebridge " + " ".join(sys.argv[1:])
+
+
+def cmd_evaluate_hub(args: argparse.Namespace) -> int:
+    from app.cli import _lfw_caches
+    from app.evaluation.hub import hub_markdown, study_hub
+    from app.evaluation.interchange import native_scores, paired_lfw, summarise
+    from app.evaluation.sections import upsert_section
+
+    pairs_spec = [tuple(spec.split(":", 1)) for spec in args.pair]
+    if any(len(p) != 2 or args.via in p for p in pairs_spec):
+        raise SystemExit("--pair takes A:B, two models other than the --via model")
+    models = list(dict.fromkeys([m for p in pairs_spec for m in p] + [args.via]))
+    caches, pairs = _lfw_caches(args, models)
+    studies, natives = [], {}
+    for source, target in pairs_spec:
+        data = paired_lfw(caches[source], caches[target], pairs)
+        via = paired_lfw(caches[source], caches[args.via], pairs)
+        for model, x in ((source, data.a), (target, data.b)):
+            natives[model] = summarise(native_scores(x, data), data.labels, data.folds)
+        studies.append(study_hub(data, via, tuple(args.polytope or ("simplex", "orthoplex", "cube"))))
+    markdown = hub_markdown(studies, natives, _command_line())
+    print(markdown)
+    if args.report is not None:
+        upsert_section(args.report, "polytope-hub", markdown)
+        print(f"wrote the polytope-hub section of {args.report}")
+    return 0
+
+
+def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
+    from app.cli import _lfw_caches, _pipeline, _settings
+    from app.evaluation.full_network import (
+        full_network_markdown,
+        lfw_landmarks,
+        lfw_layer_features,
+        paired_paths,
+        study_full_network,
+    )
+    from app.evaluation.interchange import paired_lfw
+    from app.evaluation.sections import upsert_section
+
+    pairs_spec = [tuple(spec.split(":", 1)) for spec in args.pair]
+    models = list(dict.fromkeys(m for p in pairs_spec for m in p))
+    caches, pairs = _lfw_caches(args, models)
+    settings = _settings(args)
+    pipeline = _pipeline(settings, sorted({a for a, _ in pairs_spec}), args.detector)
+    studies = []
+    for source, target in pairs_spec:
+        paths = paired_paths(caches[source], caches[target])
+        landmarks = lfw_landmarks(
+            pipeline,
+            args.lfw,
+            paths,
+            settings.cache_dir / f"lfw-landmarks-{args.detector}.npz",
+            args.detector,
+        )
+        embeddings, features = lfw_layer_features(
+            pipeline, args.lfw, paths, landmarks, source, settings.cache_dir / f"lfw-layers-{source}.npz"
+        )
+        data = paired_lfw(caches[source], caches[target], pairs)
+        studies.append(study_full_network(data, features, embeddings))
+    markdown = full_network_markdown(studies, _command_line())
+    print(markdown)
+    if args.report is not None:
+        upsert_section(args.report, "full-network", markdown)
+        print(f"wrote the full-network section of {args.report}")
+    return 0
+
+
+def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
+    """`facebridge fit --from-heads HEAD_A HEAD_B`: a data-free map, measured when features are given."""
+    import datetime as dt
+
+    import numpy as np
+
+    from app import __version__
+    from app.cli import _space_for
+    from app.mapping.estimators import row_cosine
+    from app.mapping.fitting import r2_score
+    from app.mapping.heads import HeadMap, load_head
+    from app.mapping.mapfile import FitProvenance, MapMetadata, MapQuality, SpaceRef, map_filename, save_map
+    from app.vision.manifest import sha256_file
+
+    head_a, head_b = (load_head(spec) for spec in args.from_heads)
+    estimator = HeadMap().fit_heads(head_a, head_b)
+
+    def space(spec: str, model: str | None, digest: str | None, dim: int) -> SpaceRef:
+        path = Path(spec.partition("#")[0].partition(",")[0])
+        name = model or path.stem
+        if digest is None and path.suffix == ".onnx":
+            digest = sha256_file(path)  # the classifier itself pins the space
+        return _space_for(settings, name, digest, dim)
+
+    source = space(args.from_heads[0], args.source_model, args.source_sha256, head_a.weight.shape[0])
+    target = space(args.from_heads[1], args.target_model, args.target_sha256, head_b.weight.shape[0])
+    quality = MapQuality(mean_cosine=None, r2=None)
+    checked = 0
+    if args.source_npy and args.target_npy:  # nothing was fitted on them, so every row is held out
+        x, y = np.load(args.source_npy), np.load(args.target_npy)
+        predicted = estimator.transform(x)
+        quality = MapQuality(mean_cosine=float(row_cosine(predicted, y).mean()), r2=r2_score(predicted, y))
+        checked = len(x)
+    meta = MapMetadata(
+        source=source,
+        target=target,
+        method=HeadMap.method,
+        params=estimator.get_params(),
+        fitted={"n_classes_": estimator.n_classes_, "heads": [head_a.source, head_b.source]},
+        provenance=FitProvenance(
+            dataset="none: closed form from the classifier heads"
+            + (f"; checked on {args.dataset}" if checked else ""),
+            images=0,
+            identities=head_a.classes,
+            heldout_images=checked,
+            heldout_identities=0,
+            pairing="shared classes of the two heads",
+            seed=0,
+        ),
+        quality=quality,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        code_version=__version__,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / map_filename(source.model, target.model)
+    saved = save_map(path, meta, estimator.coef_, estimator.intercept_)
+    print(f"{path}: {saved.id} method heads ({head_a.classes} shared classes, no data)")
+    if checked:
+        print(f"  checked on {checked} rows: mean cosine {quality.mean_cosine:.4f}, R2 {quality.r2:.4f}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    hub = sub.add_parser(
+        "evaluate-hub",
+        help="LFW cross accuracy through a polytope hub vs direct maps and a model space as hub",
+    )
+    hub.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    hub.add_argument("--pair", action="append", required=True, metavar="A:B", help="repeat for several")
+    hub.add_argument("--via", required=True, help="the third model whose space is the model-space hub")
+    hub.add_argument("--polytope", action="append", choices=["simplex", "orthoplex", "cube"])
+    hub.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
+    hub.add_argument("--detector", default="yunet")
+    hub.add_argument("--models-dir", type=Path)
+    hub.set_defaults(func=cmd_evaluate_hub)
+
+    fne = sub.add_parser(
+        "evaluate-full-network",
+        help="LFW verification with full-network embeddings, and maps from them into another space",
+    )
+    fne.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    fne.add_argument("--pair", action="append", required=True, metavar="A:B", help="A's layers, B's space")
+    fne.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
+    fne.add_argument("--detector", default="yunet")
+    fne.add_argument("--models-dir", type=Path)
+    fne.set_defaults(func=cmd_evaluate_full_network)
