@@ -1,19 +1,22 @@
 """Gallery migration speed and memory: streaming CLI and Dask engine next to bare numpy, one run.
 
-Writes a synthetic gallery of N unit-length 512-d float32 templates (faceplugin-mbf512 space) as
-Parquet (int64 id + fixed-size list embedding, 100k-row row groups) and the same matrix as .npy, then
-times, each in its own process with the peak RSS of its whole process tree sampled every 0.2 s:
+Writes a synthetic gallery of N unit-length 512-d float32 templates (faceplugin-mbf512 space) as .npy
+and as Parquet (int64 id + embedding, 100k-row row groups) in both encodings the CLI reads: a fixed-size
+list of float32 and fixed-size binary (raw little-endian float32). Each run reads its input cold (its
+pages are evicted from the page cache first) and is timed in its own process with the peak RSS of its
+whole process tree sampled every 0.2 s:
 
 - numpy: np.load(mmap) → chunked `x @ W + b`, row normalisation → an output .npy memmap;
 - stream: `facebridge migrate` (Parquet in, Parquet parts out, id check at the end);
 - dask: `facebridge migrate --engine dask` (LocalCluster, one worker per core).
 
-    python benchmarks/migration.py [--rows 10000000] [--workdir /tmp/facebridge-migration-bench] [--keep]
+    python benchmarks/migration.py [--rows 10000000] [--encoding list|binary] [--no-dask] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -48,23 +51,51 @@ out.flush()
 """
 
 
-def write_gallery(rows: int, parquet: Path, npy: Path) -> None:
+def embedding_array(x: np.ndarray, encoding: str) -> pa.Array:
+    """The embedding column as a fixed-size list of float32 or as fixed-size binary (raw float32)."""
+    if encoding == "binary":
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(x.shape[1] * 4), len(x), [None, pa.py_buffer(np.ascontiguousarray(x).tobytes())]
+        )
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+
+
+def write_parquet(rows: int, parquet: Path, encoding: str, matrix: np.ndarray | None = None) -> None:
+    """Write the gallery as Parquet (100k-row row groups); rows come from `matrix` when given."""
     rng = np.random.default_rng(0)
-    matrix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(rows, 512))
-    schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32(), 512))])
+    kind = pa.binary(2048) if encoding == "binary" else pa.list_(pa.float32(), 512)
+    schema = pa.schema([("id", pa.int64()), ("embedding", kind)])
     step = 100_000
     with pq.ParquetWriter(
         parquet, schema, compression="NONE", use_dictionary=False, write_statistics=False
     ) as w:
         for start in range(0, rows, step):
             n = min(step, rows - start)
-            x = rng.standard_normal((n, 512), dtype=np.float32)
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            matrix[start : start + n] = x
-            embedding = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 512)
+            if matrix is None:
+                x = rng.standard_normal((n, 512), dtype=np.float32)
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+            else:
+                x = np.asarray(matrix[start : start + n])
             w.write_table(
-                pa.table({"id": np.arange(start, start + n, dtype=np.int64), "embedding": embedding})
+                pa.table(
+                    {
+                        "id": np.arange(start, start + n, dtype=np.int64),
+                        "embedding": embedding_array(x, encoding),
+                    }
+                )
             )
+
+
+def write_npy(rows: int, npy: Path) -> None:
+    """The same rows as `write_parquet` draws (same seed and order), as one .npy matrix."""
+    rng = np.random.default_rng(0)
+    matrix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(rows, 512))
+    step = 100_000
+    for start in range(0, rows, step):
+        n = min(step, rows - start)
+        x = rng.standard_normal((n, 512), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        matrix[start : start + n] = x
     matrix.flush()
     del matrix
 
@@ -90,40 +121,84 @@ def run_measured(command: list[str]) -> tuple[float, float]:
     return seconds, peak
 
 
+def evict(*paths: Path) -> None:
+    """Drop the files' pages from the page cache, so every run reads its input cold from disk."""
+    for path in paths:
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/facebridge-migration-bench"))
+    parser.add_argument(
+        "--encoding", action="append", choices=["list", "binary"], help="gallery encodings (default both)"
+    )
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask engine")
     parser.add_argument("--keep", action="store_true", help="keep the generated gallery and outputs")
     args = parser.parse_args()
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    parquet, npy = work / "gallery.parquet", work / "gallery.npy"
+    npy = work / "gallery.npy"
     started = time.perf_counter()
-    write_gallery(args.rows, parquet, npy)
-    print(f"gallery: {args.rows:,} x 512 float32 ({args.rows * 2048 / 2**30:.1f} GiB) written in "
+    write_npy(args.rows, npy)
+    print(f"gallery: {args.rows:,} x 512 float32 ({args.rows * 2048 / 2**30:.1f} GiB) .npy written in "
           f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
 
     python = sys.executable
     migrate = [python, "-m", "app", "migrate", "--source", SOURCE, "--target", TARGET, "--quiet"]
-    runs = {
-        "numpy (mmap .npy, chunked matmul)": [
-            python, "-c", NUMPY_BASELINE, str(ROOT), str(npy), SOURCE, TARGET, str(work / "numpy-out.npy")
-        ],
-        "facebridge migrate (stream)": [*migrate, str(parquet), str(work / "stream-out")],
-        "facebridge migrate --engine dask": [
-            *migrate, "--engine", "dask", str(parquet), str(work / "dask-out")
-        ],
-    }  # fmt: skip
-    results = {}
-    for name, command in runs.items():
+    numpy_run = [
+        python,
+        "-c",
+        NUMPY_BASELINE,
+        str(ROOT),
+        str(npy),
+        SOURCE,
+        TARGET,
+        str(work / "numpy-out.npy"),
+    ]
+    results: dict[str, tuple[float, float]] = {}
+
+    def measure(name: str, command: list[str], inputs: list[Path]) -> None:
+        evict(*inputs)
         results[name] = run_measured(command)
         print(f"{name}: {results[name][0]:.1f} s, peak RSS {results[name][1]:.0f} MiB", flush=True)
+
+    measure("numpy (mmap .npy, chunked matmul)", numpy_run, [npy])
+    for encoding in args.encoding or ["list", "binary"]:
+        parquet = work / f"gallery-{encoding}.parquet"
+        started = time.perf_counter()
+        write_parquet(args.rows, parquet, encoding, np.load(npy, mmap_mode="r"))
+        print(f"Parquet ({encoding}) written in {time.perf_counter() - started:.0f} s", flush=True)
+        label = "fixed-size list" if encoding == "list" else "fixed-size binary"
+        measure(
+            f"facebridge migrate, {label} (stream)",
+            [*migrate, str(parquet), str(work / "stream-out")],
+            [parquet],
+        )
+        if not args.no_dask:
+            measure(
+                f"facebridge migrate --engine dask, {label}",
+                [*migrate, "--engine", "dask", str(parquet), str(work / "dask-out")],
+                [parquet],
+            )
+        if not args.keep:  # room on disk for the next encoding
+            for leftover in (parquet, work / "stream-out", work / "dask-out"):
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(
+                    missing_ok=True
+                )
+
     base = args.rows / results["numpy (mmap .npy, chunked matmul)"][0]
-    print(f"\n{args.rows:,} templates, {SOURCE} (512-d) -> {TARGET} (128-d)\n")
+    print(f"\n{args.rows:,} templates, {SOURCE} (512-d) -> {TARGET} (128-d), cold page cache\n")
     print("| run | seconds | rows/s | vs numpy | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
     for name, (seconds, peak) in results.items():

@@ -47,10 +47,11 @@ def polytope_vertices(kind: str, n_classes: int) -> np.ndarray:
     d = polytope_dimension(kind, n_classes)
     if kind == "simplex":
         # centred one-hot vectors live in the (K-1)-dim subspace orthogonal to the all-ones vector;
-        # express them in an orthonormal basis of it
-        centred = np.eye(n_classes) - 1.0 / n_classes
-        basis = np.linalg.qr(centred)[0][:, :d]
-        vertices = centred @ basis
+        # in the Helmert basis of that subspace (rows (1,..,1,-k,0,..)/sqrt(k(k+1))) vertex i is
+        # column i of the basis, so no factorisation is needed
+        vertex = np.arange(n_classes)[:, None]
+        k = np.arange(1, n_classes)[None, :]
+        vertices = np.where(vertex < k, 1.0, np.where(vertex == k, -k, 0.0)) / np.sqrt(k * (k + 1.0))
     elif kind == "orthoplex":
         signed = np.vstack([np.eye(d), -np.eye(d)])
         order = np.arange(2 * d).reshape(2, d).T.reshape(-1)  # e_1, -e_1, e_2, -e_2, ...
