@@ -51,14 +51,15 @@ def polytope_vertices(kind: str, n_classes: int) -> np.ndarray:
         # column i of the basis, so no factorisation is needed
         vertex = np.arange(n_classes)[:, None]
         k = np.arange(1, n_classes)[None, :]
-        vertices = np.where(vertex < k, 1.0, np.where(vertex == k, -k, 0.0)) / np.sqrt(k * (k + 1.0))
+        helmert = np.where(vertex < k, 1.0, np.where(vertex == k, -k, 0.0)) / np.sqrt(k * (k + 1.0))
+        vertices: np.ndarray = np.asarray(helmert, dtype=np.float64)
     elif kind == "orthoplex":
         signed = np.vstack([np.eye(d), -np.eye(d)])
         order = np.arange(2 * d).reshape(2, d).T.reshape(-1)  # e_1, -e_1, e_2, -e_2, ...
         vertices = signed[order][:n_classes]
     else:
         codes = (np.arange(n_classes)[:, None] >> np.arange(d)[None, :]) & 1
-        vertices = (2.0 * codes - 1.0) / math.sqrt(d)
+        vertices = np.asarray((2.0 * codes - 1.0) / math.sqrt(d), dtype=np.float64)
     return vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
 
 
