@@ -146,6 +146,54 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def cmd_fit_full_network(args: argparse.Namespace) -> int:
+    """Statistics for the full-network embedding mode of one recognizer, from a folder of photos."""
+    from app.cli import _pipeline, _settings
+    from app.embedding_cache import list_images
+    from app.evaluation.full_network import lfw_landmarks, lfw_layer_features
+    from app.evaluation.lfw import pair_images, read_pairs
+    from app.vision.full_network import FullNetworkEmbedding, stats_path
+
+    settings = _settings(args)
+    pipeline = _pipeline(settings, [args.model], args.detector)
+    paths = pair_images(read_pairs(args.pairs)) if args.pairs else list_images(args.dataset)
+    # with --pairs on LFW the files are the ones `evaluate-full-network` caches, so nothing is recomputed
+    tag = args.dataset.name if args.pairs else f"{args.dataset.name}-all"
+    landmarks = lfw_landmarks(
+        pipeline,
+        args.dataset,
+        paths,
+        settings.cache_dir / f"{tag}-landmarks-{args.detector}.npz",
+        args.detector,
+    )
+    _, features = lfw_layer_features(
+        pipeline,
+        args.dataset,
+        paths,
+        landmarks,
+        args.model,
+        settings.cache_dir / f"{tag}-layers-{args.model}.npz",
+    )
+    fne = FullNetworkEmbedding().fit(features)
+    extractor_layers = [
+        int(c) for c in _layer_channels(settings.cache_dir / f"{tag}-layers-{args.model}.npz")
+    ]
+    out = stats_path(args.out, args.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recognizer = pipeline.registry.recognizer(args.model)
+    layers = [{"index": i, "channels": c} for i, c in enumerate(extractor_layers)]
+    fne.save(out, args.model, recognizer.sha256, layers)
+    print(f"{out}: {features.shape[1]} features from {len(layers)} layers, fitted on {len(features)} photos")
+    return 0
+
+
+def _layer_channels(cache: Path) -> list[int]:
+    import numpy as np
+
+    with np.load(cache, allow_pickle=False) as data:
+        return [int(c) for c in data["layer_channels"]]
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     hub = sub.add_parser(
         "evaluate-hub",
@@ -170,3 +218,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     fne.add_argument("--detector", default="yunet")
     fne.add_argument("--models-dir", type=Path)
     fne.set_defaults(func=cmd_evaluate_full_network)
+
+    stats = sub.add_parser(
+        "fit-full-network",
+        help="fit a recognizer's full-network statistics (for /embed mode full-network) on a photo folder",
+    )
+    stats.add_argument("--model", required=True)
+    stats.add_argument("--dataset", type=Path, required=True, help="folder with one sub-folder per person")
+    stats.add_argument("--pairs", type=Path, help="only the photos a pairs.txt uses (LFW)")
+    stats.add_argument("--out", type=Path, default=Path("mappings"), help="mappings folder of the service")
+    stats.add_argument("--detector", default="yunet")
+    stats.add_argument("--models-dir", type=Path)
+    stats.set_defaults(func=cmd_fit_full_network)

@@ -42,7 +42,10 @@ class ServiceState:
             registry = open_registry(self.settings)
             self.registry = registry
             self.pipeline = FacePipeline(
-                registry, self.settings.micro_batch_ms, self.settings.micro_batch_max
+                registry,
+                self.settings.micro_batch_ms,
+                self.settings.micro_batch_max,
+                full_network_dir=self.settings.mappings_dir,
             )
             loaded = [k for k, s in registry.status.items() if s.state == "loaded"]
             log.info(

@@ -167,11 +167,42 @@ def subset_caches(pipeline: FacePipeline, lfw: Path) -> dict[str, EmbeddingCache
     return caches
 
 
+def full_network_statistics(pipeline: FacePipeline, lfw: Path, model_id: str, out: Path) -> None:
+    """Full-network statistics of a model fitted on aligned crops of 120 LFW subset photos."""
+    from app.vision.alignment import align_face
+    from app.vision.full_network import FullNetworkEmbedding
+    from app.vision.layer_features import LayerFeatureExtractor
+    from app.vision.pipeline import DetectionOptions
+
+    recognizer = pipeline.registry.recognizer(model_id)
+    template = pipeline.registry.manifest.templates[recognizer.entry.alignment or ""]
+    crops = []
+    for rel in subset_images(lfw)[:120]:
+        image = decode_image((lfw / rel).read_bytes(), max_bytes=1 << 24, max_pixels=1 << 24)
+        faces = pipeline.detect(image, DetectionOptions(score_threshold=0.3, policy="center"))
+        if faces:
+            crops.append(align_face(image, faces[0].landmarks, template))
+    extractor = LayerFeatureExtractor(pipeline.registry.model_path(model_id))
+    features = extractor(recognizer.preprocess(crops))
+    layers = [{"index": i, "channels": layer.channels} for i, layer in enumerate(extractor.layers)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FullNetworkEmbedding().fit(features).save(out, model_id, recognizer.sha256, layers)
+
+
 @pytest.fixture(scope="session")
-def maps_dir(subset_caches: dict[str, EmbeddingCache], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Maps arcface→faceplugin and faceplugin→sirius (so arcface→sirius is a composition), and same-space
-    calibrations for arcface and faceplugin, all fitted here on the real subset."""
+def maps_dir(
+    subset_caches: dict[str, EmbeddingCache],
+    pipeline: FacePipeline,
+    lfw: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """Maps arcface→faceplugin and faceplugin→sirius (so arcface→sirius is a composition), same-space
+    calibrations for arcface and faceplugin, and arcface's full-network statistics, all fitted here on
+    the real subset."""
+    from app.vision.full_network import stats_path
+
     directory = tmp_path_factory.mktemp("mappings")
+    full_network_statistics(pipeline, lfw, "arcface-mbf128", stats_path(directory, "arcface-mbf128"))
     for source, target in [("arcface-mbf128", "faceplugin-mbf512"), ("faceplugin-mbf512", "sirius-mbf192")]:
         fitted = fit_map(pair_caches(subset_caches[source], subset_caches[target], "lfw-subset"), "ridge")
         save_map(directory / map_filename(source, target), fitted.meta, fitted.weight, fitted.bias)

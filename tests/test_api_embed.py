@@ -229,3 +229,48 @@ def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> Non
     )
     _assert_problem(client.get("/nowhere"), 404, "not-found")
     _assert_problem(client.get("/embed"), 405, "method-not-allowed")
+
+
+def test_full_network_mode_serves_ternary_codes_equal_to_the_library(
+    client: httpx.Client, pipeline: FacePipeline, maps_dir: Path, lfw: Path
+) -> None:
+    from app.vision.alignment import align_face
+    from app.vision.full_network import FullNetworkModel, stats_path
+
+    response = client.post(
+        "/embed",
+        files={"images": ("p.jpg", _photo_bytes(lfw), "image/jpeg")},
+        data={"models": "arcface-mbf128", "largest_only": "true", "mode": "full-network"},
+    )
+    assert response.status_code == 200, response.text
+    served = response.json()["results"][0]["faces"][0]["embeddings"][0]
+    assert served["mode"] == "full-network" and served["normalized"] is False
+    codes = np.array(served["embedding"])
+    assert served["dim"] == len(codes) > 5000 and set(np.unique(codes)) == {-1.0, 0.0, 1.0}
+    # the same codes in process, from the stored statistics and the same aligned crop
+    registry = pipeline.registry
+    recognizer = registry.recognizer("arcface-mbf128")
+    image = lfw_image(lfw, *PHOTO)
+    face = pipeline.detect(image, DetectionOptions(max_faces=1))[0]
+    crop = align_face(image, face.landmarks, registry.manifest.templates[recognizer.entry.alignment or ""])
+    local = FullNetworkModel(
+        registry.model_path("arcface-mbf128"),
+        stats_path(maps_dir, "arcface-mbf128"),
+        recognizer.sha256,
+        ["CPUExecutionProvider"],
+    ).codes(recognizer.preprocess([crop]))[0]
+    assert np.mean(local == codes) > 0.999  # ties at a threshold may flip under float noise
+
+    missing = client.post(
+        "/embed",
+        json={"image": {"data": base64.b64encode(_photo_bytes(lfw)).decode()}, "models": ["sirius-mbf192"],
+              "mode": "full-network"},
+    )  # fmt: skip
+    assert missing.status_code == 409
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    problem = missing.json()
+    assert problem["type"].endswith("full-network-unavailable") and "sirius-mbf192" in problem["detail"]
+    bad_mode = client.post(
+        "/embed", files={"images": ("p.jpg", _photo_bytes(lfw), "image/jpeg")}, data={"mode": "layers"}
+    )
+    assert bad_mode.status_code == 422

@@ -26,7 +26,14 @@ from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_proble
 from app.metrics import observe_batch
 from app.state import get_pipeline, state_of
 from app.vision.images import ImageError, decode_image
-from app.vision.pipeline import DetectionOptions, FacePipeline, FaceResult, NoFaceFound
+from app.vision.pipeline import (
+    FULL_NETWORK,
+    DetectionOptions,
+    FacePipeline,
+    FaceResult,
+    FullNetworkUnavailable,
+    NoFaceFound,
+)
 from app.vision.registry import ModelNotReady, UnknownModel
 
 router = APIRouter(tags=["embed"])
@@ -49,6 +56,7 @@ OPENAPI_BODY: dict[str, Any] = {
                         "max_faces": {"type": "integer", "minimum": 1},
                         "detection_threshold": {"type": "number", "minimum": 0, "maximum": 1},
                         "normalize": {"type": "boolean"},
+                        "mode": {"type": "string", "enum": ["embedding", "full-network"]},
                     },
                 }
             },
@@ -135,6 +143,8 @@ def _check_models(pipeline: FacePipeline, options: EmbedOptions, model_ids: list
     ]
     if not options.aligned:
         checks.append(("detector", detector, pipeline.registry.detector))
+    if options.mode == FULL_NETWORK:
+        checks += [(f"models[{i}]", m, pipeline.full_network) for i, m in enumerate(model_ids)]
     for field, model_id, get in checks:
         try:
             get(model_id)
@@ -145,6 +155,14 @@ def _check_models(pipeline: FacePipeline, options: EmbedOptions, model_ids: list
                 "Unknown model",
                 f"{field}: no model with id {model_id!r}",
                 [FieldError(field=field, message="unknown model id")],
+            ) from exc
+        except FullNetworkUnavailable as exc:
+            raise Problem(
+                409,
+                "full-network-unavailable",
+                "Full-network mode unavailable",
+                f"{field}: {exc}",
+                [FieldError(field=field, message=str(exc))],
             ) from exc
         except ModelNotReady as exc:
             raise Problem(
@@ -170,6 +188,7 @@ def _face(result: FaceResult) -> Face:
                 sha256=e.sha256,
                 dim=len(e.vector),
                 normalized=e.normalized,
+                mode=e.mode,
                 embedding=e.vector.astype(float).tolist(),
             )
             for e in result.embeddings
@@ -187,10 +206,10 @@ def _embed_all(
     results = []
     for index, image in enumerate(images):
         if options.aligned:
-            faces = [pipeline.embed_aligned(image, model_ids, options.normalize)]
+            faces = [pipeline.embed_aligned(image, model_ids, options.normalize, options.mode)]
         else:
             try:
-                faces = pipeline.embed_image(image, model_ids, detection, options.normalize)
+                faces = pipeline.embed_image(image, model_ids, detection, options.normalize, options.mode)
             except NoFaceFound as exc:
                 raise Problem(
                     422,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -21,6 +23,11 @@ class EmbedOptions(BaseModel):
     )
     detection_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     normalize: bool = Field(default=True, description="L2-normalise embeddings (false: raw graph output)")
+    mode: Literal["embedding", "full-network"] = Field(
+        default="embedding",
+        description="embedding: the recognizer's own output; full-network: every layer pooled, "
+        "standardised with the model's stored statistics and discretised to -1/0/1",
+    )
 
 
 class Base64Image(BaseModel):
@@ -52,6 +59,7 @@ class Embedding(BaseModel):
     sha256: str = Field(description="sha256 of the weights that produced this embedding")
     dim: int
     normalized: bool
+    mode: str = Field(default="embedding", description="embedding or full-network")
     embedding: list[float]
 
 

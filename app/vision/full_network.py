@@ -74,3 +74,28 @@ class FullNetworkEmbedding:
             )
         fne.n_features_in_ = len(fne.mean_)
         return fne, meta
+
+
+class FullNetworkModel:
+    """A recognizer's full-network embedding as a service mode: layer extractor plus stored statistics."""
+
+    def __init__(self, model_path: Path, stats_path: Path, model_sha256: str, providers: list[str]):
+        from app.vision.layer_features import LayerFeatureExtractor
+
+        self.transform, self.meta = FullNetworkEmbedding.load(stats_path, model_sha256)
+        self.extractor = LayerFeatureExtractor(model_path, providers)
+
+    def codes(self, tensor: np.ndarray) -> np.ndarray:
+        """{-1, 0, 1} codes for a batch already preprocessed for the recognizer."""
+        features = self.extractor(tensor)
+        if features.shape[1] != self.transform.n_features_in_:
+            raise ValueError(
+                f"the graph gives {features.shape[1]} layer features; the statistics have "
+                f"{self.transform.n_features_in_}"
+            )
+        return self.transform.transform(features)
+
+
+def stats_path(mappings_dir: Path, model_id: str) -> Path:
+    """Where a model's full-network statistics live: beside the maps, one file per model."""
+    return mappings_dir / "full-network" / f"{model_id}.npz"
