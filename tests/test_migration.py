@@ -59,6 +59,9 @@ def test_parquet_gallery_is_translated_row_for_row(tmp_path: Path, bank: Mapping
     out_ids, out = read_output(tmp_path / "out")
     assert list(out_ids) == list(ids)
     np.testing.assert_allclose(out, path.apply(x.copy()), atol=1e-6)
+    written = pq.read_schema(tmp_path / "out" / "part-000000.parquet").field("embedding").type
+    # binary in, binary out (raw float32); list layouts come out as a fixed-size list of float32
+    assert pa.types.is_fixed_size_binary(written) == (layout == "fixed_size_binary")
     meta = json.loads(pq.read_schema(tmp_path / "out" / "part-000000.parquet").metadata[b"facebridge"])
     assert meta["maps"][0]["id"] == f"{SOURCE}->{TARGET}" and len(meta["maps"][0]["tensor_sha256"]) == 64
     assert json.loads((tmp_path / "out" / MANIFEST).read_text())["state"] == "complete"

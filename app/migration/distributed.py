@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from app.mapping.bank import MapPath
 from app.migration.galleries import ParquetGallery, embeddings_from_arrow
+from app.migration.galleries import embedding_column as output_column
 from app.migration.job import MANIFEST, MigrationResult, _write_atomic, job_description, part_name
 
 
@@ -37,15 +38,13 @@ def _translate_partition(
     final = Path(output) / part_name(index)
     if not final.exists() and len(frame):
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        embeddings = embeddings_from_arrow(table.column(embedding_column))
+        column = table.column(embedding_column)
+        embeddings = embeddings_from_arrow(column)
         out = np.empty((len(embeddings), path.maps[-1].meta.target.dim), dtype=np.float32)
         path.apply(embeddings, out)
-        dim = out.shape[1]
+        encoding = "binary" if pa.types.is_fixed_size_binary(column.type) else "list"
         result = pa.Table.from_arrays(
-            [
-                table.column(id_column).combine_chunks(),
-                pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), dim),
-            ],
+            [table.column(id_column).combine_chunks(), output_column(out, encoding)],
             names=["id", "embedding"],
         ).replace_schema_metadata(metadata)
         tmp = final.with_name(final.name + f".{os.getpid()}.tmp")

@@ -34,6 +34,7 @@ class Chunk:
 class Gallery(Protocol):
     rows: int
     dim: int
+    encoding: str  # "list" or "binary": how the embedding column is stored, and will be written
 
     def chunks(self, chunk_rows: int, skip: set[int] | None = None) -> Iterator[Chunk]: ...
 
@@ -65,6 +66,18 @@ def embeddings_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int | None = 
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
+def embedding_column(out: np.ndarray, encoding: str) -> pa.Array:
+    """Translated rows as the output column: fixed-size binary (raw float32) when the input was
+    binary, else a fixed-size list of float32. Binary needs no per-value levels, so it is cheaper to
+    write and to read back."""
+    out = np.ascontiguousarray(out, dtype="<f4")
+    if encoding == "binary":
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(out.shape[1] * 4), len(out), [None, pa.py_buffer(out)]
+        )
+    return pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), out.shape[1])
+
+
 class ParquetGallery:
     def __init__(self, path: Path, id_column: str = "id", embedding_column: str = "embedding"):
         self.path = path
@@ -74,6 +87,8 @@ class ParquetGallery:
             if column not in names:
                 raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
         self.id_column, self.embedding_column = id_column, embedding_column
+        kind = self.file.schema_arrow.field(embedding_column).type
+        self.encoding = "binary" if pa.types.is_fixed_size_binary(kind) else "list"
         self.rows = self.file.metadata.num_rows
         first = next(self.file.iter_batches(batch_size=1, columns=[embedding_column]), None)
         self.dim = embeddings_from_arrow(first.column(0)).shape[1] if first is not None else 0
@@ -142,6 +157,8 @@ class ParquetGallery:
 
 
 class NpyGallery:
+    encoding = "list"
+
     def __init__(self, path: Path, ids_path: Path | None = None):
         self.path = path
         self.matrix = np.load(path, mmap_mode="r")

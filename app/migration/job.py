@@ -1,7 +1,8 @@
 """The migration job: stream a gallery through a map into Parquet parts, resumable after a crash.
 
 OUTPUT is a folder: `part-NNNNNN.parquet` per input chunk (columns `id`, `embedding` as a fixed-size
-list of float32; the maps' ids and tensor hashes in the schema metadata) and `_facebridge_migration.json`
+list of float32, or fixed-size binary when the input was; the maps' ids and tensor hashes in the schema
+metadata) and `_facebridge_migration.json`
 describing the job. A part appears only by an atomic rename once fully written, so after a crash every
 part present is whole: a resumed run skips them and writes the rest (no duplicates, nothing lost). The
 job ends by checking that the parts hold exactly the input's ids, in order, and only then marks the
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from app import __version__
 from app.mapping.bank import MapPath
-from app.migration.galleries import Gallery
+from app.migration.galleries import Gallery, embedding_column
 
 MANIFEST = "_facebridge_migration.json"
 PIPELINE_DEPTH = 2
@@ -120,7 +121,7 @@ def migrate(
         for chunk in prefetch(gallery.chunks(chunk_rows, skip=done), PIPELINE_DEPTH):
             out = np.empty((len(chunk.embeddings), dim_out), dtype=np.float32)
             path.apply(chunk.embeddings, out)
-            embedding = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), dim_out)
+            embedding = embedding_column(out, gallery.encoding)
             table = pa.Table.from_arrays([chunk.ids, embedding], names=["id", "embedding"])
             pending.append(
                 writer.submit(_write_part, table.replace_schema_metadata(metadata), output, chunk.index)
