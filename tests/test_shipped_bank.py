@@ -62,3 +62,25 @@ def test_shipped_maps_reproduce_their_recorded_verification_accuracy(
         accuracy = balanced_accuracy_pairs(genuine, impostor, seed=0)
         recorded = loaded.meta.quality.accuracy_cross
         assert recorded is not None and accuracy >= recorded - 0.02, (loaded.id, accuracy, recorded)
+
+
+@pytest.mark.parametrize("model_id", ["arcface-mbf128", "sirius-mbf192"])
+def test_shipped_full_network_statistics_pin_the_weights_and_fit_the_graph(model_id: str) -> None:
+    """mappings/full-network/*.npz (facebridge fit-full-network on LFW) load for the manifest's weights
+    only, and have one mean and scale per layer feature the graph gives."""
+    from app.vision.full_network import FullNetworkEmbedding, stats_path
+    from app.vision.layer_features import LayerFeatureExtractor
+
+    entry = load_manifest(MODELS_DIR / "manifest.toml").get(model_id)
+    assert entry is not None and entry.sha256 is not None
+    fne, meta = FullNetworkEmbedding.load(stats_path(ROOT / "mappings", model_id), entry.sha256)
+    assert (meta["low"], meta["high"]) == (-0.25, 0.15)
+    assert sum(layer["channels"] for layer in meta["layers"]) == fne.n_features_in_
+    extractor = LayerFeatureExtractor(MODELS_DIR / entry.file)
+    size = entry.size or 112
+    shape = (1, 3, size, size) if entry.layout == "NCHW" else (1, size, size, 3)
+    features = extractor(np.zeros(shape, np.float32))
+    assert features.shape[1] == fne.n_features_in_
+    assert np.isfinite(fne.mean_).all() and (fne.scale_ > 0).all()
+    with pytest.raises(ValueError, match="fitted on weights"):
+        FullNetworkEmbedding.load(stats_path(ROOT / "mappings", model_id), "0" * 64)
