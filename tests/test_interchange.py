@@ -17,6 +17,7 @@ from app.embedding_cache import EmbeddingCache
 from app.evaluation.interchange import FittedTransform, paired_lfw, study_pair
 from app.evaluation.lfw import Pair
 from app.evaluation.report import fitter_for, run_study, write_report
+from app.evaluation.sections import upsert_section
 
 SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
 
@@ -177,3 +178,10 @@ def test_report_is_written_with_tables_and_plots(
     # the reversed row is the same study seen from the other side
     forward, backward = study.pairs[(SOURCE, TARGET)], study.pairs[(TARGET, SOURCE)]
     assert backward.metrics["cross"] == forward.metrics["reverse_cross"]
+    # a section another study wrote survives the report being generated again, once
+    upsert_section(out, "polytope-hub", "## Polytope hub space\n\n| a table |")
+    write_report(study, out, "facebridge report ... again")
+    text = out.read_text()
+    assert (
+        "again" in text and text.count("## Polytope hub space") == 1 and text.count("## Native accuracy") == 1
+    )
