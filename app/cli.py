@@ -203,6 +203,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.migration.memory import reuse_freed_buffers
+
+    reuse_freed_buffers()  # before pyarrow loads
+
     from app.mapping.bank import MappingBank
     from app.migration.galleries import open_gallery
     from app.migration.job import migrate
