@@ -150,3 +150,29 @@ def test_dask_engine_matches_the_streaming_job(tmp_path: Path, bank: MappingBank
     # a second run over the finished folder writes nothing new and still checks out
     again = migrate_dask(source, path, tmp_path / "dask", workers=1)
     assert again.resumed_parts == 5
+
+
+def test_allocator_settings_leave_a_users_choice_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.migration.memory import SETTINGS, reuse_freed_buffers
+
+    monkeypatch.delenv("JE_ARROW_MALLOC_CONF", raising=False)
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    # pyarrow is loaded in this test process, so the settings cannot apply here (children get them)
+    assert reuse_freed_buffers() is False
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    assert os.environ["JE_ARROW_MALLOC_CONF"] == SETTINGS["JE_ARROW_MALLOC_CONF"]
+
+
+def test_allocator_is_jemalloc_when_set_before_pyarrow_loads() -> None:
+    """As `facebridge migrate` does: the settings first, then pyarrow."""
+    probe = (
+        "import sys; from app.migration.memory import reuse_freed_buffers; assert reuse_freed_buffers(); "
+        "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "jemalloc"
