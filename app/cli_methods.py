@@ -71,7 +71,7 @@ def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
             settings.cache_dir / f"lfw-landmarks-{args.detector}.npz",
             args.detector,
         )
-        embeddings, features = lfw_layer_features(
+        embeddings, features, _ = lfw_layer_features(
             pipeline, args.lfw, paths, landmarks, source, settings.cache_dir / f"lfw-layers-{source}.npz"
         )
         data = paired_lfw(caches[source], caches[target], pairs)
@@ -166,7 +166,7 @@ def cmd_fit_full_network(args: argparse.Namespace) -> int:
         settings.cache_dir / f"{tag}-landmarks-{args.detector}.npz",
         args.detector,
     )
-    _, features = lfw_layer_features(
+    _, features, channels = lfw_layer_features(
         pipeline,
         args.dataset,
         paths,
@@ -175,23 +175,19 @@ def cmd_fit_full_network(args: argparse.Namespace) -> int:
         settings.cache_dir / f"{tag}-layers-{args.model}.npz",
     )
     fne = FullNetworkEmbedding().fit(features)
-    extractor_layers = [
-        int(c) for c in _layer_channels(settings.cache_dir / f"{tag}-layers-{args.model}.npz")
-    ]
     out = stats_path(args.out, args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    recognizer = pipeline.registry.recognizer(args.model)
-    layers = [{"index": i, "channels": c} for i, c in enumerate(extractor_layers)]
-    fne.save(out, args.model, recognizer.sha256, layers)
+    layers = [{"index": i, "channels": c} for i, c in enumerate(channels)]
+    fne.save(out, args.model, pipeline.registry.recognizer(args.model).sha256, layers)
     print(f"{out}: {features.shape[1]} features from {len(layers)} layers, fitted on {len(features)} photos")
     return 0
 
 
-def _layer_channels(cache: Path) -> list[int]:
-    import numpy as np
-
-    with np.load(cache, allow_pickle=False) as data:
-        return [int(c) for c in data["layer_channels"]]
+def _lfw_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    parser.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
+    parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--models-dir", type=Path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -199,24 +195,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "evaluate-hub",
         help="LFW cross accuracy through a polytope hub vs direct maps and a model space as hub",
     )
-    hub.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    _lfw_study_options(hub)
     hub.add_argument("--pair", action="append", required=True, metavar="A:B", help="repeat for several")
     hub.add_argument("--via", required=True, help="the third model whose space is the model-space hub")
     hub.add_argument("--polytope", action="append", choices=["simplex", "orthoplex", "cube"])
-    hub.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
-    hub.add_argument("--detector", default="yunet")
-    hub.add_argument("--models-dir", type=Path)
     hub.set_defaults(func=cmd_evaluate_hub)
 
     fne = sub.add_parser(
         "evaluate-full-network",
         help="LFW verification with full-network embeddings, and maps from them into another space",
     )
-    fne.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
+    _lfw_study_options(fne)
     fne.add_argument("--pair", action="append", required=True, metavar="A:B", help="A's layers, B's space")
-    fne.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
-    fne.add_argument("--detector", default="yunet")
-    fne.add_argument("--models-dir", type=Path)
     fne.set_defaults(func=cmd_evaluate_full_network)
 
     stats = sub.add_parser(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from app.vision.detection import Detection
 from app.vision.images import decode_image
 from app.vision.pipeline import DetectionOptions, FacePipeline
 
@@ -88,17 +89,24 @@ def file_digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
+def central_face(pipeline: FacePipeline, image_bgr: np.ndarray, detector: str) -> Detection | None:
+    """The central face of a dataset photo, retried at lower detection thresholds; None if none."""
+    for threshold in DATASET_THRESHOLDS:
+        options = DetectionOptions(detector=detector, score_threshold=threshold, max_faces=1, policy="center")
+        faces = pipeline.detect(image_bgr, options)
+        if faces:
+            return faces[0]
+    return None
+
+
 def embed_one(
     pipeline: FacePipeline, image_bgr: np.ndarray, model_id: str, detector: str
 ) -> tuple[np.ndarray, bool]:
     """Embed the central face of a dataset photo; falls back to the whole image as an aligned crop
     only when no threshold finds a face, and reports that through the returned flag."""
-    for threshold in DATASET_THRESHOLDS:
-        options = DetectionOptions(detector=detector, score_threshold=threshold, max_faces=1, policy="center")
-        faces = pipeline.detect(image_bgr, options)
-        if faces:
-            result = pipeline.embed_faces(image_bgr, faces, [model_id])[0]
-            return result.embeddings[0].vector, True
+    face = central_face(pipeline, image_bgr, detector)
+    if face is not None:
+        return pipeline.embed_faces(image_bgr, [face], [model_id])[0].embeddings[0].vector, True
     return pipeline.embed_aligned(image_bgr, [model_id]).embeddings[0].vector, False
 
 

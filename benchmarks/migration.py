@@ -29,6 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.migration.galleries import embedding_column  # noqa: E402
+
 SOURCE, TARGET = "faceplugin-mbf512", "arcface-mbf128"
 
 NUMPY_BASELINE = """
@@ -51,15 +55,6 @@ out.flush()
 """
 
 
-def embedding_array(x: np.ndarray, encoding: str) -> pa.Array:
-    """The embedding column as a fixed-size list of float32 or as fixed-size binary (raw float32)."""
-    if encoding == "binary":
-        return pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(x.shape[1] * 4), len(x), [None, pa.py_buffer(np.ascontiguousarray(x).tobytes())]
-        )
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
-
-
 def write_parquet(rows: int, parquet: Path, encoding: str, matrix: np.ndarray | None = None) -> None:
     """Write the gallery as Parquet (100k-row row groups); rows come from `matrix` when given."""
     rng = np.random.default_rng(0)
@@ -80,7 +75,7 @@ def write_parquet(rows: int, parquet: Path, encoding: str, matrix: np.ndarray | 
                 pa.table(
                     {
                         "id": np.arange(start, start + n, dtype=np.int64),
-                        "embedding": embedding_array(x, encoding),
+                        "embedding": embedding_column(x, encoding),
                     }
                 )
             )

@@ -8,7 +8,7 @@ statistics and the maps are fitted only on photos of people outside the fold, li
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -16,14 +16,14 @@ import numpy as np
 from scipy.linalg import solve
 from tqdm import tqdm
 
-from app.embedding_cache import DATASET_THRESHOLDS, EmbeddingCache
+from app.embedding_cache import EmbeddingCache, central_face
 from app.evaluation.interchange import Metrics, PairedLfw, Scores, cosine_rows, summarise
 from app.mapping.estimators import RidgeMap
 from app.vision.alignment import align_face
 from app.vision.full_network import FullNetworkEmbedding
 from app.vision.images import decode_image
 from app.vision.layer_features import LayerFeatureExtractor
-from app.vision.pipeline import DetectionOptions, FacePipeline
+from app.vision.pipeline import FacePipeline
 from app.vision.recognizer import l2_normalize
 
 FNE = "full-network embedding"
@@ -43,12 +43,9 @@ def lfw_landmarks(
     landmarks = np.full((len(paths), 5, 2), np.nan, np.float32)
     for i, rel in enumerate(tqdm(paths, desc="landmarks", unit="img")):
         image = decode_image((root / rel).read_bytes(), max_bytes=1 << 30, max_pixels=1 << 28)
-        for threshold in DATASET_THRESHOLDS:
-            options = DetectionOptions(detector=detector, score_threshold=threshold, policy="center")
-            faces = pipeline.detect(image, options)
-            if faces:
-                landmarks[i] = np.asarray(faces[0].landmarks, np.float32).reshape(5, 2)
-                break
+        face = central_face(pipeline, image, detector)
+        if face is not None:
+            landmarks[i] = np.asarray(face.landmarks, np.float32).reshape(5, 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, paths=np.array(paths), landmarks=landmarks)
     return landmarks
@@ -62,13 +59,18 @@ def lfw_layer_features(
     model_id: str,
     out: Path,
     batch: int = 32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(own embeddings, layer features) of every photo from one run per batch, cached in `out`."""
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(own embeddings, layer features, channels per layer) of every photo, one run per batch, cached
+    in `out`."""
     recognizer = pipeline.registry.recognizer(model_id)
     if out.exists():
         with np.load(out, allow_pickle=False) as data:
             if list(data["paths"]) == paths and str(data["model_sha256"]) == recognizer.sha256:
-                return np.asarray(data["embeddings"]), np.asarray(data["features"])
+                return (
+                    np.asarray(data["embeddings"]),
+                    np.asarray(data["features"]),
+                    [int(c) for c in data["layer_channels"]],
+                )
     template = pipeline.registry.manifest.templates[recognizer.entry.alignment or ""]
     extractor = LayerFeatureExtractor(pipeline.registry.model_path(model_id))
     embeddings, features = [], []
@@ -85,7 +87,11 @@ def lfw_layer_features(
         tensor = recognizer.preprocess(crops)
         embeddings.append(l2_normalize(recognizer.run(tensor)))
         features.append(extractor(tensor))
-    result = np.concatenate(embeddings), np.concatenate(features)
+    result = (
+        np.concatenate(embeddings),
+        np.concatenate(features),
+        [layer.channels for layer in extractor.layers],
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         out,
@@ -93,7 +99,7 @@ def lfw_layer_features(
         model_sha256=np.array(recognizer.sha256),
         embeddings=result[0],
         features=result[1],
-        layer_channels=np.array([layer.channels for layer in extractor.layers]),
+        layer_channels=np.array(result[2]),
     )
     return result
 
@@ -189,10 +195,6 @@ def study_full_network(
         float(cosine_rows(embeddings, data.a).mean()),
         float(alpha or 0.0),
     )
-
-
-def with_source_rows(data: PairedLfw, a: np.ndarray) -> PairedLfw:
-    return replace(data, a=a)
 
 
 def full_network_markdown(studies: list[FullNetworkStudy], command: str) -> str:

@@ -87,7 +87,6 @@ def head_from_onnx(path: Path, node_name: str | None = None) -> ClassifierHead:
 
     model = onnx.load(str(path))
     weights = _initializers(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
     candidates = [
         n for n in model.graph.node if n.op_type in ("Gemm", "MatMul", "Conv") and n.input[1] in weights
     ]
@@ -124,14 +123,12 @@ def head_from_onnx(path: Path, node_name: str | None = None) -> ClassifierHead:
                 break
     if bias is None:
         bias = np.zeros(weight.shape[1])
-    feeding = node.input[0]
-    del producers
-    return ClassifierHead(weight, bias.reshape(-1), feeding, f"{path.name}:{node.name or node.op_type}")
+    return ClassifierHead(weight, bias.reshape(-1), node.input[0], f"{path.name}:{node.name or node.op_type}")
 
 
 def head_from_npy(weight_path: Path, bias_path: Path | None = None) -> ClassifierHead:
-    """Weights from .npy, (features, classes) or (classes, features) when the classes are the longer side;
-    or one .npz holding `weight` and `bias`."""
+    """Weights from .npy, or one .npz holding `weight` and `bias`. The weight is (features, classes);
+    a (classes, features) weight, as PyTorch stores it, is recognised by its rows matching the bias."""
     if weight_path.suffix == ".npz":
         with np.load(weight_path, allow_pickle=False) as data:
             weight, bias = np.asarray(data["weight"]), np.asarray(data["bias"]) if "bias" in data else None
