@@ -84,8 +84,8 @@ def closed_form_map(source: Path, target: Path, out: Path) -> tuple[np.ndarray, 
         check=True,
         capture_output=True,
     )
-    _, weight, bias = load_map(next(out.glob(f"{source.stem}__{target.stem}*.safetensors")))
-    return weight.astype(np.float64), bias.astype(np.float64)
+    loaded = load_map(next(out.glob(f"{source.stem}__{target.stem}*.safetensors")))
+    return loaded.weight.astype(np.float64), loaded.bias.astype(np.float64)
 
 
 def study(

@@ -2,8 +2,12 @@
 
 All in one run, against real uvicorn servers: `facebridge serve` with the maps in `mappings/` (or
 --mappings DIR) and an echo app (benchmarks/echo_app.py) that parses and returns the same JSON payload.
+A second `facebridge serve` holds a nonlinear map of the same pair, built here from the shipped affine
+map plus a random residual MLP of width --hidden (scaled small, so outputs stay close to the affine
+map's), so its cost is measured against the affine map in the same run.
 
     python benchmarks/translate_throughput.py [--source arcface-mbf128] [--target faceplugin-mbf512]
+    python benchmarks/translate_throughput.py --requests 20 --batches 1000   # a quick smoke run
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.api.translate import read_npy  # noqa: E402
-from app.mapping.bank import MapPath, MappingBank  # noqa: E402
+from app.mapping.bank import LoadedMap, MapPath, MappingBank  # noqa: E402
+from app.mapping.mapfile import ResidualTensors, map_filename, save_map  # noqa: E402
+from app.vision.manifest import load_manifest  # noqa: E402
 from tests.conftest import MODELS_DIR, LiveServer, free_port  # noqa: E402
 
 BENCH_KEY = "benchmark-key"
@@ -54,45 +62,112 @@ def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def bulk_row(
-    api: httpx.Client, echo_client: httpx.Client, path: MapPath, source: str, target: str, n: int, dim_in: int
-) -> str:
-    """One table row: embeddings/s for JSON, echo, binary and in-process numpy at batch size n."""
-    batch = unit_rows(n, dim_in, 2)
-    repeats = max(3, 30_000 // n)
-    json_body = {"source": source, "target": target, "embeddings": batch.tolist()}
-    json_rate = echo_rate = float("nan")
+@dataclass
+class Served:
+    """One running server and the same map loaded in-process (for the numpy column)."""
+
+    api: httpx.Client
+    path: MapPath
+
+
+def nonlinear_copy(affine: LoadedMap, hidden: int, directory: Path, seed: int = 0) -> Path:
+    """Write the affine map plus a random residual MLP of width `hidden` into `directory`.
+
+    The residual is scaled to add about 1% to the output, so the translation stays meaningful; only
+    its cost matters here, and that depends on the shapes, not on the values.
+    """
+    rng = np.random.default_rng(seed)
+    d_in, d_out = affine.weight.shape
+    residual = ResidualTensors(
+        rng.normal(0.0, 1.0, (d_in, hidden)),  # unit-length inputs: pre-activations of order 1
+        rng.normal(0.0, 0.1, hidden),
+        rng.normal(0.0, 0.01 / np.sqrt(hidden), (hidden, d_out)),
+        np.zeros(d_out),
+    )
+    meta = affine.meta.model_copy(update={"method": f"{affine.meta.method}+random-residual"})
+    path = directory / map_filename(affine.meta.source.model, affine.meta.target.model)
+    save_map(path, meta, affine.weight, affine.bias, residual)
+    return directory
+
+
+def bulk_rates(served: Served, source: str, target: str, batch: np.ndarray, repeats: int) -> dict[str, float]:
+    """Embeddings/s for JSON (up to 10k rows), binary .npy and in-process numpy on one server's map."""
+    n = len(batch)
+    rates = {"json": float("nan")}
     if n <= 10_000:  # JSON bodies of 100k x 128 floats are not what JSON is for; use the binary form
-        json_rate = n / statistics.mean(
-            timed(lambda: api.post("/translate", json=json_body).raise_for_status(), repeats)
+        body = {"source": source, "target": target, "embeddings": batch.tolist()}
+        rates["json"] = n / statistics.mean(
+            timed(lambda: served.api.post("/translate", json=body).raise_for_status(), repeats)
         )
-        echo_rate = n / statistics.mean(
-            timed(lambda: echo_client.post("/echo", json=json_body).raise_for_status(), repeats)
-        )
-    body = npy(batch)
+    data = npy(batch)
     url = f"/translate?source={source}&target={target}"
     # the standard library client reads a large body in one go; parsing is the same zero-copy reader
-    connection = http.client.HTTPConnection(api.base_url.host, api.base_url.port)
+    connection = http.client.HTTPConnection(served.api.base_url.host, served.api.base_url.port)
 
     def binary() -> None:
         connection.request(
-            "POST", url, body=body, headers={"content-type": "application/x-npy", "X-API-Key": BENCH_KEY}
+            "POST", url, body=data, headers={"content-type": "application/x-npy", "X-API-Key": BENCH_KEY}
         )
         response = connection.getresponse()
-        data = response.read()
+        answer = response.read()
         if response.status != 200:
-            raise RuntimeError(f"/translate answered {response.status}: {data[:200]!r}")
-        read_npy(data)
+            raise RuntimeError(f"/translate answered {response.status}: {answer[:200]!r}")
+        read_npy(answer)
 
-    binary_rate = n / statistics.mean(timed(binary, repeats))
-    numpy_rate = n / statistics.mean(timed(lambda: path.apply(batch), max(20, repeats)))
+    rates["binary"] = n / statistics.mean(timed(binary, repeats))
+    rates["numpy"] = n / statistics.mean(timed(lambda: served.path.apply(batch), max(20, repeats)))
+    connection.close()
+    return rates
+
+
+def bulk_row(
+    affine: Served,
+    nonlinear: Served,
+    echo_client: httpx.Client,
+    source: str,
+    target: str,
+    n: int,
+    dim_in: int,
+) -> str:
+    """One table row at batch size n: the affine map with the echo floor, then the nonlinear map."""
+    batch = unit_rows(n, dim_in, 2)
+    repeats = max(3, 30_000 // n)
+    echo_rate = float("nan")
+    if n <= 10_000:
+        body = {"source": source, "target": target, "embeddings": batch.tolist()}
+        echo_rate = n / statistics.mean(
+            timed(lambda: echo_client.post("/echo", json=body).raise_for_status(), repeats)
+        )
+    a = bulk_rates(affine, source, target, batch, repeats)
+    b = bulk_rates(nonlinear, source, target, batch, repeats)
     return (
-        f"| {n:,} | {json_rate:,.0f} | {echo_rate:,.0f} | {binary_rate:,.0f} | {numpy_rate:,.0f} "
-        f"| {binary_rate / numpy_rate:.2f}x |"
+        f"| {n:,} | {a['json']:,.0f} | {echo_rate:,.0f} | {a['binary']:,.0f} | {a['numpy']:,.0f} "
+        f"| {a['binary'] / a['numpy']:.2f}x | {b['json']:,.0f} | {b['binary']:,.0f} | {b['numpy']:,.0f} "
+        f"| {b['binary'] / a['binary']:.2f}x | {b['numpy'] / a['numpy']:.2f}x |"
     )
 
 
-def main() -> int:
+def start_server(mappings: Path, log: Path) -> LiveServer:
+    env = {
+        "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
+        "FACEBRIDGE_MAPPINGS_DIR": str(mappings),
+        "FACEBRIDGE_LOAD_MODELS": "[]",
+        "FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST": "200000",
+        "FACEBRIDGE_API_KEYS": BENCH_KEY,
+    }
+    return LiveServer(env, log)
+
+
+def check_serves(served: Served, source: str, target: str, dim_in: int) -> None:
+    """The server answers with the in-process map's output: the right map file is being measured."""
+    x = unit_rows(5, dim_in, 3)
+    body = {"source": source, "target": target, "embeddings": x.tolist()}
+    answer = np.array(served.api.post("/translate", json=body).raise_for_status().json()["embeddings"])
+    if not np.allclose(answer, served.path.apply(x), atol=1e-5):
+        raise SystemExit(f"the server for {served.path.ids} does not serve the map loaded in-process")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -104,22 +179,32 @@ def main() -> int:
     )
     parser.add_argument("--mappings", type=Path, default=ROOT / "mappings")
     parser.add_argument("--requests", type=int, default=400, help="single requests per measurement")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--batches",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[1_000, 10_000, 100_000],
+        help="comma-separated bulk batch sizes (default 1000,10000,100000)",
+    )
+    parser.add_argument("--hidden", type=int, default=256, help="residual width of the nonlinear map")
+    return parser.parse_args()
 
-    bank = MappingBank.load(args.mappings)
-    path = bank.find_path(args.source, args.target)
-    if path is None:
-        raise SystemExit(f"no map {args.source}->{args.target} in {args.mappings}")
+
+def main() -> int:
+    args = parse_args()
+    manifest = load_manifest(MODELS_DIR / "manifest.toml")
+    bank = MappingBank.load(args.mappings, manifest)
+    direct = bank.maps.get((args.source, args.target))
+    if direct is None or direct.nonlinear:
+        raise SystemExit(f"no direct affine map {args.source}->{args.target} in {args.mappings}")
+    path = MapPath((direct,))
     dim_in = path.maps[0].meta.source.dim
     dim_out = path.maps[-1].meta.target.dim
-    env = {
-        "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
-        "FACEBRIDGE_MAPPINGS_DIR": str(args.mappings),
-        "FACEBRIDGE_LOAD_MODELS": "[]",
-        "FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST": "200000",
-        "FACEBRIDGE_API_KEYS": BENCH_KEY,
-    }
-    server = LiveServer(env, Path("/tmp/facebridge-translate-bench.log"))
+    scratch = tempfile.TemporaryDirectory(prefix="facebridge-nonlinear-")
+    nonlinear_dir = nonlinear_copy(direct, args.hidden, Path(scratch.name))
+    nonlinear_path = MappingBank.load(nonlinear_dir, manifest).find_path(args.source, args.target)
+    assert nonlinear_path is not None and nonlinear_path.maps[0].nonlinear
+    server = start_server(args.mappings, Path("/tmp/facebridge-translate-bench.log"))
+    nonlinear_server = start_server(nonlinear_dir, Path("/tmp/facebridge-translate-bench-nonlinear.log"))
     echo_port = free_port()
     echo = subprocess.Popen(
         [
@@ -139,7 +224,15 @@ def main() -> int:
     )
     try:
         server.wait_ready()
-        api = httpx.Client(base_url=server.url, timeout=300, headers={"X-API-Key": BENCH_KEY})
+        nonlinear_server.wait_ready()
+        headers = {"X-API-Key": BENCH_KEY}
+        api = httpx.Client(base_url=server.url, timeout=300, headers=headers)
+        affine = Served(api, path)
+        nonlinear = Served(
+            httpx.Client(base_url=nonlinear_server.url, timeout=300, headers=headers), nonlinear_path
+        )
+        for served in (affine, nonlinear):
+            check_serves(served, args.source, args.target, dim_in)
         echo_client = httpx.Client(base_url=f"http://127.0.0.1:{echo_port}", timeout=300)
         for _ in range(100):
             try:
@@ -157,8 +250,12 @@ def main() -> int:
                 "b": {"model": args.target, "embedding": other[0].tolist()},
             }
         }
+        nonlinear_single = f"/translate (1 embedding), nonlinear h={args.hidden}"
         singles = {
             "/translate (1 embedding)": lambda: api.post(
+                "/translate", json=translate_body
+            ).raise_for_status(),
+            nonlinear_single: lambda: nonlinear.api.post(
                 "/translate", json=translate_body
             ).raise_for_status(),
             "echo of the /translate body": lambda: echo_client.post(
@@ -184,20 +281,25 @@ def main() -> int:
             single_rates["/translate (1 embedding)"] / single_rates["echo of the /translate body"]
         )
         verify_ratio = single_rates["/verify (1 pair)"] / single_rates["echo of the /verify body"]
+        nonlinear_ratio = single_rates[nonlinear_single] / single_rates["/translate (1 embedding)"]
         print(f"\nratio /translate / echo: {translate_ratio:.2f}x; /verify / echo: {verify_ratio:.2f}x")
+        print(f"ratio nonlinear (h={args.hidden}) / affine /translate: {nonlinear_ratio:.2f}x")
 
         print("\nBulk translation (embeddings/s)\n")
         print(
             "| batch | JSON /translate | echo of that JSON | binary .npy /translate | in-process numpy "
-            "| binary / numpy |"
+            f"| binary / numpy | JSON nonlinear h={args.hidden} | binary nonlinear | numpy nonlinear "
+            "| nonlinear / affine binary | nonlinear / affine numpy |"
         )
-        print("|---:|---:|---:|---:|---:|---:|")
-        for n in (1_000, 10_000, 100_000):
-            print(bulk_row(api, echo_client, path, args.source, args.target, n, dim_in))
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n in args.batches:
+            print(bulk_row(affine, nonlinear, echo_client, args.source, args.target, n, dim_in))
     finally:
         server.stop()
+        nonlinear_server.stop()
         echo.terminate()
         echo.wait(10)
+        scratch.cleanup()
     return 0
 
 

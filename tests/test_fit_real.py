@@ -69,8 +69,8 @@ def test_fit_cli_from_caches_and_npy(
         )
         == 0
     )
-    meta, weight, _ = load_map(out / "arcface-mbf128__sirius-mbf192.safetensors")
-    assert meta.method == "affine" and weight.shape == (128, 192)
+    loaded = load_map(out / "arcface-mbf128__sirius-mbf192.safetensors")
+    assert loaded.meta.method == "affine" and loaded.weight.shape == (128, 192)
     assert "cross" in capsys.readouterr().out
 
     np.save(tmp_path / "a.npy", subset_caches["sirius-mbf192"].embeddings)
@@ -95,6 +95,6 @@ def test_fit_cli_from_caches_and_npy(
         )
         == 0
     )
-    meta, _, _ = load_map(out / "sirius-mbf192__arcface-mbf128.safetensors")
+    meta = load_map(out / "sirius-mbf192__arcface-mbf128.safetensors").meta
     assert meta.calibration is None and meta.quality.accuracy_cross is None  # no labels: no verification
     assert meta.fitted["alpha_"] == 0.1

@@ -135,10 +135,11 @@ def test_cli_fit_from_heads_writes_a_verified_map(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "50 shared classes" in result.stdout and "mean cosine 1.0000" in result.stdout
-    meta, weight, bias = load_map(tmp_path / "maps" / "net-a__net-b.safetensors")
-    assert meta.method == "heads" and meta.provenance.images == 0
-    np.testing.assert_allclose(weight, m, atol=1e-5)
-    np.testing.assert_allclose(bias, c, atol=1e-5)
+    loaded = load_map(tmp_path / "maps" / "net-a__net-b.safetensors")
+    assert loaded.meta.method == "heads" and loaded.meta.provenance.images == 0
+    assert loaded.residual is None
+    np.testing.assert_allclose(loaded.weight, m, atol=1e-5)
+    np.testing.assert_allclose(loaded.bias, c, atol=1e-5)
 
 
 IMAGENET = ROOT / ".cache" / "imagenet"  # made by `make imagenet` (scripts/imagenet_classifiers.py)

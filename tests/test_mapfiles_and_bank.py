@@ -83,10 +83,11 @@ def test_round_trip(tmp_path: Path) -> None:
     meta, weight, bias = make_map("arcface-mbf128", "sirius-mbf192")
     path = tmp_path / "m.safetensors"
     saved = save_map(path, meta, weight, bias)
-    loaded, w, b = load_map(path)
-    assert loaded == saved and len(saved.tensor_sha256) == 64
-    np.testing.assert_array_equal(w, weight)
-    np.testing.assert_array_equal(b, bias)
+    loaded = load_map(path)
+    assert loaded.meta == saved and len(saved.tensor_sha256) == 64
+    assert loaded.residual is None and saved.hidden is None
+    np.testing.assert_array_equal(loaded.weight, weight)
+    np.testing.assert_array_equal(loaded.bias, bias)
     assert b"pickle" not in path.read_bytes()[:8]
 
 

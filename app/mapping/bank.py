@@ -1,5 +1,9 @@
 """The maps and space calibrations the service serves, and how to get from one space to another.
 
+`LoadedMap.apply` is the one place maps are applied (routes, migrations, benchmarks): an affine map is
+`x @ weight + bias`, a nonlinear one adds its residual MLP (see app/mapping/mapfile.py); rows are then
+L2-normalised.
+
 Every file in the mappings folder is verified on load; a bad one is refused (with its reason, shown by
 GET /mappings) and the others keep serving. When there is no direct map A→C the bank composes maps
 through intermediate spaces and picks the path with the best recorded quality.
@@ -19,6 +23,7 @@ from app.mapping.mapfile import (
     SPACE_SUFFIX,
     MapFileError,
     MapMetadata,
+    ResidualTensors,
     SpaceCalibration,
     SpaceRef,
     load_map,
@@ -29,6 +34,50 @@ from app.vision.manifest import Manifest
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 3
+RESIDUAL_CHUNK_ROWS = 8192  # rows per hidden-layer block: bounds the temporaries to chunk x (h + d_target)
+
+
+def apply_map_tensors(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    residual: ResidualTensors | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The map's formula without normalisation (what an estimator's transform must equal).
+
+    Written into `out` when given; the affine part is one matmul plus an in-place bias, and the residual
+    is added in row blocks so a bulk batch never materialises an (n, h) hidden layer.
+    """
+    out = np.matmul(x, weight, out=out)
+    out += bias
+    if residual is not None:
+        _add_residual(x, residual, out)
+    return out
+
+
+def _add_residual(x: np.ndarray, residual: ResidualTensors, out: np.ndarray) -> None:
+    """out += relu(x @ in_weight + in_bias) @ out_weight + out_bias, block by block, buffers reused."""
+    rows = min(RESIDUAL_CHUNK_ROWS, len(x))
+    hidden = np.empty((rows, residual.hidden), dtype=out.dtype)
+    delta = np.empty((rows, out.shape[1]), dtype=out.dtype)
+    for start in range(0, len(x), RESIDUAL_CHUNK_ROWS):
+        stop = min(start + RESIDUAL_CHUNK_ROWS, len(x))
+        h, d = hidden[: stop - start], delta[: stop - start]
+        np.matmul(x[start:stop], residual.in_weight, out=h)
+        h += residual.in_bias
+        np.maximum(h, 0.0, out=h)
+        np.matmul(h, residual.out_weight, out=d)
+        out[start:stop] += d
+    out += residual.out_bias
+
+
+def normalise_rows(out: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in place (a zero row stays zero instead of becoming NaN)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
+    out /= norms[:, None]
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,10 +86,15 @@ class LoadedMap:
     weight: np.ndarray  # float32 (d_source, d_target)
     bias: np.ndarray  # float32 (d_target,)
     file: str
+    residual: ResidualTensors | None = None  # None: affine map
 
     @property
     def id(self) -> str:
         return self.meta.id
+
+    @property
+    def nonlinear(self) -> bool:
+        return self.residual is not None
 
     def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Map unit-length source embeddings and return unit-length target embeddings (float32).
@@ -48,12 +102,7 @@ class LoadedMap:
         Written into `out` when given (e.g. a response buffer) and in place after the matmul: on bulk
         batches extra temporaries cost as much as the product itself.
         """
-        out = np.matmul(embeddings, self.weight, out=out)
-        out += self.bias
-        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
-        np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
-        out /= norms[:, None]
-        return out
+        return normalise_rows(apply_map_tensors(embeddings, self.weight, self.bias, self.residual, out))
 
 
 @dataclass(frozen=True)
@@ -126,14 +175,16 @@ class MappingBank:
                 bank._refuse(path, directory, str(exc))
         for path in sorted(directory.rglob("*" + MAP_SUFFIX)):
             try:
-                meta, weight, bias = load_map(path)
+                loaded = load_map(path)
+                meta = loaded.meta
                 for ref in (meta.source, meta.target):
                     bank._check_pin(ref, manifest)
                     bank._add_space(ref)
                 key = (meta.source.model, meta.target.model)
                 if key in bank.maps:
                     raise MapFileError(f"{path.name}: a second map {meta.id} (first: {bank.maps[key].file})")
-                bank.maps[key] = LoadedMap(meta, weight, bias, str(path.relative_to(directory)))
+                relative = str(path.relative_to(directory))
+                bank.maps[key] = LoadedMap(meta, loaded.weight, loaded.bias, relative, loaded.residual)
             except MapFileError as exc:
                 bank._refuse(path, directory, str(exc))
         log.info(

@@ -1,15 +1,27 @@
 """Map and space files: a documented, pickle-free format that is verified before it is served.
 
 A map is one safetensors file holding `weight` (d_source x d_target, float32) and `bias` (d_target,)
-with the JSON metadata (`MapMetadata`) under the key "facebridge". A space's same-space calibration is a
-JSON file (`SpaceCalibration`). Loading checks shapes, finiteness and the recorded sha256 of the tensors,
-so a truncated, corrupted or edited file is refused instead of silently translating wrongly.
+with the JSON metadata (`MapMetadata`) under the key "facebridge". A nonlinear map adds a residual MLP,
+all four tensors or none: `residual.in_weight` (d_source, h), `residual.in_bias` (h,),
+`residual.out_weight` (h, d_target) and `residual.out_bias` (d_target,), with h recorded as
+`MapMetadata.hidden`. The map computes
+
+    x @ weight + bias + relu(x @ in_weight + in_bias) @ out_weight + out_bias
+
+(then the service L2-normalises rows). `tensor_sha256` is the sha256 of the tensors' little-endian
+float32 bytes in the order of `TENSOR_ORDER` (weight, bias, then the four residual tensors when present),
+so an affine-only file keeps the digest it always had.
+
+A space's same-space calibration is a JSON file (`SpaceCalibration`). Loading checks names, shapes,
+dtypes, finiteness and the recorded sha256 of the tensors, so a truncated, corrupted or edited file is
+refused instead of silently translating wrongly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +36,9 @@ MAP_FORMAT = 1
 METADATA_KEY = "facebridge"
 MAP_SUFFIX = ".safetensors"
 SPACE_SUFFIX = ".space.json"
+AFFINE_NAMES = ("weight", "bias")
+RESIDUAL_NAMES = ("residual.in_weight", "residual.in_bias", "residual.out_weight", "residual.out_bias")
+TENSOR_ORDER = (*AFFINE_NAMES, *RESIDUAL_NAMES)  # the order tensor_sha256 hashes them in
 
 
 class MapFileError(ValueError):
@@ -83,10 +98,47 @@ class MapMetadata(BaseModel):
     created: str
     code_version: str
     tensor_sha256: str = ""
+    hidden: int | None = Field(
+        default=None, gt=0, description="width of the residual MLP; absent for an affine map"
+    )
 
     @property
     def id(self) -> str:
         return map_id(self.source.model, self.target.model)
+
+
+@dataclass(frozen=True)
+class ResidualTensors:
+    """The residual MLP of a nonlinear map: relu(x @ in_weight + in_bias) @ out_weight + out_bias."""
+
+    in_weight: np.ndarray  # float32 (d_source, h)
+    in_bias: np.ndarray  # float32 (h,)
+    out_weight: np.ndarray  # float32 (h, d_target)
+    out_bias: np.ndarray  # float32 (d_target,)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.in_bias.shape[0])
+
+    def named(self) -> dict[str, np.ndarray]:
+        """The tensors under their file names, in TENSOR_ORDER."""
+        arrays = (self.in_weight, self.in_bias, self.out_weight, self.out_bias)
+        return dict(zip(RESIDUAL_NAMES, arrays, strict=True))
+
+    def as_float32(self) -> ResidualTensors:
+        """C-contiguous float32 copies (when needed), as stored and hashed."""
+        arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in self.named().values()]
+        return ResidualTensors(*arrays)
+
+
+@dataclass(frozen=True)
+class MapTensors:
+    """What `load_map` returns: verified metadata and tensors; `residual` is None for an affine map."""
+
+    meta: MapMetadata
+    weight: np.ndarray  # float32 (d_source, d_target)
+    bias: np.ndarray  # float32 (d_target,)
+    residual: ResidualTensors | None = None
 
 
 class SpaceCalibration(BaseModel):
@@ -108,19 +160,37 @@ def map_filename(source: str, target: str) -> str:
     return f"{source}__{target}{MAP_SUFFIX}"
 
 
-def tensor_digest(weight: np.ndarray, bias: np.ndarray) -> str:
+def tensor_digest(weight: np.ndarray, bias: np.ndarray, residual: ResidualTensors | None = None) -> str:
+    """sha256 over the tensors' float32 bytes in TENSOR_ORDER; affine maps hash weight and bias only."""
     digest = hashlib.sha256()
-    for array in (weight, bias):
+    arrays = [weight, bias, *(residual.named().values() if residual is not None else ())]
+    for array in arrays:
         digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
     return digest.hexdigest()
 
 
-def save_map(path: Path, meta: MapMetadata, weight: np.ndarray, bias: np.ndarray) -> MapMetadata:
+def save_map(
+    path: Path,
+    meta: MapMetadata,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    residual: ResidualTensors | None = None,
+) -> MapMetadata:
+    """Write a map atomically; returns the metadata as stored (tensor sha256 and hidden width filled)."""
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     bias = np.ascontiguousarray(bias, dtype=np.float32)
-    meta = meta.model_copy(update={"tensor_sha256": tensor_digest(weight, bias)})
+    residual = residual.as_float32() if residual is not None else None
+    meta = meta.model_copy(
+        update={
+            "tensor_sha256": tensor_digest(weight, bias, residual),
+            "hidden": residual.hidden if residual is not None else None,
+        }
+    )
+    tensors = {"weight": weight, "bias": bias, **(residual.named() if residual is not None else {})}
+    # affine files carry no `hidden` key, so their header reads as it always did
+    header = meta.model_dump_json(exclude={"hidden"} if meta.hidden is None else None)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"weight": weight, "bias": bias}, str(tmp), metadata={METADATA_KEY: meta.model_dump_json()})
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: header})
     tmp.chmod(0o644)
     tmp.replace(path)
     return meta
@@ -136,7 +206,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
-def load_map(path: Path) -> tuple[MapMetadata, np.ndarray, np.ndarray]:
+def load_map(path: Path) -> MapTensors:
     """Read and verify one map file; raises MapFileError naming the problem."""
     try:
         meta = MapMetadata.model_validate_json(_read_metadata(path)[METADATA_KEY])
@@ -145,26 +215,80 @@ def load_map(path: Path) -> tuple[MapMetadata, np.ndarray, np.ndarray]:
         raise MapFileError(f"{path.name}: no '{METADATA_KEY}' metadata") from exc
     except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise MapFileError(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from exc
-    if set(tensors) != {"weight", "bias"}:
-        raise MapFileError(f"{path.name}: expected tensors weight and bias, found {sorted(tensors)}")
+    _check_names(path, tensors)
+    _check_arrays(path, tensors)
     weight, bias = tensors["weight"], tensors["bias"]
-    expected = (meta.source.dim, meta.target.dim)
-    if weight.shape != expected or bias.shape != (meta.target.dim,):
-        raise MapFileError(
-            f"{path.name}: weight {weight.shape} / bias {bias.shape} do not match dims {expected}"
-        )
-    if weight.dtype != np.float32 or bias.dtype != np.float32:
-        raise MapFileError(f"{path.name}: tensors must be float32")
-    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
-        raise MapFileError(f"{path.name}: tensors contain NaN or Inf")
-    digest = tensor_digest(weight, bias)
+    residual = (
+        ResidualTensors(*(tensors[n] for n in RESIDUAL_NAMES)) if RESIDUAL_NAMES[0] in tensors else None
+    )
+    _check_shapes(path, meta, weight, bias, residual)
+    digest = tensor_digest(weight, bias, residual)
     if digest != meta.tensor_sha256:
         raise MapFileError(
             f"{path.name}: tensor sha256 {digest[:16]}… differs from the recorded {meta.tensor_sha256[:16]}…"
         )
     if meta.source.model == meta.target.model:
         raise MapFileError(f"{path.name}: source and target are the same space")
-    return meta, weight, bias
+    return MapTensors(meta, weight, bias, residual)
+
+
+def _check_names(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """Exactly weight and bias, plus all four residual tensors or none: nothing is silently ignored."""
+    names = set(tensors)
+    unknown = sorted(names - set(TENSOR_ORDER))
+    if unknown:
+        raise MapFileError(
+            f"{path.name}: unknown tensor(s) {unknown}; a map holds {list(AFFINE_NAMES)} "
+            f"and optionally {list(RESIDUAL_NAMES)}"
+        )
+    missing = [n for n in AFFINE_NAMES if n not in names]
+    if missing:
+        raise MapFileError(f"{path.name}: expected tensors weight and bias, missing {missing}")
+    present = [n for n in RESIDUAL_NAMES if n in names]
+    if present and len(present) != len(RESIDUAL_NAMES):
+        absent = [n for n in RESIDUAL_NAMES if n not in names]
+        raise MapFileError(f"{path.name}: residual tensors come all four or none; missing {absent}")
+
+
+def _check_arrays(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    for name in TENSOR_ORDER:
+        array = tensors.get(name)
+        if array is None:
+            continue
+        if array.dtype != np.float32:
+            raise MapFileError(f"{path.name}: tensor {name} is {array.dtype}; tensors must be float32")
+        if not np.isfinite(array).all():
+            raise MapFileError(f"{path.name}: tensor {name} contains NaN or Inf")
+
+
+def _check_shapes(
+    path: Path, meta: MapMetadata, weight: np.ndarray, bias: np.ndarray, residual: ResidualTensors | None
+) -> None:
+    """Shapes must agree with the metadata's dims and hidden width, and with each other."""
+    expected = (meta.source.dim, meta.target.dim)
+    if weight.shape != expected or bias.shape != (meta.target.dim,):
+        raise MapFileError(
+            f"{path.name}: weight {weight.shape} / bias {bias.shape} do not match dims {expected}"
+        )
+    if residual is None:
+        if meta.hidden is not None:
+            raise MapFileError(f"{path.name}: metadata records hidden={meta.hidden} but no residual tensors")
+        return
+    h = residual.in_bias.shape[0] if residual.in_bias.ndim == 1 else -1
+    wanted = {
+        "residual.in_weight": (meta.source.dim, h),
+        "residual.in_bias": (h,),
+        "residual.out_weight": (h, meta.target.dim),
+        "residual.out_bias": (meta.target.dim,),
+    }
+    for name, array in residual.named().items():
+        if h <= 0 or array.shape != wanted[name]:
+            raise MapFileError(
+                f"{path.name}: residual shapes {[a.shape for a in residual.named().values()]} are not "
+                f"(d_source, h), (h,), (h, d_target), (d_target,) for dims {expected}"
+            )
+    if meta.hidden != h:
+        raise MapFileError(f"{path.name}: residual hidden width {h}, the metadata records {meta.hidden}")
 
 
 def save_space(path: Path, space: SpaceCalibration) -> None:
