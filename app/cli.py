@@ -103,6 +103,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_dataset(args: argparse.Namespace) -> int:
+    from app.dataset_embedding import CLEAN, embed_dataset
+
+    settings = _settings(args)
+    pipeline = _pipeline(settings, args.model, args.detector)
+    name = args.name or args.dataset.name
+    for augmentation in args.augment or [CLEAN]:
+        caches = embed_dataset(
+            pipeline,
+            args.dataset,
+            name,
+            args.model,
+            settings.cache_dir,
+            augmentation,
+            args.seed,
+            args.detector,
+            subset=args.subset,
+        )
+        for model_id, cache in caches.items():
+            print(f"{name} {augmentation} {model_id}: {len(cache)} rows", flush=True)
+    return 0
+
+
 def cmd_evaluate_native(args: argparse.Namespace) -> int:
     from app.embedding_cache import build_cache
     from app.evaluation.lfw import pair_images, read_pairs
@@ -367,6 +390,22 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--pairs", type=Path, help="embed only the images this pairs file uses")
     embed.add_argument("--models-dir", type=Path)
     embed.set_defaults(func=cmd_embed)
+
+    many = sub.add_parser(
+        "embed-dataset",
+        help="embed a labelled photo folder with several models, clean or augmented, into shared caches",
+    )
+    many.add_argument("dataset", type=Path, help="one sub-folder per identity")
+    many.add_argument("--name", help="dataset name in cache file names (default: the folder's name)")
+    many.add_argument("--model", action="append", required=True, help="repeat for several models")
+    many.add_argument(
+        "--augment", action="append", help="'clean' or an augmentation kind; repeat (default clean)"
+    )
+    many.add_argument("--seed", type=int, default=0)
+    many.add_argument("--subset", type=int, help="only this many photos (seeded draw, same for every kind)")
+    many.add_argument("--detector", default="yunet")
+    many.add_argument("--models-dir", type=Path)
+    many.set_defaults(func=cmd_embed_dataset)
 
     native = sub.add_parser(
         "evaluate-native", help="LFW 10-fold verification of recognizers in their own space"

@@ -46,9 +46,9 @@ def cmd_evaluate_hub(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
     from app.cli import _lfw_caches, _pipeline, _settings
+    from app.dataset_embedding import dataset_landmarks
     from app.evaluation.full_network import (
         full_network_markdown,
-        lfw_landmarks,
         lfw_layer_features,
         paired_paths,
         study_full_network,
@@ -64,7 +64,7 @@ def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
     studies = []
     for source, target in pairs_spec:
         paths = paired_paths(caches[source], caches[target])
-        landmarks = lfw_landmarks(
+        landmarks = dataset_landmarks(
             pipeline,
             args.lfw,
             paths,
@@ -149,8 +149,9 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
 def cmd_fit_full_network(args: argparse.Namespace) -> int:
     """Statistics for the full-network embedding mode of one recognizer, from a folder of photos."""
     from app.cli import _pipeline, _settings
+    from app.dataset_embedding import dataset_landmarks
     from app.embedding_cache import list_images
-    from app.evaluation.full_network import lfw_landmarks, lfw_layer_features
+    from app.evaluation.full_network import lfw_layer_features
     from app.evaluation.lfw import pair_images, read_pairs
     from app.vision.full_network import FullNetworkEmbedding, stats_path
 
@@ -159,7 +160,7 @@ def cmd_fit_full_network(args: argparse.Namespace) -> int:
     paths = pair_images(read_pairs(args.pairs)) if args.pairs else list_images(args.dataset)
     # with --pairs on LFW the files are the ones `evaluate-full-network` caches, so nothing is recomputed
     tag = args.dataset.name if args.pairs else f"{args.dataset.name}-all"
-    landmarks = lfw_landmarks(
+    landmarks = dataset_landmarks(
         pipeline,
         args.dataset,
         paths,

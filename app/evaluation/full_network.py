@@ -16,7 +16,7 @@ import numpy as np
 from scipy.linalg import solve
 from tqdm import tqdm
 
-from app.embedding_cache import EmbeddingCache, central_face
+from app.embedding_cache import EmbeddingCache
 from app.evaluation.interchange import Metrics, PairedLfw, Scores, cosine_rows, summarise
 from app.mapping.estimators import RidgeMap
 from app.vision.alignment import align_face
@@ -27,28 +27,6 @@ from app.vision.pipeline import FacePipeline
 from app.vision.recognizer import l2_normalize
 
 FNE = "full-network embedding"
-
-
-def lfw_landmarks(
-    pipeline: FacePipeline, root: Path, paths: list[str], out: Path, detector: str
-) -> np.ndarray:
-    """(n, 5, 2) landmarks of each photo's central face (NaN where none is found), cached in `out`.
-
-    The same thresholds and face choice as the embedding caches, so crops match their embeddings.
-    """
-    if out.exists():
-        with np.load(out, allow_pickle=False) as data:
-            if list(data["paths"]) == paths:
-                return np.asarray(data["landmarks"])
-    landmarks = np.full((len(paths), 5, 2), np.nan, np.float32)
-    for i, rel in enumerate(tqdm(paths, desc="landmarks", unit="img")):
-        image = decode_image((root / rel).read_bytes(), max_bytes=1 << 30, max_pixels=1 << 28)
-        face = central_face(pipeline, image, detector)
-        if face is not None:
-            landmarks[i] = np.asarray(face.landmarks, np.float32).reshape(5, 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, paths=np.array(paths), landmarks=landmarks)
-    return landmarks
 
 
 def lfw_layer_features(

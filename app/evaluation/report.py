@@ -33,19 +33,17 @@ from app.evaluation.interchange import (
 from app.evaluation.lfw import Pair
 from app.evaluation.metrics import roc_curve
 from app.evaluation.sections import carry_sections
-from app.mapping.estimators import ESTIMATORS, make_estimator
-from app.mapping.nonlinear import RandomFeatureMap
+from app.mapping.methods import METHODS, make_map
 
-METHODS = (*ESTIMATORS, RandomFeatureMap.method)
 CURVE_SIZES = [50, 100, 200, 500, 1000, 2000, 100_000]
 STRONG_NATIVE = 0.988  # the goals concern recognizers at or above this native LFW accuracy
 
 
 def fitter_for(method: str) -> Fitter:
     def fit(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> FittedTransform:
-        if method == RandomFeatureMap.method:
-            return RandomFeatureMap().fit(x, y, groups)
-        return make_estimator(method).fit(x, y, groups)
+        estimator = make_map(method)
+        estimator.fit(x, y, groups)
+        return estimator
 
     return fit
 

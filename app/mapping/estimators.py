@@ -248,9 +248,101 @@ class IdentitySoftmaxMap(AffineMapEstimator):
         self.intercept_ = weight[-1].astype(np.float64)
 
 
+class LowRankRidgeMap(AffineMapEstimator):
+    """Reduced-rank ridge: the ridge map's fitted values projected on their top `rank` directions.
+
+    Two face spaces share a few hundred informative directions at most; a full d_source x d_target
+    matrix fitted on a narrow population also learns that population's idiosyncrasies in the weak
+    directions. With `rank=None` the rank is chosen by grouped cross-validation among `ranks`.
+    """
+
+    method = "lowrank"
+
+    def __init__(
+        self,
+        rank: int | None = None,
+        ranks: tuple[int, ...] = (32, 48, 64, 96, 128),
+        cv: int = 3,
+        random_state: int = 0,
+    ):
+        self.rank = rank
+        self.ranks = ranks
+        self.cv = cv
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "ranks": list(self.ranks),
+            "cv": self.cv,
+            "random_state": self.random_state,
+        }
+
+    @staticmethod
+    def _reduce(ridge: RidgeMap, x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        fitted = (x - x.mean(axis=0)) @ ridge.coef_
+        _, _, vt = np.linalg.svd(fitted, full_matrices=False)
+        projector = vt[:rank].T @ vt[:rank]
+        coef = ridge.coef_ @ projector
+        return coef, ridge.intercept_ + x.mean(axis=0) @ (ridge.coef_ - coef)
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        ridge = RidgeMap(random_state=self.random_state).fit(x, y, groups)
+        self.alpha_ = ridge.alpha_
+        limit = min(x.shape[1], y.shape[1])
+        candidates = [r for r in self.ranks if r < limit] + [limit]
+        if self.rank is not None:
+            self.rank_ = min(self.rank, limit)
+        else:
+            scores = np.zeros(len(candidates))
+            for held in group_folds(len(x), groups, self.cv, self.random_state):
+                train = np.ones(len(x), bool)
+                train[held] = False
+                inner = RidgeMap(alphas=(self.alpha_,)).fit(x[train], y[train])
+                for i, rank in enumerate(candidates):
+                    coef, intercept = self._reduce(inner, x[train], rank)
+                    scores[i] += row_cosine(x[held] @ coef + intercept, y[held]).sum()
+            self.cv_scores_ = scores / len(x)
+            self.rank_ = candidates[int(np.argmax(scores))]
+        self.coef_, self.intercept_ = self._reduce(ridge, x, self.rank_)
+
+
+class StandardizedProcrustesMap(AffineMapEstimator):
+    """Orthogonal Procrustes between the two spaces after per-dimension standardisation.
+
+    Standardising first stops a few high-variance dimensions from dominating the rotation; the
+    rotation itself cannot overfit the way a full matrix can, which is what a small or narrow fitting
+    population needs. Composed back into one affine (W, b).
+    """
+
+    method = "procrustes-std"
+
+    def __init__(self, n_components: int | None = None):
+        self.n_components = n_components
+
+    def get_params(self) -> dict[str, Any]:
+        return {"n_components": self.n_components}
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
+        mx, my = x.mean(axis=0), y.mean(axis=0)
+        sx, sy = np.maximum(x.std(axis=0), 1e-8), np.maximum(y.std(axis=0), 1e-8)
+        inner = ProcrustesMap(self.n_components, scale=True).fit((x - mx) / sx, (y - my) / sy)
+        self.scale_ = inner.scale_
+        self.coef_ = (inner.coef_ / sx[:, None]) * sy[None, :]
+        self.intercept_ = my - mx @ self.coef_
+
+
 ESTIMATORS: dict[str, type[AffineMapEstimator]] = {
     cls.method: cls
-    for cls in (LeastSquaresMap, AffineLeastSquaresMap, RidgeMap, ProcrustesMap, IdentitySoftmaxMap)
+    for cls in (
+        LeastSquaresMap,
+        AffineLeastSquaresMap,
+        RidgeMap,
+        ProcrustesMap,
+        IdentitySoftmaxMap,
+        LowRankRidgeMap,
+        StandardizedProcrustesMap,
+    )
 }
 
 
