@@ -341,3 +341,50 @@ def test_verify_error_paths(client: httpx.Client, subset_caches: dict[str, Embed
         "unknown-model",
         "space",
     )
+
+
+def test_verify_states_interval_and_calibration_data(
+    client: httpx.Client, bank: MappingBank, subset_caches: dict[str, EmbeddingCache]
+) -> None:
+    """Every calibrated answer says how sure its FAR is and which data it was measured on."""
+    arc, fp = subset_caches[ARC], subset_caches[FP]
+    arc_side = {"model": ARC, "embedding": arc.embeddings[0].tolist()}
+    pairs = [
+        {"a": arc_side, "b": {"model": ARC, "embedding": arc.embeddings[1].tolist()}},
+        {"a": arc_side, "b": {"model": FP, "embedding": fp.embeddings[1].tolist()}},
+    ]
+    response = client.post("/verify", json={"pairs": pairs, "operating_point": "far_1e-2"})
+    assert response.status_code == 200, response.text
+    same, cross = response.json()["results"]
+    assert same["comparison"] == "same-space" and cross["comparison"] == "cross"
+    space_calibration = bank.space_calibrations[ARC]
+    cross_calibration = plan_comparison(bank, ARC, FP).calibration
+    assert cross_calibration is not None
+    for result, calibration in [(same, space_calibration.calibration), (cross, cross_calibration)]:
+        point = calibration.thresholds["far_1e-2"]
+        assert result["far_interval"] == pytest.approx(list(point.far_interval or ()))
+        low, high = result["far_interval"]
+        assert low <= result["far_at_threshold"] <= high
+        assert result["far_range"] is None and result["far_range_note"] is None
+        data = result["calibration_data"]
+        assert data["dataset"] == "lfw-subset" and data["method"] == calibration.method
+        assert data["genuine_pairs"] == calibration.genuine_pairs > 0
+        assert data["impostor_pairs"] == calibration.impostor_pairs > 0
+    assert same["calibration_data"]["images"] == space_calibration.images
+    assert same["calibration_data"]["identities"] == space_calibration.identities
+    provenance = bank.maps[(ARC, FP)].meta.provenance
+    assert cross["calibration_data"]["images"] == provenance.heldout_images
+    assert cross["calibration_data"]["identities"] == provenance.heldout_identities
+
+    raw = client.post("/verify", json={"pair": pairs[1], "threshold": 0.3}).json()["results"][0]
+    assert raw["operating_point"] == "custom"
+    assert raw["far_interval"] is None and raw["far_range"] is None and raw["calibration_data"] is None
+
+    # GET /mappings shows the same fields through the models
+    listing = client.get("/mappings").json()
+    cross_listed = next(m for m in listing["maps"] if m["id"] == f"{ARC}->{FP}")["metadata"]["calibration"]
+    assert cross_listed["cross"]["dataset"] == "lfw-subset"
+    assert cross_listed["cross"]["thresholds"]["far_1e-2"]["interval"] == "clopper-pearson 95%"
+    assert len(cross_listed["cross"]["thresholds"]["far_1e-2"]["far_interval"]) == 2
+    space_listed = next(s for s in listing["space_calibrations"] if s["space"]["model"] == ARC)
+    assert space_listed["calibration"]["images"] == space_calibration.images

@@ -15,7 +15,7 @@ from app.api.translate import maps_used
 from app.api.vectors import check_matrix
 from app.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
 from app.mapping.bank import MappingBank
-from app.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+from app.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS, Calibration, Interval
 from app.mapping.compare import ComparisonPlan, NoMapPath, NotCalibrated, plan_comparison, resolve_threshold
 from app.metrics import observe_batch
 from app.state import ServiceState, get_bank, state_of
@@ -84,16 +84,42 @@ class VerifyRequest(BaseModel):
         return self.operating_point or DEFAULT_OPERATING_POINT
 
 
-class VerifyResult(BaseModel):
-    index: int
-    score: float = Field(description="cosine similarity in `space`")
-    match: bool
+class CalibrationData(BaseModel):
+    """The data a calibrated threshold was measured on, to judge whether it fits the caller's faces."""
+
+    dataset: str | None
+    images: int | None
+    identities: int | None
+    genuine_pairs: int
+    impostor_pairs: int
+    method: str | None = Field(description="how the pairs were formed and scored")
+
+
+class ThresholdAnswer(BaseModel):
+    """A result's threshold and what is known about its error rates (null for a raw threshold)."""
+
     threshold: float
     operating_point: str = Field(description="far_1e-2 | far_1e-3 | far_1e-4 | max_accuracy | custom")
     far_at_threshold: float | None = Field(
-        description="false accept rate measured at this threshold on calibration data"
+        default=None, description="false accept rate measured at this threshold on calibration data"
     )
-    tar_at_threshold: float | None
+    tar_at_threshold: float | None = None
+    far_interval: Interval | None = Field(
+        default=None,
+        description="Clopper-Pearson 95% interval of that FAR: sampling error of the calibration data only",
+    )
+    far_range: Interval | None = Field(
+        default=None,
+        description="FAR this threshold is expected to reach on another population (null: not studied)",
+    )
+    far_range_note: str | None = Field(default=None, description="where far_range comes from")
+    calibration_data: CalibrationData | None = None
+
+
+class VerifyResult(ThresholdAnswer):
+    index: int
+    score: float = Field(description="cosine similarity in `space`")
+    match: bool
     calibrated: bool = Field(description="false when a composed path borrows its last hop's calibration")
     comparison: Literal["same-space", "cross"]
     space: str
@@ -186,6 +212,24 @@ def _embed_photo(state: ServiceState, side: Side, field: str) -> np.ndarray:
     return face.embeddings[0].vector
 
 
+def threshold_answer(threshold: float, point: str, calibration: Calibration | None) -> ThresholdAnswer:
+    """What a result states about its threshold: the rates measured at `point` of `calibration`, how
+    sure they are and the data behind them; a raw threshold (no calibration) claims none of it."""
+    if calibration is None:
+        return ThresholdAnswer(threshold=threshold, operating_point=point)
+    measured = calibration.thresholds[point]
+    return ThresholdAnswer(
+        threshold=threshold,
+        operating_point=point,
+        far_at_threshold=measured.far,
+        tar_at_threshold=measured.tar,
+        far_interval=measured.far_interval,
+        far_range=measured.far_range,
+        far_range_note=measured.far_range_note,
+        calibration_data=CalibrationData.model_validate(calibration, from_attributes=True),
+    )
+
+
 def _score_group(plan: ComparisonPlan, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if plan.path is not None:
         if plan.translate_side == "a":
@@ -243,7 +287,7 @@ async def verify(request: Request, bank: MappingBank = Depends(get_bank)) -> Ver
         field = f"pairs[{indices[0]}]"
         try:
             plan = plan_comparison(bank, model_a, model_b, body.space)
-            threshold, point_name, far, tar = resolve_threshold(plan, point, body.threshold)
+            answer = threshold_answer(*resolve_threshold(plan, point, body.threshold))
         except NoMapPath as exc:
             raise Problem(
                 409,
@@ -268,15 +312,12 @@ async def verify(request: Request, bank: MappingBank = Depends(get_bank)) -> Ver
             results[i] = VerifyResult(
                 index=i,
                 score=float(score),
-                match=bool(score >= threshold),
-                threshold=threshold,
-                operating_point=point_name,
-                far_at_threshold=far,
-                tar_at_threshold=tar,
+                match=bool(score >= answer.threshold),
                 calibrated=plan.calibrated or body.threshold is not None,
                 comparison=plan.kind,
                 space=plan.space,
                 translated=plan.translate_side,
                 maps=maps,
+                **dict(answer),
             )
     return VerifyResponse(results=[r for r in results if r is not None])

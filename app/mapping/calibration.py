@@ -6,12 +6,20 @@ something else than a same-model 0.4), so every space and every map carries its 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from scipy.stats import beta
 
 OPERATING_POINTS: dict[str, float] = {"far_1e-2": 1e-2, "far_1e-3": 1e-3, "far_1e-4": 1e-4}
 MAX_ACCURACY = "max_accuracy"
 DEFAULT_OPERATING_POINT = "far_1e-3"
+INTERVAL_KIND = "clopper-pearson 95%"
+SPACE_METHOD = "all-vs-all pairs of one model's embeddings (impostor pairs sub-sampled above 2,000,000)"
+HELDOUT_CROSS_METHOD = "identities held out of the fit: mapped source vs native target, both orders"
+HELDOUT_MAPPED_METHOD = "identities held out of the fit: mapped source vs mapped source"
+Interval = tuple[float, float]
 
 
 class Threshold(BaseModel):
@@ -21,14 +29,93 @@ class Threshold(BaseModel):
     far: float = Field(description="false accept rate measured at this threshold")
     tar: float = Field(description="true accept rate measured at this threshold")
     reliable: bool = Field(description="enough impostor pairs to measure this FAR (≥ 10/FAR)")
+    far_interval: Interval | None = Field(
+        default=None, description="where the FAR of this population lies, given how few impostors passed"
+    )
+    tar_interval: Interval | None = Field(default=None, description="the same for the TAR (genuine pairs)")
+    interval: str | None = Field(
+        default=None, description="how the intervals are meant, e.g. " + INTERVAL_KIND
+    )
+    far_range: Interval | None = Field(
+        default=None, description="the FAR this threshold is expected to reach on another population"
+    )
+    far_range_note: str | None = Field(default=None, description="where far_range comes from")
 
 
 class Calibration(BaseModel):
-    """Thresholds per operating point, with the size of the data they come from."""
+    """Thresholds per operating point, with the data they come from."""
 
     thresholds: dict[str, Threshold]
     genuine_pairs: int
     impostor_pairs: int
+    dataset: str | None = Field(default=None, description="e.g. lfw+celeba-dev")
+    images: int | None = None
+    identities: int | None = None
+    method: str | None = Field(default=None, description="how the pairs were formed and scored")
+
+    @model_validator(mode="after")
+    def _fill_intervals(self) -> Calibration:
+        """Files written before intervals were recorded still state them: far and tar are exact
+        fractions of the recorded pair counts, so the counts are recovered and the interval is exact."""
+        if self.genuine_pairs <= 0 or self.impostor_pairs <= 0:
+            return self
+        for name, point in list(self.thresholds.items()):
+            if point.interval is None:
+                far_k = _count(point.far, self.impostor_pairs)
+                tar_k = _count(point.tar, self.genuine_pairs)
+                self.thresholds[name] = _with_intervals(
+                    point, far_k, self.impostor_pairs, tar_k, self.genuine_pairs
+                )
+        return self
+
+
+def _count(rate: float, n: int) -> int:
+    """The pair count behind a rate measured on n pairs."""
+    return min(n, max(0, round(rate * n)))
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> Interval:
+    """Exact two-sided binomial interval for k successes out of n: never narrower than the truth
+    allows, which matters at FAR 1e-4 where only a handful of impostors pass."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def _with_intervals(point: Threshold, far_k: int, impostors: int, tar_k: int, genuines: int) -> Threshold:
+    """`point` with its FAR and TAR intervals, from the pair counts at its threshold."""
+    update = {
+        "far_interval": clopper_pearson(far_k, impostors),
+        "tar_interval": clopper_pearson(tar_k, genuines),
+        "interval": INTERVAL_KIND,
+    }
+    return point.model_copy(update=update)
+
+
+def widen_for_population(calibration: Calibration, factors: dict[str, float], note: str) -> Calibration:
+    """A copy whose operating points in `factors` state `far_range`: the Clopper-Pearson interval
+    widened by f (FAR on a second population / nominal FAR, measured elsewhere), because sampling
+    error is not the only reason a threshold misses its FAR on someone else's faces."""
+    unknown = set(factors) - set(calibration.thresholds)
+    if unknown:
+        raise ValueError(f"no operating point(s) {sorted(unknown)} in this calibration")
+    thresholds = dict(calibration.thresholds)
+    for name, factor in factors.items():
+        if not (math.isfinite(factor) and factor >= 1.0):
+            raise ValueError(f"{name}: population factor must be a finite number >= 1, got {factor}")
+        interval = thresholds[name].far_interval
+        if interval is None:
+            raise ValueError(f"{name}: no far_interval to widen")
+        far_range = (interval[0] / factor, min(1.0, interval[1] * factor))
+        thresholds[name] = thresholds[name].model_copy(
+            update={"far_range": far_range, "far_range_note": note}
+        )
+    return calibration.model_copy(update={"thresholds": thresholds})
 
 
 def genuine_impostor_scores(
@@ -49,17 +136,29 @@ def genuine_impostor_scores(
     return genuine, impostor
 
 
-def calibrate(genuine: np.ndarray, impostor: np.ndarray) -> Calibration:
+def calibrate(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    *,
+    dataset: str | None = None,
+    images: int | None = None,
+    identities: int | None = None,
+    method: str | None = None,
+) -> Calibration:
     """Thresholds for FAR 1e-2/1e-3/1e-4 (smallest threshold whose measured FAR ≤ target) and the
-    threshold maximising balanced accuracy (mean of TAR and TRR)."""
+    threshold maximising balanced accuracy (mean of TAR and TRR), each with its intervals; the data
+    description is recorded so a threshold can be judged against the population it is used on."""
     impostor_sorted = np.sort(impostor)[::-1]
     genuine_sorted = np.sort(genuine)
     thresholds: dict[str, Threshold] = {}
 
     def measure(t: float, reliable: bool) -> Threshold:
-        far = float(np.mean(impostor >= t))
-        tar = float(np.mean(genuine >= t))
-        return Threshold(threshold=float(t), far=far, tar=tar, reliable=reliable)
+        far_k = int(np.count_nonzero(impostor >= t))
+        tar_k = int(np.count_nonzero(genuine >= t))
+        point = Threshold(
+            threshold=float(t), far=far_k / len(impostor), tar=tar_k / len(genuine), reliable=reliable
+        )
+        return _with_intervals(point, far_k, len(impostor), tar_k, len(genuine))
 
     for name, target in OPERATING_POINTS.items():
         allowed = int(np.floor(target * len(impostor)))  # impostors that may score at or above t
@@ -74,4 +173,12 @@ def calibrate(genuine: np.ndarray, impostor: np.ndarray) -> Calibration:
     trr = np.searchsorted(np.sort(impostor), candidates, side="left") / len(impostor)
     best = candidates[int(np.argmax(tar + trr))]
     thresholds[MAX_ACCURACY] = measure(float(best), True)
-    return Calibration(thresholds=thresholds, genuine_pairs=len(genuine), impostor_pairs=len(impostor))
+    return Calibration(
+        thresholds=thresholds,
+        genuine_pairs=len(genuine),
+        impostor_pairs=len(impostor),
+        dataset=dataset,
+        images=images,
+        identities=identities,
+        method=method,
+    )

@@ -13,7 +13,8 @@ from typing import Literal
 import numpy as np
 
 from app.mapping.bank import MapPath, MappingBank
-from app.mapping.calibration import Calibration
+from app.mapping.calibration import HELDOUT_CROSS_METHOD, SPACE_METHOD, Calibration
+from app.mapping.mapfile import SpaceCalibration
 
 
 class NoMapPath(LookupError):
@@ -46,7 +47,7 @@ def plan_comparison(
         if space not in (None, model_a):
             raise NoMapPath(f"both sides are {model_a}; comparing in {space} is not supported")
         space_calibration = bank.space_calibrations.get(model_a)
-        same = space_calibration.calibration if space_calibration is not None else None
+        same = _space_calibration(space_calibration) if space_calibration is not None else None
         return ComparisonPlan(model_a, None, None, same, same is not None)
     options: list[tuple[Literal["a", "b"], MapPath]] = []
     sides: tuple[tuple[Literal["a", "b"], str, str], ...] = (("a", model_a, model_b), ("b", model_b, model_a))
@@ -60,8 +61,36 @@ def plan_comparison(
         raise NoMapPath(f"no map or chain of maps connects {model_a} and {model_b}{where}")
     # direct maps first, then the best recorded quality
     side, path = max(options, key=lambda o: (not o[1].composed, _path_score(o[1])))
-    calibration = path.cross_calibration
+    calibration = _cross_calibration(path)
     return ComparisonPlan(path.target, path, side, calibration, calibration is not None and not path.composed)
+
+
+def _space_calibration(space: SpaceCalibration) -> Calibration:
+    """The space's calibration, naming its data; files written before calibrations did are described
+    by the space file itself (same images, same code)."""
+    return _with_data(space.calibration, space.dataset, space.images, space.identities, SPACE_METHOD)
+
+
+def _cross_calibration(path: MapPath) -> Calibration | None:
+    """The path's cross calibration, naming its data; older map files are described by their last
+    hop's provenance (cross calibrations are measured on the fit's held-out identities)."""
+    calibration = path.cross_calibration
+    if calibration is None:
+        return None
+    fit = path.maps[-1].meta.provenance
+    return _with_data(
+        calibration, fit.dataset, fit.heldout_images, fit.heldout_identities, HELDOUT_CROSS_METHOD
+    )
+
+
+def _with_data(
+    calibration: Calibration, dataset: str, images: int, identities: int, method: str
+) -> Calibration:
+    """`calibration` unchanged when it names its data, else a copy described by its file."""
+    if calibration.dataset is not None:
+        return calibration
+    update = {"dataset": dataset, "images": images, "identities": identities, "method": method}
+    return calibration.model_copy(update=update)
 
 
 def _path_score(path: MapPath) -> float:
@@ -73,15 +102,15 @@ def _path_score(path: MapPath) -> float:
 
 def resolve_threshold(
     plan: ComparisonPlan, operating_point: str, raw_threshold: float | None
-) -> tuple[float, str, float | None, float | None]:
-    """(threshold, operating point name, FAR and TAR measured there) for a plan."""
+) -> tuple[float, str, Calibration | None]:
+    """(threshold, operating point name, the calibration it comes from) for a plan; a raw threshold
+    comes from no calibration, so nothing is claimed about its error rates."""
     if raw_threshold is not None:
-        return raw_threshold, "custom", None, None
+        return raw_threshold, "custom", None
     if plan.calibration is None:
         what = "same-space calibration" if plan.path is None else "cross-space calibration for this map"
         raise NotCalibrated(f"space {plan.space} has no {what}; pass a raw threshold")
-    point = plan.calibration.thresholds[operating_point]
-    return point.threshold, operating_point, point.far, point.tar
+    return plan.calibration.thresholds[operating_point].threshold, operating_point, plan.calibration
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

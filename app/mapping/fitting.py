@@ -15,7 +15,13 @@ import numpy as np
 from app import __version__
 from app.embedding_cache import EmbeddingCache
 from app.evaluation.metrics import ten_fold_accuracy
-from app.mapping.calibration import calibrate, genuine_impostor_scores
+from app.mapping.calibration import (
+    HELDOUT_CROSS_METHOD,
+    HELDOUT_MAPPED_METHOD,
+    Calibration,
+    calibrate,
+    genuine_impostor_scores,
+)
 from app.mapping.estimators import AffineMapEstimator, make_estimator, row_cosine
 from app.mapping.mapfile import FitProvenance, MapCalibration, MapMetadata, MapQuality, SpaceRef
 from app.vision.recognizer import l2_normalize
@@ -125,7 +131,7 @@ def fit_map(
     )
     calibration = None
     if data.labelled:
-        quality, calibration = _verification(quality, xh, yh, mapped, ids, seed)
+        quality, calibration = _verification(quality, xh, yh, mapped, ids, seed, data.dataset)
     fitted = {
         k: _jsonable(v)
         for k, v in vars(estimator).items()
@@ -157,7 +163,13 @@ def fit_map(
 
 
 def _verification(
-    quality: MapQuality, xh: np.ndarray, yh: np.ndarray, mapped: np.ndarray, ids: np.ndarray, seed: int
+    quality: MapQuality,
+    xh: np.ndarray,
+    yh: np.ndarray,
+    mapped: np.ndarray,
+    ids: np.ndarray,
+    seed: int,
+    dataset: str,
 ) -> tuple[MapQuality, MapCalibration]:
     """Held-out verification accuracy natively, mapped-to-mapped and cross, and the calibrations."""
     scores = {
@@ -177,7 +189,21 @@ def _verification(
             "verification_pairs": 2 * min(len(scores["cross"][0]), len(scores["cross"][1])),
         }
     )
-    return quality, MapCalibration(cross=calibrate(*scores["cross"]), mapped=calibrate(*scores["mapped"]))
+    calibration = MapCalibration(
+        cross=_held_out_calibration(scores["cross"], dataset, ids, HELDOUT_CROSS_METHOD),
+        mapped=_held_out_calibration(scores["mapped"], dataset, ids, HELDOUT_MAPPED_METHOD),
+    )
+    return quality, calibration
+
+
+def _held_out_calibration(
+    scores: tuple[np.ndarray, np.ndarray], dataset: str, ids: np.ndarray, method: str
+) -> Calibration:
+    """Thresholds on the held-out identities, naming them so a caller can judge the population."""
+    genuine, impostor = scores
+    return calibrate(
+        genuine, impostor, dataset=dataset, images=len(ids), identities=len(np.unique(ids)), method=method
+    )
 
 
 def _both_orders(left: np.ndarray, right: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from app import __version__
 from app.embedding_cache import EmbeddingCache
-from app.mapping.calibration import calibrate, genuine_impostor_scores
+from app.mapping.calibration import SPACE_METHOD, calibrate, genuine_impostor_scores
 from app.mapping.mapfile import SpaceCalibration, SpaceRef
 
 
@@ -23,12 +23,16 @@ def calibrate_space(
     embeddings, identities = cache.embeddings[rows], cache.identities[rows]
     genuine, impostor = genuine_impostor_scores(embeddings, embeddings, identities, seed=seed)
     meta = cache.meta
+    n_identities = len(np.unique(identities))
+    calibration = calibrate(
+        genuine, impostor, dataset=dataset, images=len(rows), identities=n_identities, method=SPACE_METHOD
+    )
     return SpaceCalibration(
         space=SpaceRef(model=str(meta["model"]), dim=int(str(meta["dim"])), sha256=str(meta["model_sha256"])),
         dataset=dataset,
         images=len(rows),
-        identities=len(np.unique(identities)),
-        calibration=calibrate(genuine, impostor),
+        identities=n_identities,
+        calibration=calibration,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=__version__,
     )
