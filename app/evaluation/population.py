@@ -200,7 +200,9 @@ def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, folds: int = 10, s
         g = below_genuine.sum(axis=0) - below_genuine[f]
         i = below_impostor.sum(axis=0) - below_impostor[f]
         ng, ni = n_genuine.sum() - n_genuine[f], n_impostor.sum() - n_impostor[f]
-        best = int(np.argmax((ng - g) / ng + i / ni))
+        value = (ng - g) / ng + i / ni
+        ties = np.flatnonzero(value == value.max())
+        best = int(ties[len(ties) // 2])  # the middle of the best range, not its edge
         tar = (n_genuine[f] - below_genuine[f, best]) / n_genuine[f]
         accuracies.append(0.5 * (tar + below_impostor[f, best] / n_impostor[f]))
     return float(np.mean(accuracies))

@@ -1,0 +1,179 @@
+"""The out-of-population protocol on real photos: LFW people as one population, CelebA people as the other.
+
+Small folders of real photos are embedded by the real models (clean and augmented) into a temporary
+cache; the protocol's vectorised pair scoring and metrics are checked against plain loops, the
+augmentations against themselves, and the guard that keeps a population away from its own maps.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.dataset_embedding import dataset_cache_path, embed_dataset
+from app.embedding_cache import EmbeddingCache
+from app.evaluation.population import (
+    PairSample,
+    balanced_accuracy,
+    fitting_rows,
+    load_population,
+    measure,
+    pair_scores,
+    verification_pairs,
+)
+from app.evaluation.population_study import check_disjoint, study_direction
+from app.vision.augment import AUGMENTATIONS, augment
+from app.vision.pipeline import FacePipeline
+from tests.conftest import LFW, SHARED
+
+CELEBA = SHARED / "datasets" / "celeba-dev"
+MODELS = ["arcface-mbf128", "dlib-r29-128"]
+
+
+def _link_people(source: Path, dest: Path, people: int, per_person: int) -> Path:
+    """A dataset folder of `people` identities with `per_person` photos each (symlinks to the real ones)."""
+    dest.mkdir(parents=True)
+    chosen = [d for d in sorted(source.iterdir()) if d.is_dir() and len(list(d.glob("*.jpg"))) >= per_person]
+    for person in chosen[:people]:
+        (dest / person.name).mkdir()
+        for photo in sorted(person.glob("*.jpg"))[:per_person]:
+            (dest / person.name / photo.name).symlink_to(photo)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def populations(tmp_path_factory: pytest.TempPathFactory, pipeline: FacePipeline) -> Path:
+    """Two tiny real populations embedded clean and with two augmentations; returns the cache folder."""
+    if not CELEBA.exists():
+        pytest.exit(f"CelebA development set not found at {CELEBA}", returncode=2)
+    base = tmp_path_factory.mktemp("populations")
+    lfw = _link_people(LFW, base / "lfw-small", people=12, per_person=4)
+    celeba = _link_people(CELEBA, base / "celeba-small", people=10, per_person=5)
+    cache = base / "cache"
+    for root, name in ((lfw, "lfw-small"), (celeba, "celeba-small")):
+        for kind in ("clean", "flip", "blur"):
+            embed_dataset(pipeline, root, name, MODELS, cache, kind, progress=False)
+    return cache
+
+
+def test_pairs_are_every_genuine_pair_and_distinct_impostors() -> None:
+    identities = np.array([*"aaabbcccc", "d"])
+    everything = verification_pairs(identities, max_impostors=10_000)
+    loops = {(i, j) for i, j in itertools.combinations(range(len(identities)), 2)}
+    got = set(zip(everything.left.tolist(), everything.right.tolist(), strict=True))
+    assert got == loops and len(got) == len(everything.left)
+    for i, j, same in zip(everything.left, everything.right, everything.genuine, strict=True):
+        assert same == (identities[i] == identities[j])
+    sampled = verification_pairs(identities, max_impostors=20, seed=3)
+    assert sampled.genuine_pairs == everything.genuine_pairs and sampled.impostor_pairs == 20
+    pairs = set(zip(sampled.left.tolist(), sampled.right.tolist(), strict=True))
+    assert len(pairs) == len(sampled.left) and all(i < j for i, j in pairs)
+    again = verification_pairs(identities, max_impostors=20, seed=3)
+    assert np.array_equal(again.left, sampled.left) and np.array_equal(again.right, sampled.right)
+
+
+def test_protocol_equals_a_loop_by_loop_recomputation(populations: Path) -> None:
+    population = load_population(populations, "celeba-small", MODELS)
+    a, b = population.clean["arcface-mbf128"], population.clean["dlib-r29-128"]
+    pairs = verification_pairs(population.identities)
+    scores, labels = pair_scores(a, b, pairs)
+    expected, expected_labels = [], []
+    for order in ((pairs.left, pairs.right), (pairs.right, pairs.left)):
+        for i, j in zip(*order, strict=True):
+            expected.append(float(sum(float(x) * float(y) for x, y in zip(a[i], b[j], strict=True))))
+            expected_labels.append(population.identities[i] == population.identities[j])
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert labels.tolist() == expected_labels
+
+    metrics = measure(scores, labels, {"far_1e-2": (0.5, 1e-2)})
+    impostors = [s for s, same in zip(expected, expected_labels, strict=True) if not same]
+    genuine = [s for s, same in zip(expected, expected_labels, strict=True) if same]
+    check = metrics.far_checks[0]
+    assert check.accepted == sum(s >= 0.5 for s in impostors) and check.impostors == len(impostors)
+    assert check.interval[0] <= check.far <= check.interval[1]
+    assert metrics.genuine_pairs == len(genuine)
+    # TAR at FAR 1e-3 with fewer than 1,000 impostors: only thresholds above every impostor qualify
+    assert metrics.tar_far_1e3 == pytest.approx(np.mean(np.array(genuine) > max(impostors)))
+    # balanced accuracy: each fold's threshold is the best on the other folds
+    assert 0.5 <= balanced_accuracy(scores, labels) <= 1.0
+
+
+def test_balanced_accuracy_of_separable_and_random_scores() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(500, bool), np.zeros(5000, bool)]
+    separable = np.r_[rng.uniform(0.6, 1.0, 500), rng.uniform(-1.0, 0.4, 5000)]
+    assert balanced_accuracy(separable, labels) == 1.0
+    noise = rng.uniform(-1, 1, len(labels))
+    assert abs(balanced_accuracy(noise, labels) - 0.5) < 0.05
+
+
+def test_augmented_rows_are_deterministic_per_seed(populations: Path) -> None:
+    image = (np.random.default_rng(0).uniform(0, 255, (120, 100, 3))).astype(np.uint8)
+    landmarks = np.array([[35, 50], [65, 50], [50, 65], [38, 85], [62, 85]], np.float32)
+    for kind in AUGMENTATIONS:
+        first = augment(image, landmarks, kind, "x/1.jpg", seed=7)
+        second = augment(image, landmarks, kind, "x/1.jpg", seed=7)
+        assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1]), kind
+        assert first[0].shape == image.shape and first[0].dtype == np.uint8
+    changed = [
+        k
+        for k in AUGMENTATIONS
+        if not np.array_equal(
+            augment(image, landmarks, k, "x/1.jpg", 8)[0], augment(image, landmarks, k, "x/1.jpg", 7)[0]
+        )
+    ]
+    assert set(changed) >= {"blur", "jpeg", "exposure", "occlusion", "downscale"}
+    mirrored = augment(image, landmarks, "flip", "x/1.jpg")[1]
+    assert mirrored[0, 0] < mirrored[1, 0]  # the image-left eye is still first
+    # the cached embeddings of an augmented variant do not change when the cache is rebuilt
+    cache = EmbeddingCache.load(dataset_cache_path(populations, "lfw-small", "dlib-r29-128", "blur"))
+    clean = EmbeddingCache.load(dataset_cache_path(populations, "lfw-small", "dlib-r29-128"))
+    assert cache.meta["augmentation"] == "blur" and len(cache) == int(clean.detected.sum())
+    assert not np.allclose(cache.embeddings, clean.lookup(list(cache.paths)))
+
+
+def test_rebuilding_an_augmented_cache_reproduces_it(
+    populations: Path, pipeline: FacePipeline, tmp_path: Path
+) -> None:
+    original = EmbeddingCache.load(dataset_cache_path(populations, "celeba-small", "arcface-mbf128", "flip"))
+    root = Path(str(original.meta["root"]))
+    for name in ("celeba-small-landmarks-yunet.npz",):
+        (tmp_path / name).write_bytes((populations / name).read_bytes())
+    rebuilt = embed_dataset(
+        pipeline, root, "celeba-small", ["arcface-mbf128"], tmp_path, "flip", progress=False
+    )
+    np.testing.assert_allclose(rebuilt["arcface-mbf128"].embeddings, original.embeddings, atol=1e-5)
+
+
+def test_fitting_rows_stack_clean_and_variants(populations: Path) -> None:
+    population = load_population(populations, "lfw-small", MODELS, ["flip", "blur"])
+    x, y, groups = fitting_rows(population, "arcface-mbf128", "dlib-r29-128", ["flip", "blur"])
+    flips = len(population.variants["flip"][0])
+    assert len(x) == len(population) + flips + len(population.variants["blur"][0])
+    assert x.shape[1] == 128 and y.shape[1] == 128
+    assert set(groups) == set(population.identities)
+
+
+def test_a_population_is_never_scored_by_a_map_fitted_on_it(populations: Path) -> None:
+    lfw = load_population(populations, "lfw-small", MODELS, ["flip"])
+    celeba = load_population(populations, "celeba-small", MODELS)
+    with pytest.raises(ValueError, match="identities are in both"):
+        check_disjoint(lfw, lfw)
+    half = np.arange(len(lfw)) < len(lfw) // 2
+    with pytest.raises(ValueError, match="in both populations"):
+        study_direction(lfw.subset(half), lfw, "arcface-mbf128", "dlib-r29-128", ["ridge"], ["flip"])
+    result = study_direction(
+        lfw, celeba, "arcface-mbf128", "dlib-r29-128", ["ridge"], ["flip"], calibrate_cross=False
+    )
+    assert result.fit_population == "lfw-small" and result.test_population == "celeba-small"
+    assert result.fit_rows == len(lfw) + len(lfw.variants["flip"][0])
+    assert result.cross.genuine_pairs == 2 * verification_pairs(celeba.identities).genuine_pairs
+    assert result.native_target.far_checks  # thresholds calibrated on LFW checked on CelebA
+
+
+def test_pair_sample_type_is_plain_arrays() -> None:
+    sample = verification_pairs(np.array(["a", "a", "b"]))
+    assert isinstance(sample, PairSample) and sample.left.dtype == np.int64
