@@ -176,9 +176,25 @@ def _lfw_caches(args: argparse.Namespace, model_ids: list[str]):  # type: ignore
     return caches, pairs
 
 
+def _single_method(args: argparse.Namespace) -> None:
+    """The LFW-fold protocol studies one method; --method may be repeated only for --protocol population."""
+    methods = args.method or ["ridge"]
+    if len(methods) > 1:
+        raise SystemExit("--protocol lfw-folds takes one --method")
+    args.method = methods[0]
+    if args.lfw is None:
+        raise SystemExit("--protocol lfw-folds needs --lfw")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.cli_population import POPULATION, evaluate_population
     from app.evaluation.interchange import learning_curve, paired_lfw, study_pair
     from app.evaluation.report import CURVE_SIZES, fitter_for
+
+    if args.protocol == POPULATION:
+        args.method = args.method or ["ridge", "residual-mlp"]
+        return evaluate_population(args)
+    _single_method(args)
 
     caches, pairs = _lfw_caches(args, [args.source, args.target])
     data = paired_lfw(caches[args.source], caches[args.target], pairs)
@@ -213,7 +229,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from app.cli_population import POPULATION, report_population
     from app.evaluation.report import run_study, write_report
+
+    if args.protocol == POPULATION:
+        args.method = args.method or ["ridge", "residual-mlp"]
+        return report_population(args)
+    _single_method(args)
 
     caches, pairs = _lfw_caches(args, args.model)
     compare = [tuple(spec.split(":", 1)) for spec in args.compare]
@@ -357,6 +379,8 @@ def _methods() -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.cli_population import add_population_arguments
+
     parser = argparse.ArgumentParser(prog="facebridge", description=__doc__)
     parser.add_argument("--verbose", "-v", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -420,12 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--source", required=True)
     evaluate.add_argument("--target", required=True)
-    evaluate.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
-    evaluate.add_argument("--method", default="ridge", choices=list(_methods()))
+    evaluate.add_argument("--lfw", type=Path, help="LFW root holding pairs.txt (--protocol lfw-folds)")
+    evaluate.add_argument(
+        "--method",
+        action="append",
+        choices=list(_methods()),
+        help="default ridge; with --protocol population repeat to choose per pair on validation "
+        "(default ridge and residual-mlp)",
+    )
     evaluate.add_argument("--pairing", default="same-image", choices=["same-image", "centroid"])
     evaluate.add_argument("--learning-curve", action="store_true")
     evaluate.add_argument("--detector", default="yunet")
     evaluate.add_argument("--models-dir", type=Path)
+    add_population_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     from app.cli_methods import register as register_method_studies
@@ -433,9 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     register_method_studies(sub)
 
     report = sub.add_parser("report", help="the interchangeability study of several models, as Markdown")
-    report.add_argument("--lfw", type=Path, required=True)
+    report.add_argument("--lfw", type=Path, help="LFW root holding pairs.txt (--protocol lfw-folds)")
     report.add_argument("--model", action="append", required=True, help="repeat for several models")
-    report.add_argument("--method", default="ridge", choices=list(_methods()))
+    report.add_argument(
+        "--method", action="append", choices=list(_methods()), help="as for evaluate (default ridge)"
+    )
     report.add_argument(
         "--compare", action="append", default=[], metavar="A:B", help="pairs for method comparison and curves"
     )
@@ -443,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--command-line", help=argparse.SUPPRESS)
     report.add_argument("--detector", default="yunet")
     report.add_argument("--models-dir", type=Path)
+    add_population_arguments(report)
     report.set_defaults(func=cmd_report)
 
     migrate = sub.add_parser(

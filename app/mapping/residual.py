@@ -109,18 +109,23 @@ class ResidualMLPMap:
         # inputs are unit vectors: scale by sqrt(d) so the hidden layer sees unit-variance features
         gain = float(np.sqrt(x.shape[1]))
         xs = (x * gain).astype(np.float32)
-        residual = (y - base.transform(x)).astype(np.float32)
+        # residuals in standardised target units, scored by centred cosine: in spaces with a large
+        # common component (dlib's) raw errors and raw cosines are dominated by it, not by identity
+        centre = y[train].mean(axis=0)
+        spread = np.maximum(y[train].std(axis=0), 1e-6)
+        residual = ((y - base.transform(x)) / spread).astype(np.float32)
         w1 = (rng.normal(size=(x.shape[1], self.hidden)) * np.sqrt(2.0 / x.shape[1])).astype(np.float32)
         b1 = np.zeros(self.hidden, np.float32)
         w2 = np.zeros((self.hidden, y.shape[1]), np.float32)
         b2 = np.zeros(y.shape[1], np.float32)
         params = [w1, b1, w2, b2]
         adam = _Adam(params, self.learning_rate, [self.weight_decay, 0.0, self.weight_decay, 0.0])
-        base_held = base.transform(x[held])
+        base_held = base.transform(x[held]) - centre
+        truth_held = y[held] - centre
 
         def held_cosine() -> float:
             hidden = np.maximum(xs[held] @ w1 + b1, 0)
-            return float(row_cosine(base_held + hidden @ w2 + b2, y[held]).mean())
+            return float(row_cosine(base_held + (hidden @ w2 + b2) * spread, truth_held).mean())
 
         best = held_cosine()
         self.base_validation_cosine_ = best
@@ -154,8 +159,8 @@ class ResidualMLPMap:
         w1, b1, w2, b2 = best_params
         self.in_weight_ = (w1 * gain).astype(np.float64)
         self.in_bias_ = b1.astype(np.float64)
-        self.out_weight_ = w2.astype(np.float64)
-        self.out_bias_ = b2.astype(np.float64)
+        self.out_weight_ = w2.astype(np.float64) * spread
+        self.out_bias_ = b2.astype(np.float64) * spread
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
