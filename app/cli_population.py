@@ -7,6 +7,7 @@ clean and augmented, are built on first use (resumable, shared with every other 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -99,7 +100,12 @@ def evaluate_population(args: argparse.Namespace) -> int:
 
 
 def report_population(args: argparse.Namespace) -> int:
-    from app.evaluation.population_report import SECTION, population_markdown, run_population_study
+    from app.evaluation.population_report import (
+        SECTION,
+        far_ratios,
+        population_markdown,
+        run_population_study,
+    )
     from app.evaluation.sections import upsert_section
 
     populations, transfers, augment = _populations(args, args.model)
@@ -113,7 +119,10 @@ def report_population(args: argparse.Namespace) -> int:
         log=lambda row: print(row, flush=True),
     )
     command = "facebridge " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
-    markdown = population_markdown(results, command, args.out.with_suffix(""))
+    figures = args.out.with_suffix("")
+    markdown = population_markdown(results, command, figures)
     upsert_section(args.out, SECTION, markdown)
+    # the factors the shipped calibrations widen their FAR intervals by (scripts/fit_bank.py --far-factors)
+    (figures / "population-far-factors.json").write_text(json.dumps(far_ratios(results), indent=2) + "\n")
     print(f"wrote the {SECTION} section of {args.out}")
     return 0
