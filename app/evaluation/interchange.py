@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from app.embedding_cache import EmbeddingCache
 from app.evaluation.lfw import Pair
 from app.evaluation.metrics import auc, eer, tar_at_far, ten_fold_accuracy
-from app.vision.recognizer import l2_normalize
+from app.linalg import l2_normalize
+
+if TYPE_CHECKING:  # the study itself needs no model runtime: caches are read, not built
+    from app.embedding_cache import EmbeddingCache
 
 PAIRINGS = ("same-image", "centroid")
 

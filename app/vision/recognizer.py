@@ -7,14 +7,9 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from app.linalg import l2_normalize
 from app.metrics import INFERENCE
 from app.vision.manifest import ModelEntry
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Row-wise unit length; a zero row stays zero instead of becoming NaN."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 class Recognizer:

@@ -1,0 +1,149 @@
+"""LFW fold-aware cross verification of the old recipe and the new one, every ordered pair.
+
+Per LFW fold, maps are fitted only on people not tested in that fold (app/evaluation/interchange.py):
+- `ridge, pair photos`: ridge on the 7,701 pair photos (the recipe of the earlier bank and table);
+- `ridge, all + celeba`: ridge on every LFW photo of the other folds' people plus the CelebA people;
+- `residual-mlp, all + celeba`: the residual MLP on the same rows.
+Needs only numpy: `--export FILE` packs the caches (float16) so the study can run on a many-core
+machine; `--data FILE` runs from such a pack, one process per direction and recipe.
+
+    python scripts/lfw_fold_study.py --export cache/lfw-fold-study.npz
+    python scripts/lfw_fold_study.py --data cache/lfw-fold-study.npz --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128"]
+RECIPES = ["ridge, pair photos", "ridge, all + celeba", "residual-mlp, all + celeba"]
+
+
+def export(out: Path, cache_dir: Path, lfw: Path) -> None:
+    from app.dataset_embedding import dataset_cache_path
+    from app.embedding_cache import EmbeddingCache
+
+    arrays: dict[str, Any] = {"pairs": np.array(Path(lfw / "pairs.txt").read_text())}
+    for dataset in ("lfw", "celeba-dev"):
+        caches = {m: EmbeddingCache.load(dataset_cache_path(cache_dir, dataset, m)) for m in MODELS}
+        paths = caches[MODELS[0]].paths
+        for m, cache in caches.items():
+            if not np.array_equal(cache.paths, paths):
+                raise ValueError(f"{dataset}: caches of {MODELS[0]} and {m} hold different photos")
+            arrays[f"{dataset}/{m}"] = cache.embeddings.astype(np.float16)
+        detected = np.logical_and.reduce([c.detected for c in caches.values()])
+        arrays[f"{dataset}/paths"] = paths.astype(str)
+        arrays[f"{dataset}/detected"] = detected
+    np.savez_compressed(out, **arrays)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
+
+
+def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[str, float]]:
+    """One recipe for one direction: fold-aware cross (and mapped) metrics on LFW."""
+    source, target, recipe, data_file = task
+    import tempfile
+
+    from app.evaluation.interchange import direction_scores, native_scores, paired_lfw, summarise
+    from app.evaluation.lfw import pair_images, read_pairs
+    from app.linalg import l2_normalize
+    from app.mapping.methods import make_map
+
+    data = np.load(data_file, allow_pickle=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as handle:
+        handle.write(str(data["pairs"]))
+        handle.flush()
+        pairs = read_pairs(Path(handle.name))
+
+    only_pairs = recipe == "ridge, pair photos"
+    keep = (
+        np.isin(data["lfw/paths"], pair_images(pairs))
+        if only_pairs
+        else np.ones(len(data["lfw/paths"]), bool)
+    )
+
+    class Pack:  # what paired_lfw reads off an embedding cache: meta, embeddings and index()
+        def __init__(self, model: str):
+            self.meta = {"model": model}
+            self.paths = data["lfw/paths"][keep]
+            self.embeddings = data[f"lfw/{model}"][keep].astype(np.float32)
+
+        def index(self) -> dict[str, int]:
+            return {str(p): i for i, p in enumerate(self.paths)}
+
+    paired = paired_lfw(Pack(source), Pack(target), pairs)  # type: ignore[arg-type]
+    detected = data["celeba-dev/detected"]
+    extra_x = l2_normalize(data[f"celeba-dev/{source}"][detected].astype(np.float64))
+    extra_y = l2_normalize(data[f"celeba-dev/{target}"][detected].astype(np.float64))
+    extra_g = np.array(["celeba/" + p.split("/", 1)[0] for p in data["celeba-dev/paths"][detected].tolist()])
+    method = recipe.split(",")[0]
+
+    def fitter(x: np.ndarray, y: np.ndarray, groups: np.ndarray):  # type: ignore[no-untyped-def]
+        estimator = make_map(method)
+        if only_pairs:
+            estimator.fit(x, y, groups)
+        else:
+            estimator.fit(np.r_[x, extra_x], np.r_[y, extra_y], np.r_[groups, extra_g])
+        return estimator
+
+    scores = direction_scores(paired, fitter)
+    cross = summarise(scores.cross, paired.labels, paired.folds)
+    mapped = summarise(scores.mapped, paired.labels, paired.folds)
+    native_b = summarise(native_scores(paired.b, paired), paired.labels, paired.folds)
+    return (
+        source,
+        target,
+        recipe,
+        {
+            "cross": cross.accuracy,
+            "cross_std": cross.accuracy_std,
+            "cross_tar3": cross.tar_far_1e3,
+            "cross_tar4": cross.tar_far_1e4,
+            "mapped": mapped.accuracy,
+            "native_b": native_b.accuracy,
+        },
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--export", type=Path, help="write the compact pack here and stop")
+    parser.add_argument("--data", type=Path, help="run from this pack")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
+    parser.add_argument("--lfw", type=Path, default=ROOT.parent / "shared" / "datasets" / "lfw")
+    args = parser.parse_args()
+    if args.export:
+        export(args.export, args.cache_dir, args.lfw)
+        return 0
+    if args.data is None:
+        parser.error("give --export or --data")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    tasks = [(s, t, r, str(args.data)) for s, t in itertools.permutations(MODELS, 2) for r in RECIPES]
+    print("| A → B | recipe | cross acc (%) | cross TAR@1e-3 (%) | cross TAR@1e-4 (%) | mapped (%) |")
+    print("|---|---|---:|---:|---:|---:|")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for source, target, recipe, m in pool.map(run_direction, tasks):
+            print(
+                f"| {source} → {target} | {recipe} | {m['cross'] * 100:.2f} ± {m['cross_std'] * 100:.2f} "
+                f"| {m['cross_tar3'] * 100:.2f} | {m['cross_tar4'] * 100:.2f} | {m['mapped'] * 100:.2f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
