@@ -15,6 +15,7 @@ import pytest
 
 from app.dataset_embedding import dataset_cache_path, embed_dataset
 from app.embedding_cache import EmbeddingCache
+from app.evaluation.metrics import tar_at_far
 from app.evaluation.population import (
     PairSample,
     balanced_accuracy,
@@ -22,9 +23,14 @@ from app.evaluation.population import (
     load_population,
     measure,
     pair_scores,
+    tar_at,
     verification_pairs,
 )
-from app.evaluation.population_study import check_disjoint, study_direction
+from app.evaluation.population_study import check_disjoint, fit_map, mapped, study_direction
+from app.mapping.bank import MappingBank
+from app.mapping.bank_fit import BankRecipe, fit_bank_map, merge
+from app.mapping.mapfile import ResidualTensors, SpaceRef, map_filename, save_map
+from app.mapping.residual import ResidualMLPMap
 from app.vision.augment import AUGMENTATIONS, augment
 from app.vision.pipeline import FacePipeline
 from tests.conftest import LFW, SHARED
@@ -177,3 +183,57 @@ def test_a_population_is_never_scored_by_a_map_fitted_on_it(populations: Path) -
 def test_pair_sample_type_is_plain_arrays() -> None:
     sample = verification_pairs(np.array(["a", "a", "b"]))
     assert isinstance(sample, PairSample) and sample.left.dtype == np.int64
+
+
+def test_partition_tar_equals_the_roc_definition() -> None:
+    rng = np.random.default_rng(1)
+    genuine, impostor = rng.normal(1, 1, 3000), rng.normal(-1, 1, 50_000)
+    scores = np.r_[genuine, impostor]
+    labels = np.r_[np.ones(3000, bool), np.zeros(50_000, bool)]
+    for far in (1e-2, 1e-3, 1e-4):
+        assert tar_at(genuine, impostor, far) == pytest.approx(tar_at_far(scores, labels, far))
+
+
+def test_residual_map_round_trips_through_its_file(populations: Path, tmp_path: Path) -> None:
+    """A residual MLP fitted on real embeddings, written as a bank map, serves the estimator's outputs."""
+    lfw = load_population(populations, "lfw-small", MODELS, ["flip"])
+    celeba = load_population(populations, "celeba-small", MODELS)
+    refs = {
+        m: SpaceRef(
+            model=m,
+            dim=lfw.clean[m].shape[1],
+            sha256=str(
+                EmbeddingCache.load(dataset_cache_path(populations, "lfw-small", m)).meta["model_sha256"]
+            ),
+        )
+        for m in MODELS
+    }
+    recipe = BankRecipe(
+        methods=("ridge", "residual-mlp"),
+        augmentations=("flip",),
+        far_factors={"far_1e-3": 2.0},
+        far_note="test factor",
+    )
+    fitted = fit_bank_map(merge([lfw, celeba]), refs["arcface-mbf128"], refs["dlib-r29-128"], recipe)
+    assert fitted.meta.provenance.selection is not None and "validation" in fitted.meta.provenance.selection
+    cross = fitted.meta.calibration.cross  # type: ignore[union-attr]
+    assert cross.dataset == "lfw-small+celeba-small" and str(cross.method).startswith("cross-fitted")
+    point = cross.thresholds["far_1e-3"]
+    assert point.far_interval is not None and point.far_range is not None
+    assert point.far_range[1] >= point.far_interval[1]
+
+    # a residual fit, written and read back, gives the estimator's own outputs
+    estimator = fit_map(lfw, "arcface-mbf128", "dlib-r29-128", "residual-mlp", ["flip"])
+    assert isinstance(estimator, ResidualMLPMap)
+    residual = ResidualTensors(
+        estimator.in_weight_, estimator.in_bias_, estimator.out_weight_, estimator.out_bias_
+    ).as_float32()
+    meta = fitted.meta.model_copy(update={"method": "residual-mlp"})
+    path = tmp_path / map_filename("arcface-mbf128", "dlib-r29-128")
+    save_map(path, meta, estimator.coef_, estimator.intercept_, residual)
+    bank = MappingBank.load(tmp_path)
+    assert not bank.refused, bank.refused
+    loaded = bank.maps[("arcface-mbf128", "dlib-r29-128")]
+    assert loaded.nonlinear
+    probe = np.ascontiguousarray(celeba.clean["arcface-mbf128"])
+    np.testing.assert_allclose(loaded.apply(probe), mapped(estimator, probe), atol=2e-5)
