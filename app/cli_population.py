@@ -43,7 +43,13 @@ def add_population_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FIT:KIND",
         help="add the KIND variant of FIT's photos to its fitting rows, e.g. lfw:flip; repeat",
     )
-    group.add_argument("--no-cross-calibration", action="store_true", help="skip the cross-fitted thresholds")
+    group.add_argument(
+        "--calibration",
+        choices=["validation", "cross-fit", "none"],
+        default="validation",
+        help="cross thresholds checked on the scored population: from the validation identities' "
+        "scores (default) or by cross-fitting every fitting identity (one more fit per fold)",
+    )
 
 
 def _populations(args: argparse.Namespace, models: list[str]):  # type: ignore[no-untyped-def]
@@ -93,7 +99,7 @@ def evaluate_population(args: argparse.Namespace) -> int:
         args.method,
         augment,
         pairs=[(args.source, args.target), (args.target, args.source)],
-        calibrate_cross=not args.no_cross_calibration,
+        calibration=args.calibration,
         log=lambda row: print(row, flush=True),
     )
     return 0
@@ -115,7 +121,7 @@ def report_population(args: argparse.Namespace) -> int:
         args.model,
         args.method,
         augment,
-        calibrate_cross=not args.no_cross_calibration,
+        calibration=args.calibration,
         log=lambda row: print(row, flush=True),
     )
     command = "facebridge " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line

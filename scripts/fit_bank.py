@@ -18,6 +18,7 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,11 +28,15 @@ from app import __version__  # noqa: E402
 from app.dataset_embedding import dataset_cache_path  # noqa: E402
 from app.embedding_cache import EmbeddingCache  # noqa: E402
 from app.evaluation.population import load_population  # noqa: E402
-from app.mapping.bank_fit import BankRecipe, fit_bank_map, merge, space_calibration  # noqa: E402
+from app.mapping.bank_fit import BankRecipe, fit_bank_map, merge, space_calibration, widen  # noqa: E402
 from app.mapping.mapfile import (  # noqa: E402
+    MAP_SUFFIX,
     SPACE_SUFFIX,
+    MapCalibration,
     SpaceCalibration,
     SpaceRef,
+    load_map,
+    load_space,
     map_filename,
     save_map,
     save_space,
@@ -43,6 +48,30 @@ MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128"
 def space_ref(cache_dir: Path, dataset: str, model: str) -> SpaceRef:
     meta = EmbeddingCache.load(dataset_cache_path(cache_dir, dataset, model)).meta
     return SpaceRef(model=model, dim=int(str(meta["dim"])), sha256=str(meta["model_sha256"]))
+
+
+def widen_bank(out: Path, recipe: BankRecipe) -> None:
+    """Restate every map's and space's far_range with the given factors (metadata only; the tensors
+    and their digest are unchanged), for factors measured after the bank was fitted."""
+    for path in sorted(out.glob(f"*{MAP_SUFFIX}")):
+        tensors = load_map(path)
+        calibration = tensors.meta.calibration
+        if calibration is None:
+            continue
+        update = MapCalibration(
+            cross=widen(calibration.cross, recipe), mapped=widen(calibration.mapped, recipe)
+        )
+        meta = tensors.meta.model_copy(update={"calibration": update})
+        save_map(path, meta, tensors.weight, tensors.bias, tensors.residual)
+        print(f"{path.name}: far_range {update.cross.thresholds['far_1e-3'].far_range}")
+    for path in sorted((out / "spaces").glob(f"*{SPACE_SUFFIX}")):
+        space = load_space(path)
+        save_space(path, space.model_copy(update={"calibration": widen(space.calibration, recipe)}))
+        print(f"{path.name}: far_range {load_space(path).calibration.thresholds['far_1e-3'].far_range}")
+
+
+def _has_variants(cache_dir: Path, dataset: str, model: str, kinds: list[str]) -> bool:
+    return all(dataset_cache_path(cache_dir, dataset, model, kind).exists() for kind in kinds)
 
 
 def main() -> int:
@@ -58,6 +87,11 @@ def main() -> int:
         "--far-factors", type=Path, help="JSON {operating point: factor} of the population study"
     )
     parser.add_argument("--no-spaces", action="store_true", help="keep the space calibrations as they are")
+    parser.add_argument(
+        "--widen-only",
+        action="store_true",
+        help="only restate far_range of the bank in --out (--far-factors)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     parser.add_argument("--out", type=Path, default=ROOT / "mappings")
     args = parser.parse_args()
@@ -66,8 +100,14 @@ def main() -> int:
     for spec in args.augment:
         name, kind = spec.split(":", 1)
         kinds.setdefault(name, []).append(kind)
-    population = merge(
-        [load_population(args.cache_dir, name, models, kinds.get(name, [])) for name in args.population]
+    clean = merge([load_population(args.cache_dir, name, models) for name in args.population])
+    augmented_models = [
+        m
+        for m in models
+        if all(_has_variants(args.cache_dir, n, m, kinds.get(n, [])) for n in args.population)
+    ]
+    augmented = merge(
+        [load_population(args.cache_dir, n, augmented_models, kinds.get(n, [])) for n in args.population]
     )
     factors: dict[str, float] = {}
     note = ""
@@ -81,16 +121,19 @@ def main() -> int:
     recipe = BankRecipe(
         methods=tuple(args.method or ["ridge"]), augmentations=all_kinds, far_factors=factors, far_note=note
     )
+    if args.widen_only:
+        widen_bank(args.out, recipe)
+        return 0
     refs = {m: space_ref(args.cache_dir, args.population[0], m) for m in models}
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (args.out / "spaces").mkdir(parents=True, exist_ok=True)
     if not args.no_spaces:
         for model in models:
-            calibration = space_calibration(population, model, recipe)
+            calibration = space_calibration(clean, model, recipe)
             space = SpaceCalibration(
                 space=refs[model],
-                dataset=population.name,
-                images=len(population),
+                dataset=clean.name,
+                images=len(clean),
                 identities=calibration.identities or 0,
                 calibration=calibration,
                 created=created,
@@ -106,7 +149,10 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for source, target in pairs:
         start = time.perf_counter()
-        fitted = fit_bank_map(population, refs[source], refs[target], recipe)
+        with_variants = source in augmented_models and target in augmented_models
+        population = augmented if with_variants else clean
+        pair_recipe = recipe if with_variants else replace(recipe, augmentations=())
+        fitted = fit_bank_map(population, refs[source], refs[target], pair_recipe)
         meta = save_map(
             args.out / map_filename(source, target), fitted.meta, fitted.weight, fitted.bias, fitted.residual
         )

@@ -172,7 +172,7 @@ def test_a_population_is_never_scored_by_a_map_fitted_on_it(populations: Path) -
     with pytest.raises(ValueError, match="in both populations"):
         study_direction(lfw.subset(half), lfw, "arcface-mbf128", "dlib-r29-128", ["ridge"], ["flip"])
     result = study_direction(
-        lfw, celeba, "arcface-mbf128", "dlib-r29-128", ["ridge"], ["flip"], calibrate_cross=False
+        lfw, celeba, "arcface-mbf128", "dlib-r29-128", ["ridge"], ["flip"], calibration="none"
     )
     assert result.fit_population == "lfw-small" and result.test_population == "celeba-small"
     assert result.fit_rows == len(lfw) + len(lfw.variants["flip"][0])

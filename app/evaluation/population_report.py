@@ -29,7 +29,7 @@ def run_population_study(
     methods: Sequence[str],
     augmentations: dict[str, Sequence[str]],
     pairs: Sequence[tuple[str, str]] | None = None,
-    calibrate_cross: bool = True,
+    calibration: str = "validation",
     log: Callable[[str], None] = print,
 ) -> list[DirectionResult]:
     """Every ordered pair (or `pairs`) for every (fit, test) transfer; `augmentations[fit]` are the
@@ -45,7 +45,7 @@ def run_population_study(
                 target,
                 methods,
                 augmentations.get(fit, ()),
-                calibrate_cross,
+                calibration,
                 cache,
             )
             results.append(result)
@@ -143,9 +143,10 @@ def population_markdown(
         f"Measured with `{command}`.",
         "",
         "Everything the map learns (method choice on a validation fifth of the fitting identities, the "
-        "map itself, and the cross thresholds by 4-fold identity cross-fitting) comes from the fitting "
-        "population; the scored population's photos are only scored: every genuine pair and a seeded "
-        "sample of 2,000,000 impostor pairs, each scored in both orders for cross comparisons "
+        "map itself, and the cross thresholds, from the chosen method's scores on those validation "
+        "identities) comes from the fitting population; the scored population's photos are only "
+        "scored: every genuine pair and a seeded sample of 2,000,000 impostor pairs, each scored in "
+        "both orders for cross comparisons "
         "(mapped A template against native B probe). Accuracy is balanced (mean of TAR and TRR) at a "
         "threshold chosen on the other nine of ten random folds of pairs. The goal: cross accuracy >= "
         "weaker native - 1.0 point and cross TAR@FAR 1e-3 >= 0.9 x the weaker native's.",

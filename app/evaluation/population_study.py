@@ -30,6 +30,7 @@ from app.mapping.residual import split_groups
 from app.vision.recognizer import l2_normalize
 
 CALIBRATION_IMPOSTORS = 1_000_000
+CALIBRATIONS = ("validation", "cross-fit", "none")
 VALIDATION_IMPOSTORS = 500_000
 
 
@@ -76,16 +77,26 @@ def validation_scores(
     augmentations: Sequence[str] = (),
     fraction: float = 0.2,
     seed: int = 0,
-) -> dict[str, PopulationMetrics]:
-    """Each method fitted on (1 - fraction) of the identities, scored cross on the rest."""
+) -> tuple[dict[str, PopulationMetrics], dict[str, Calibration]]:
+    """Each method fitted on (1 - fraction) of the identities, scored cross on the rest; with the
+    cross thresholds those held-out scores give (out-of-sample for that method's map)."""
     train, held = split_groups(population.identities, len(population), fraction, seed)
     fit_part, val_part = population.subset(train), population.subset(held)
     pairs = verification_pairs(val_part.identities, VALIDATION_IMPOSTORS, seed)
-    results = {}
+    results, calibrations = {}, {}
     for method in methods:
         estimator = fit_map(fit_part, source, target, method, augmentations)
-        results[method] = measure(*cross_scores(estimator, val_part, source, target, pairs))
-    return results
+        scores, labels = cross_scores(estimator, val_part, source, target, pairs)
+        results[method] = measure(scores, labels)
+        calibrations[method] = calibrate(
+            scores[labels],
+            scores[~labels],
+            dataset=f"{population.name} (validation identities)",
+            images=len(val_part),
+            identities=len(np.unique(val_part.identities)),
+            method="validation identities held out of the fit: mapped source vs native target, both orders",
+        )
+    return results, calibrations
 
 
 def selection_score(metrics: PopulationMetrics) -> float:
@@ -219,24 +230,31 @@ def study_direction(
     target: str,
     methods: Sequence[str],
     augmentations: Sequence[str] = (),
-    calibrate_cross: bool = True,
+    calibration: str = "validation",
     cache: NativeCache | None = None,
     seed: int = 0,
 ) -> DirectionResult:
-    """Select among `methods` on a validation split of `fit`, fit on all of `fit`, score on `test`."""
+    """Select among `methods` on a validation split of `fit`, fit on all of `fit`, score on `test`.
+
+    `calibration`: where the cross thresholds checked on `test` come from: "validation" (the
+    validation identities' scores of the chosen method), "cross-fit" (every identity of `fit`, by
+    cross-fitting; costs one fit per fold) or "none"."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {CALIBRATIONS}")
     check_disjoint(fit, test)
     cache = cache or NativeCache()
     validation: dict[str, PopulationMetrics] = {}
+    thresholds: Calibration | None = None
     method = methods[0]
-    if len(methods) > 1:
-        validation = validation_scores(fit, source, target, methods, augmentations, seed=seed)
+    if len(methods) > 1 or calibration == "validation":
+        validation, calibrations = validation_scores(fit, source, target, methods, augmentations, seed=seed)
         method = max(methods, key=lambda m: selection_score(validation[m]))
+        thresholds = calibrations[method] if calibration == "validation" else None
+        if len(methods) == 1:
+            validation = {}
     estimator = fit_map(fit, source, target, method, augmentations)
-    calibration = (
-        cross_fitted_calibration(fit, source, target, method, augmentations, seed=seed)
-        if calibrate_cross
-        else None
-    )
+    if calibration == "cross-fit":
+        thresholds = cross_fitted_calibration(fit, source, target, method, augmentations, seed=seed)
     pairs = cache.sample(test, seed)
     unit = mapped(estimator, test.clean[source])
     x, _, groups = fitting_rows(fit, source, target, augmentations)
@@ -252,9 +270,9 @@ def study_direction(
         cache.native_metrics(fit, test, source, seed),
         cache.native_metrics(fit, test, target, seed),
         measure(
-            *pair_scores(unit, test.clean[target], pairs), thresholds_of(calibration) if calibration else None
+            *pair_scores(unit, test.clean[target], pairs), thresholds_of(thresholds) if thresholds else None
         ),
         measure(*pair_scores(unit, unit, pairs)),
         validation,
-        calibration,
+        thresholds,
     )
