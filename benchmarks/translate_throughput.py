@@ -4,7 +4,8 @@ All in one run, against real uvicorn servers: `facebridge serve` with the maps i
 --mappings DIR) and an echo app (benchmarks/echo_app.py) that parses and returns the same JSON payload.
 A second `facebridge serve` holds a nonlinear map of the same pair, built here from the shipped affine
 map plus a random residual MLP of width --hidden (scaled small, so outputs stay close to the affine
-map's), so its cost is measured against the affine map in the same run.
+map's), so its cost is measured against the affine map in the same run. When the shipped map of the
+pair is itself nonlinear (a fitted residual MLP), that map is measured against its own affine part.
 
     python benchmarks/translate_throughput.py [--source arcface-mbf128] [--target faceplugin-mbf512]
     python benchmarks/translate_throughput.py --requests 20 --batches 1000   # a quick smoke run
@@ -16,6 +17,7 @@ import argparse
 import http.client
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -194,16 +196,34 @@ def main() -> int:
     manifest = load_manifest(MODELS_DIR / "manifest.toml")
     bank = MappingBank.load(args.mappings, manifest)
     direct = bank.maps.get((args.source, args.target))
-    if direct is None or direct.nonlinear:
-        raise SystemExit(f"no direct affine map {args.source}->{args.target} in {args.mappings}")
-    path = MapPath((direct,))
+    if direct is None:
+        raise SystemExit(f"no direct map {args.source}->{args.target} in {args.mappings}")
+    scratch = tempfile.TemporaryDirectory(prefix="facebridge-bench-")
+    if direct.nonlinear:
+        # the shipped map is nonlinear: measure it against its own affine part, served alone
+        assert direct.residual is not None
+        args.hidden = direct.residual.hidden
+        affine_dir = Path(scratch.name) / "affine"
+        (affine_dir / "spaces").mkdir(parents=True)
+        for space in (args.mappings / "spaces").glob("*"):
+            shutil.copy(space, affine_dir / "spaces" / space.name)
+        meta = direct.meta.model_copy(
+            update={"method": f"{direct.meta.method} (affine part)", "hidden": None}
+        )
+        save_map(affine_dir / map_filename(args.source, args.target), meta, direct.weight, direct.bias)
+        nonlinear_dir = args.mappings
+    else:
+        affine_dir = args.mappings
+        nonlinear_dir = Path(scratch.name) / "nonlinear"
+        nonlinear_dir.mkdir()
+        nonlinear_copy(direct, args.hidden, nonlinear_dir)
+    affine_map = MappingBank.load(affine_dir, manifest).maps[(args.source, args.target)]
+    path = MapPath((affine_map,))
     dim_in = path.maps[0].meta.source.dim
     dim_out = path.maps[-1].meta.target.dim
-    scratch = tempfile.TemporaryDirectory(prefix="facebridge-nonlinear-")
-    nonlinear_dir = nonlinear_copy(direct, args.hidden, Path(scratch.name))
     nonlinear_path = MappingBank.load(nonlinear_dir, manifest).find_path(args.source, args.target)
     assert nonlinear_path is not None and nonlinear_path.maps[0].nonlinear
-    server = start_server(args.mappings, Path("/tmp/facebridge-translate-bench.log"))
+    server = start_server(affine_dir, Path("/tmp/facebridge-translate-bench.log"))
     nonlinear_server = start_server(nonlinear_dir, Path("/tmp/facebridge-translate-bench-nonlinear.log"))
     echo_port = free_port()
     echo = subprocess.Popen(
