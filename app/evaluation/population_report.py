@@ -219,8 +219,9 @@ def _far_lines(results: Sequence[DirectionResult]) -> list[str]:
     lines = [
         "### Do calibrated thresholds keep their FAR on other people?",
         "",
-        "Same-space thresholds are calibrated on the fitting population's own pairs; cross thresholds by "
-        "cross-fitting there. The FAR they reach on the scored population, with its Clopper-Pearson 95% "
+        "Same-space thresholds are calibrated on all of the fitting population's own pairs; cross "
+        "thresholds on the chosen map's scores of the fitting population's validation identities. "
+        "The FAR they reach on the scored population, with its Clopper-Pearson 95% "
         "interval (which covers pair sampling only):",
         "",
         "| comparison | fitted on → scored on | nominal | reached [95% CI] |",
