@@ -111,10 +111,16 @@ def test_affine_maps_keep_their_file_and_digest(tmp_path: Path) -> None:
     assert loaded.residual is None and loaded.meta.hidden is None
     assert loaded.meta.tensor_sha256 == tensor_digest(loaded.weight, loaded.bias)
     assert '"hidden"' not in json.dumps(load_file_metadata(path))  # affine headers read as before
-    shipped = load_map(ROOT / "mappings" / map_filename(ARC, SIR))
-    assert (
-        shipped.residual is None and not LoadedMap(shipped.meta, shipped.weight, shipped.bias, "f").nonlinear
-    )
+    # the shipped bank mixes both kinds; each file says which it is and loads as that
+    shipped = [load_map(p) for p in sorted((ROOT / "mappings").glob("*.safetensors"))]
+    affine = [m for m in shipped if m.residual is None]
+    nonlinear = [m for m in shipped if m.residual is not None]
+    assert affine and nonlinear
+    for m in affine:
+        assert m.meta.hidden is None and not LoadedMap(m.meta, m.weight, m.bias, "f").nonlinear
+    for m in nonlinear:
+        assert m.residual is not None and m.meta.hidden == m.residual.hidden
+        assert LoadedMap(m.meta, m.weight, m.bias, "f", m.residual).nonlinear
 
 
 Edit = Callable[[dict[str, np.ndarray], dict[str, object]], object]  # edits a file's tensors/metadata
