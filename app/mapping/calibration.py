@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
-from scipy.stats import beta
 
 OPERATING_POINTS: dict[str, float] = {"far_1e-2": 1e-2, "far_1e-3": 1e-3, "far_1e-4": 1e-4}
 MAX_ACCURACY = "max_accuracy"
@@ -81,6 +80,8 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> Interval:
         raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    from scipy.stats import beta  # imported on first use: scipy costs the service's start-up otherwise
+
     alpha = 1.0 - confidence
     low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
