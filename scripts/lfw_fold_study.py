@@ -35,6 +35,30 @@ sys.path.insert(0, str(ROOT))
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128"]
 RECIPES = ["ridge, pair photos", "ridge, all + celeba", "residual-mlp, all + celeba"]
+# the shipped bank's recipe: its chosen method per pair, and flip + jitter variants of every fitting photo
+# (read from the embedding caches in cache/, so this one runs where the caches are)
+BANK_RECIPE = "bank: chosen method, all + celeba + flip + jitter"
+VARIANTS = ("flip", "jitter")
+
+
+def variant_rows(cache_dir: Path, source: str, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, Y, identity) of the flip and jitter variants of LFW and CelebA photos (CelebA prefixed)."""
+    from app.dataset_embedding import dataset_cache_path
+    from app.embedding_cache import EmbeddingCache
+    from app.linalg import l2_normalize
+
+    xs, ys, ids = [], [], []
+    for dataset in ("lfw", "celeba-dev"):
+        for kind in VARIANTS:
+            a = EmbeddingCache.load(dataset_cache_path(cache_dir, dataset, source, kind))
+            b = EmbeddingCache.load(dataset_cache_path(cache_dir, dataset, target, kind))
+            rows = b.index()
+            shared = [p for p in a.paths.tolist() if p in rows]
+            xs.append(l2_normalize(a.lookup(shared).astype(np.float64)))
+            ys.append(l2_normalize(b.embeddings[[rows[p] for p in shared]].astype(np.float64)))
+            prefix = "" if dataset == "lfw" else "celeba/"
+            ids.append(np.array([prefix + p.split("/", 1)[0] for p in shared]))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ids)
 
 
 def export(out: Path, cache_dir: Path, lfw: Path) -> None:
@@ -73,6 +97,12 @@ def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[
         pairs = read_pairs(Path(handle.name))
 
     only_pairs = recipe == "ridge, pair photos"
+    bank_recipe = recipe == BANK_RECIPE
+    if bank_recipe:
+        from app.mapping.bank import MappingBank
+
+        method = MappingBank.load(ROOT / "mappings").maps[(source, target)].meta.method
+        var_x, var_y, var_ids = variant_rows(ROOT / "cache", source, target)
     keep = (
         np.isin(data["lfw/paths"], pair_images(pairs))
         if only_pairs
@@ -98,12 +128,20 @@ def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[
     extra_x = l2_normalize(data[f"celeba-dev/{source}"][detected].astype(np.float64))
     extra_y = l2_normalize(data[f"celeba-dev/{target}"][detected].astype(np.float64))
     extra_g = np.array(["celeba/" + p.split("/", 1)[0] for p in data["celeba-dev/paths"][detected].tolist()])
-    method = recipe.split(",")[0]
+    if not bank_recipe:
+        method = recipe.split(",")[0]
 
     def fitter(x: np.ndarray, y: np.ndarray, groups: np.ndarray):  # type: ignore[no-untyped-def]
         estimator = make_map(method)
         if only_pairs:
             estimator.fit(x, y, groups)
+        elif bank_recipe:  # variants of the fitting people's photos only: never of the fold's people
+            keep = np.isin(var_ids, np.r_[groups, extra_g])
+            estimator.fit(
+                np.r_[x, extra_x, var_x[keep]],
+                np.r_[y, extra_y, var_y[keep]],
+                np.r_[groups, extra_g, var_ids[keep]],
+            )
         else:
             estimator.fit(np.r_[x, extra_x], np.r_[y, extra_y], np.r_[groups, extra_g])
         return estimator
@@ -134,7 +172,13 @@ def main() -> int:
     parser.add_argument("--export", type=Path, help="write the compact pack here and stop")
     parser.add_argument("--data", type=Path, help="run from this pack")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--recipe", action="append", choices=RECIPES, help="only these (default: all)")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        choices=[*RECIPES, BANK_RECIPE],
+        help="only these (default: the first three)",
+    )
+    parser.add_argument("--pair", action="append", metavar="A:B", help="only these directions")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     parser.add_argument("--lfw", type=Path, default=ROOT.parent / "shared" / "datasets" / "lfw")
     args = parser.parse_args()
@@ -143,9 +187,13 @@ def main() -> int:
         return 0
     if args.data is None:
         parser.error("give --export or --data")
-    tasks = [
-        (s, t, r, str(args.data)) for r in reversed(RECIPES) for s, t in itertools.permutations(MODELS, 2)
-    ]
+    recipes = args.recipe or list(RECIPES)
+    pairs = (
+        [tuple(p.split(":", 1)) for p in args.pair] if args.pair else list(itertools.permutations(MODELS, 2))
+    )
+    # the slow (residual-MLP) tasks first, so they start early
+    order = sorted(recipes, key=lambda r: "mlp" not in r and r != BANK_RECIPE)
+    tasks = [(s, t, r, str(args.data)) for r in order for s, t in pairs]
     print("| A → B | recipe | cross acc (%) | cross TAR@1e-3 (%) | cross TAR@1e-4 (%) | mapped (%) |")
     print("|---|---|---:|---:|---:|---:|")
     with ProcessPoolExecutor(args.jobs) as pool:
