@@ -237,3 +237,34 @@ def test_residual_map_round_trips_through_its_file(populations: Path, tmp_path: 
     assert loaded.nonlinear
     probe = np.ascontiguousarray(celeba.clean["arcface-mbf128"])
     np.testing.assert_allclose(loaded.apply(probe), mapped(estimator, probe), atol=2e-5)
+
+
+def test_a_partial_cache_is_resumed_not_recomputed(
+    populations: Path, pipeline: FacePipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache holding some photos (an interrupted or smaller run) is extended: only missing photos are
+    embedded, and the result equals a run from scratch."""
+    import app.dataset_embedding as module
+
+    complete = EmbeddingCache.load(dataset_cache_path(populations, "lfw-small", "arcface-mbf128", "flip"))
+    root = Path(str(complete.meta["root"]))
+    (tmp_path / "lfw-small-landmarks-yunet.npz").write_bytes(
+        (populations / "lfw-small-landmarks-yunet.npz").read_bytes()
+    )
+    embed_dataset(
+        pipeline, root, "lfw-small", ["arcface-mbf128"], tmp_path, "flip", subset=10, progress=False
+    )
+    partial = EmbeddingCache.load(dataset_cache_path(tmp_path, "lfw-small", "arcface-mbf128", "flip"))
+    assert len(partial) == 10
+    embedded: list[str] = []
+    original = module._embed_chunk
+
+    def counting(*args, **kwargs):
+        embedded.extend(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_embed_chunk", counting)
+    resumed = embed_dataset(pipeline, root, "lfw-small", ["arcface-mbf128"], tmp_path, "flip", progress=False)
+    assert set(embedded) == set(complete.paths.tolist()) - set(partial.paths.tolist())
+    assert resumed["arcface-mbf128"].paths.tolist() == complete.paths.tolist()
+    np.testing.assert_allclose(resumed["arcface-mbf128"].embeddings, complete.embeddings, atol=1e-5)
