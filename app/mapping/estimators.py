@@ -7,6 +7,7 @@ stored and served the same way whatever produced it. Inputs are expected L2-norm
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -25,7 +26,19 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-class AffineMapEstimator:
+class ParamsFromInit:
+    """`get_params()` read off the constructor's signature, as scikit-learn does: every estimator
+    stores its constructor arguments under the same names, so listing them by hand would only drift."""
+
+    def get_params(self) -> dict[str, Any]:
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in parameters if p.name != "self" and p.kind in named]
+        values = {n: getattr(self, n) for n in names}
+        return {n: list(v) if isinstance(v, tuple) else v for n, v in values.items()}
+
+
+class AffineMapEstimator(ParamsFromInit):
     """Base class: holds the fitted (coef_, intercept_) and applies them."""
 
     method: ClassVar[str] = "base"
@@ -44,9 +57,6 @@ class AffineMapEstimator:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) @ self.coef_ + self.intercept_
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
 
 
 class LeastSquaresMap(AffineMapEstimator):
@@ -103,9 +113,6 @@ class RidgeMap(AffineMapEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def get_params(self) -> dict[str, Any]:
-        return {"alphas": list(self.alphas), "cv": self.cv, "random_state": self.random_state}
-
     def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
         alphas = np.asarray(self.alphas, dtype=np.float64)
         if len(alphas) == 1:
@@ -145,9 +152,6 @@ class ProcrustesMap(AffineMapEstimator):
     def __init__(self, n_components: int | None = None, scale: bool = True):
         self.n_components = n_components
         self.scale = scale
-
-    def get_params(self) -> dict[str, Any]:
-        return {"n_components": self.n_components, "scale": self.scale}
 
     def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
         mx, my = x.mean(axis=0), y.mean(axis=0)
@@ -191,16 +195,6 @@ class IdentitySoftmaxMap(AffineMapEstimator):
         self.scale = scale
         self.regression_weight = regression_weight
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "learning_rate": self.learning_rate,
-            "scale": self.scale,
-            "regression_weight": self.regression_weight,
-            "min_rows_per_identity": self.min_rows_per_identity,
-            "random_state": self.random_state,
-        }
 
     def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
         start = RidgeMap(random_state=self.random_state).fit(x, y, groups)
@@ -270,14 +264,6 @@ class LowRankRidgeMap(AffineMapEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "ranks": list(self.ranks),
-            "cv": self.cv,
-            "random_state": self.random_state,
-        }
-
     @staticmethod
     def _reduce(ridge: RidgeMap, x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
         fitted = (x - x.mean(axis=0)) @ ridge.coef_
@@ -319,9 +305,6 @@ class StandardizedProcrustesMap(AffineMapEstimator):
 
     def __init__(self, n_components: int | None = None):
         self.n_components = n_components
-
-    def get_params(self) -> dict[str, Any]:
-        return {"n_components": self.n_components}
 
     def _fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> None:
         mx, my = x.mean(axis=0), y.mean(axis=0)

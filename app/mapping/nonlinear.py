@@ -7,14 +7,14 @@ the evaluation report says whether it does.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
-from app.mapping.estimators import RidgeMap
+from app.mapping.estimators import ParamsFromInit, RidgeMap
 
 
-class RandomFeatureMap:
+class RandomFeatureMap(ParamsFromInit):
     """y ≈ ridge([x, sqrt(2/H) cos(gamma x Ω + φ)]), Ω ~ N(0, 1), φ ~ U(0, 2π)."""
 
     method = "random-features"
@@ -23,9 +23,6 @@ class RandomFeatureMap:
         self.n_features = n_features
         self.gamma = gamma
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        return {"n_features": self.n_features, "gamma": self.gamma, "random_state": self.random_state}
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         waves = np.cos(self.gamma * (x @ self.omega_) + self.phase_)

@@ -9,11 +9,11 @@ the map file beside W and b (`app.mapping.mapfile`).
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
-from app.mapping.estimators import RidgeMap, row_cosine
+from app.mapping.estimators import ParamsFromInit, RidgeMap, row_cosine
 
 
 def split_groups(
@@ -53,7 +53,7 @@ class _Adam:
             p -= self.learning_rate * ((m / c1) / (np.sqrt(v / c2) + 1e-8) + wd * p)
 
 
-class ResidualMLPMap:
+class ResidualMLPMap(ParamsFromInit):
     """Ridge map plus a one-hidden-layer ReLU MLP on the residual, early-stopped on held-out people.
 
     `validation_fraction` of the identities are held out of the MLP's training to choose its epoch;
@@ -81,18 +81,6 @@ class ResidualMLPMap:
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "hidden": self.hidden,
-            "weight_decay": self.weight_decay,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "validation_fraction": self.validation_fraction,
-            "random_state": self.random_state,
-        }
 
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Self:
         x = np.asarray(x, np.float64)
