@@ -9,7 +9,7 @@ the calibrated thresholds really reach there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,6 +104,25 @@ def selection_score(metrics: PopulationMetrics) -> float:
     return metrics.accuracy + metrics.tar_far_1e3
 
 
+def cross_fitted_parts(
+    population: Population,
+    source: str,
+    target: str,
+    method: str,
+    augmentations: Sequence[str],
+    folds: int,
+    seed: int,
+) -> Iterator[tuple[MapEstimator, Population]]:
+    """Each identity fold of `population`, with a map fitted on the other folds (and their variants)."""
+    for held in group_folds(len(population), population.identities, folds, seed):
+        mask = np.zeros(len(population), bool)
+        mask[held] = True
+        yield (
+            fit_map(population.subset(~mask), source, target, method, augmentations),
+            population.subset(mask),
+        )
+
+
 def cross_fitted_calibration(
     population: Population,
     source: str,
@@ -116,12 +135,7 @@ def cross_fitted_calibration(
     """Cross thresholds from every identity of `population`: each fold of identities is scored by a
     map fitted on the other folds, and the scores of all folds are pooled."""
     genuine, impostor = [], []
-    row_folds = group_folds(len(population), population.identities, folds, seed)
-    for held in row_folds:
-        mask = np.zeros(len(population), bool)
-        mask[held] = True
-        estimator = fit_map(population.subset(~mask), source, target, method, augmentations)
-        part = population.subset(mask)
+    for estimator, part in cross_fitted_parts(population, source, target, method, augmentations, folds, seed):
         pairs = verification_pairs(part.identities, CALIBRATION_IMPOSTORS // folds, seed)
         scores, labels = cross_scores(estimator, part, source, target, pairs)
         genuine.append(scores[labels])
@@ -138,7 +152,7 @@ def cross_fitted_calibration(
 
 
 def space_calibration(population: Population, model: str, seed: int = 0) -> Calibration:
-    """Same-space thresholds of one model from all of `population`'s pairs (impostors sampled)."""
+    """Same-space thresholds of one model from every genuine pair and 2M sampled impostor pairs."""
     pairs = verification_pairs(population.identities, CALIBRATION_IMPOSTORS * 2, seed)
     scores, labels = pair_scores(population.clean[model], population.clean[model], pairs)
     return calibrate(
@@ -147,7 +161,7 @@ def space_calibration(population: Population, model: str, seed: int = 0) -> Cali
         dataset=population.name,
         images=len(population),
         identities=len(np.unique(population.identities)),
-        method="all genuine pairs and sampled impostor pairs of one model's embeddings",
+        method="every genuine pair and 2,000,000 sampled impostor pairs of one model's embeddings",
     )
 
 

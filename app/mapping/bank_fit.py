@@ -25,13 +25,19 @@ from app.evaluation.population import (
     Population,
     balanced_accuracy,
     fitting_rows,
-    measure,
     pair_scores,
     verification_pairs,
 )
-from app.evaluation.population_study import fit_map, mapped, selection_score
+from app.evaluation.population_study import (
+    cross_fitted_parts,
+    fit_map,
+    mapped,
+    selection_score,
+    validation_scores,
+)
+from app.evaluation.population_study import space_calibration as study_space_calibration
 from app.mapping.calibration import Calibration, calibrate, widen_for_population
-from app.mapping.estimators import group_folds, row_cosine
+from app.mapping.estimators import row_cosine
 from app.mapping.mapfile import (
     FitProvenance,
     MapCalibration,
@@ -104,11 +110,9 @@ class _Pooled:
 def _cross_fit(population: Population, source: str, target: str, method: str, recipe: BankRecipe) -> _Pooled:
     pooled = _Pooled()
     per_fold = CALIBRATION_IMPOSTORS // recipe.folds
-    for held in group_folds(len(population), population.identities, recipe.folds, recipe.seed):
-        mask = np.zeros(len(population), bool)
-        mask[held] = True
-        estimator = fit_map(population.subset(~mask), source, target, method, recipe.augmentations)
-        part = population.subset(mask)
+    for estimator, part in cross_fitted_parts(
+        population, source, target, method, recipe.augmentations, recipe.folds, recipe.seed
+    ):
         pairs = verification_pairs(part.identities, per_fold, recipe.seed)
         raw = estimator.transform(part.clean[source])
         unit = mapped(estimator, part.clean[source])
@@ -150,7 +154,11 @@ def fit_bank_map(
     )
     method, selection = recipe.methods[0], None
     if len(recipe.methods) > 1:
-        scores = _validation(population, train, held, s, t, recipe)
+        # the same identity split as `train, held` above (same function, fraction and seed)
+        metrics, _ = validation_scores(
+            population, s, t, recipe.methods, recipe.augmentations, recipe.validation_fraction, recipe.seed
+        )
+        scores = {m: selection_score(v) for m, v in metrics.items()}
         method = max(recipe.methods, key=lambda m: scores[m])
         selection = (
             f"best accuracy + TAR@FAR 1e-3 (cross) on {int(held.sum())} photos of "
@@ -217,35 +225,10 @@ def fit_bank_map(
     return FittedBankMap(meta, coef, intercept, _residual(estimator))
 
 
-def _validation(
-    population: Population, train: np.ndarray, held: np.ndarray, source: str, target: str, recipe: BankRecipe
-) -> dict[str, float]:
-    """Each candidate fitted on the training identities and ranked on the validation ones."""
-    fit_part, val_part = population.subset(train), population.subset(held)
-    pairs = verification_pairs(val_part.identities, 500_000, recipe.seed)
-    scores = {}
-    for method in recipe.methods:
-        estimator = fit_map(fit_part, source, target, method, recipe.augmentations)
-        metrics = measure(
-            *pair_scores(mapped(estimator, val_part.clean[source]), val_part.clean[target], pairs)
-        )
-        scores[method] = selection_score(metrics)
-    return scores
-
-
 def space_calibration(population: Population, model: str, recipe: BankRecipe) -> Calibration:
-    """Same-space thresholds from every genuine pair and 2M sampled impostor pairs of all people."""
-    pairs = verification_pairs(population.identities, CALIBRATION_IMPOSTORS, recipe.seed)
-    scores, labels = pair_scores(population.clean[model], population.clean[model], pairs)
-    calibration = calibrate(
-        scores[labels],
-        scores[~labels],
-        dataset=population.name,
-        images=len(population),
-        identities=len(np.unique(population.identities)),
-        method="every genuine pair and 2,000,000 sampled impostor pairs of one model's embeddings",
-    )
-    return widen(calibration, recipe)
+    """Same-space thresholds from every genuine pair and 2M sampled impostor pairs of all people,
+    stating the population-shift range."""
+    return widen(study_space_calibration(population, model, recipe.seed), recipe)
 
 
 def merge(populations: Sequence[Population]) -> Population:
