@@ -8,14 +8,13 @@ photos a cache lacks, so a killed run resumes and studies share the files.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from app.embedding_cache import CACHE_FORMAT, EmbeddingCache, central_face, list_images
+from app.embedding_cache import CACHE_FORMAT, EmbeddingCache, central_face, content_digest, list_images
 from app.vision.alignment import align_face
 from app.vision.augment import AUGMENTATIONS, augment
 from app.vision.images import decode_image
@@ -36,9 +35,7 @@ def landmarks_path(cache_dir: Path, dataset: str, detector: str) -> Path:
 
 def _read(root: Path, rel: str) -> tuple[np.ndarray, str]:
     data = (root / rel).read_bytes()
-    return decode_image(data, max_bytes=1 << 30, max_pixels=1 << 28), hashlib.blake2b(
-        data, digest_size=16
-    ).hexdigest()
+    return decode_image(data, max_bytes=1 << 30, max_pixels=1 << 28), content_digest(data)
 
 
 def dataset_landmarks(

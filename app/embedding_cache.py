@@ -85,8 +85,13 @@ def list_images(root: Path) -> list[str]:
     )
 
 
+def content_digest(data: bytes) -> str:
+    """The digest a cache row keeps of its photo file, to notice when the file changes."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    return content_digest(path.read_bytes())
 
 
 def central_face(pipeline: FacePipeline, image_bgr: np.ndarray, detector: str) -> Detection | None:

@@ -118,10 +118,11 @@ def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[
         def index(self) -> dict[str, int]:
             return {str(p): i for i, p in enumerate(self.paths)}
 
-    paired = paired_lfw(Pack(source), Pack(target), pairs)  # type: ignore[arg-type]
+    source_pack = Pack(source)
+    paired = paired_lfw(source_pack, Pack(target), pairs)  # type: ignore[arg-type]
     # all-vs-all TAR over the pair photos only, whatever the recipe fits on, so recipes share a test set
     # (fitting still excludes every photo of the fold's people)
-    is_pair_photo = np.isin(np.array(sorted(Pack(source).index())), pair_images(pairs))
+    is_pair_photo = np.isin(np.array(sorted(source_pack.index())), pair_images(pairs))
     fold_rows = paired.test_rows
     paired.test_rows = lambda fold: fold_rows(fold) & is_pair_photo  # type: ignore[method-assign]
     detected = data["celeba-dev/detected"]
