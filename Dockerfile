@@ -22,7 +22,7 @@ RUN if ! command -v python3 >/dev/null; then \
     fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY app ./app
+COPY facebridge ./facebridge
 COPY scripts/install.sh ./scripts/install.sh
 RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS='' FACEBRIDGE_EDITABLE=0 \
     FACEBRIDGE_GPU="$([ "$FLAVOR" = gpu ] && echo 1 || echo 0)" bash scripts/install.sh \

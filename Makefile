@@ -31,7 +31,7 @@ serve: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests benchmarks scripts examples
+	$(BIN)/mypy facebridge tests benchmarks scripts examples
 	$(BIN)/hadolint Dockerfile
 
 # two ImageNet classifiers (EfficientNet-Lite0/2, from PyPI wheels) for the head-map tests: .cache/imagenet

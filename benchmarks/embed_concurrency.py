@@ -24,10 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
-from app.vision.alignment import align_face  # noqa: E402
-from app.vision.loading import open_registry  # noqa: E402
-from app.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
+from facebridge.config import Settings  # noqa: E402
+from facebridge.vision.alignment import align_face  # noqa: E402
+from facebridge.vision.loading import open_registry  # noqa: E402
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
 from tests.conftest import MODELS_DIR, LiveServer  # noqa: E402
 
 LFW = ROOT.parent / "shared" / "datasets" / "lfw"

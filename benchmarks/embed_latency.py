@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
-from app.vision.alignment import align_face  # noqa: E402
-from app.vision.images import decode_image  # noqa: E402
-from app.vision.loading import open_registry  # noqa: E402
-from app.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
-from app.vision.recognizer import Recognizer  # noqa: E402
-from app.vision.runtime import create_session  # noqa: E402
+from facebridge.config import Settings  # noqa: E402
+from facebridge.vision.alignment import align_face  # noqa: E402
+from facebridge.vision.images import decode_image  # noqa: E402
+from facebridge.vision.loading import open_registry  # noqa: E402
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
+from facebridge.vision.recognizer import Recognizer  # noqa: E402
+from facebridge.vision.runtime import create_session  # noqa: E402
 from tests.conftest import LFW, MODELS_DIR, RECOGNIZERS, LiveServer  # noqa: E402
 
 

@@ -31,10 +31,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.evaluation.sections import upsert_section  # noqa: E402
-from app.mapping.estimators import RidgeMap, row_cosine  # noqa: E402
-from app.mapping.heads import head_from_onnx  # noqa: E402
-from app.mapping.mapfile import load_map  # noqa: E402
+from facebridge.evaluation.sections import upsert_section  # noqa: E402
+from facebridge.mapping.estimators import RidgeMap, row_cosine  # noqa: E402
+from facebridge.mapping.heads import head_from_onnx  # noqa: E402
+from facebridge.mapping.mapfile import load_map  # noqa: E402
 
 # input size, shorter side before the centre crop
 MODELS = {"efficientnet-lite0": (224, 256), "efficientnet-lite2": (260, 292)}
@@ -79,7 +79,17 @@ class Row:
 def closed_form_map(source: Path, target: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
     """`facebridge fit --from-heads` as a user runs it; the written map file is read back."""
     subprocess.run(
-        [sys.executable, "-m", "app", "fit", "--from-heads", str(source), str(target), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "facebridge",
+            "fit",
+            "--from-heads",
+            str(source),
+            str(target),
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -31,15 +31,15 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.migration.galleries import embedding_column  # noqa: E402
+from facebridge.migration.galleries import embedding_column  # noqa: E402
 
 SOURCE, TARGET = "faceplugin-mbf512", "arcface-mbf128"
 
 NUMPY_BASELINE = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-from app.mapping.bank import MappingBank
-from app.vision.manifest import load_manifest
+from facebridge.mapping.bank import MappingBank
+from facebridge.vision.manifest import load_manifest
 from pathlib import Path
 root = Path(sys.argv[1])
 bank = MappingBank.load(root / "mappings", load_manifest(root / "models" / "manifest.toml"))
@@ -150,7 +150,7 @@ def main() -> int:
           f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
 
     python = sys.executable
-    migrate = [python, "-m", "app", "migrate", "--source", SOURCE, "--target", TARGET, "--quiet"]
+    migrate = [python, "-m", "facebridge", "migrate", "--source", SOURCE, "--target", TARGET, "--quiet"]
     numpy_run = [
         python,
         "-c",

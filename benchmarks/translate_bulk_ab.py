@@ -40,7 +40,7 @@ def serve(tree: Path, mappings: Path) -> tuple[subprocess.Popen[bytes], int]:
         "FACEBRIDGE_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=tree,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -33,10 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.api.translate import read_npy  # noqa: E402
-from app.mapping.bank import LoadedMap, MapPath, MappingBank  # noqa: E402
-from app.mapping.mapfile import ResidualTensors, map_filename, save_map  # noqa: E402
-from app.vision.manifest import load_manifest  # noqa: E402
+from facebridge.api.translate import read_npy  # noqa: E402
+from facebridge.mapping.bank import LoadedMap, MapPath, MappingBank  # noqa: E402
+from facebridge.mapping.mapfile import ResidualTensors, map_filename, save_map  # noqa: E402
+from facebridge.vision.manifest import load_manifest  # noqa: E402
 from tests.conftest import MODELS_DIR, LiveServer, free_port  # noqa: E402
 
 BENCH_KEY = "benchmark-key"

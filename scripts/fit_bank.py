@@ -4,7 +4,7 @@ Fits on every labelled population given (their people pooled; e.g. all of LFW an
 development set), with the augmented variants named by --augment, from the embedding caches that
 `facebridge embed-dataset` writes (cache/NAME-MODEL.npz, cache/NAME~KIND-MODEL.npz). Per pair, the
 method is chosen on a validation fifth of the identities, quality and thresholds are cross-fitted on
-the rest, and the shipped map is fitted on everyone (app/mapping/bank_fit.py says why).
+the rest, and the shipped map is fitted on everyone (facebridge/mapping/bank_fit.py says why).
 
     python scripts/fit_bank.py --population lfw --population celeba-dev \\
         --augment lfw:flip --augment lfw:jitter --method ridge --method residual-mlp \\
@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app import __version__  # noqa: E402
-from app.dataset_embedding import dataset_cache_path  # noqa: E402
-from app.embedding_cache import EmbeddingCache  # noqa: E402
-from app.evaluation.population import load_population  # noqa: E402
-from app.mapping.bank_fit import BankRecipe, fit_bank_map, merge, space_calibration, widen  # noqa: E402
-from app.mapping.mapfile import (  # noqa: E402
+from facebridge import __version__  # noqa: E402
+from facebridge.dataset_embedding import dataset_cache_path  # noqa: E402
+from facebridge.embedding_cache import EmbeddingCache  # noqa: E402
+from facebridge.evaluation.population import load_population  # noqa: E402
+from facebridge.mapping.bank_fit import BankRecipe, fit_bank_map, merge, space_calibration, widen  # noqa: E402
+from facebridge.mapping.mapfile import (  # noqa: E402
     MAP_SUFFIX,
     SPACE_SUFFIX,
     MapCalibration,

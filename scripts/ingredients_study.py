@@ -40,8 +40,8 @@ def _configs() -> list[tuple[str, str, str, tuple[str, ...]]]:
 
 def subset_paths(cache_dir: Path, model: str) -> list[str]:
     """The photos of the 4,000-photo augmentation subset (read off one kind built with --subset)."""
-    from app.dataset_embedding import dataset_cache_path
-    from app.embedding_cache import EmbeddingCache
+    from facebridge.dataset_embedding import dataset_cache_path
+    from facebridge.embedding_cache import EmbeddingCache
 
     return EmbeddingCache.load(dataset_cache_path(cache_dir, "lfw", model, "blur")).paths.tolist()
 
@@ -51,9 +51,9 @@ def run_one(task: tuple[str, str, str, str, tuple[str, ...], str]) -> tuple[str,
     label, pair, data, method, kinds, cache_dir = task
     import numpy as np
 
-    from app.evaluation.lfw import pair_images, read_pairs
-    from app.evaluation.population import load_population, measure, pair_scores, verification_pairs
-    from app.evaluation.population_study import fit_map, mapped
+    from facebridge.evaluation.lfw import pair_images, read_pairs
+    from facebridge.evaluation.population import load_population, measure, pair_scores, verification_pairs
+    from facebridge.evaluation.population_study import fit_map, mapped
 
     source, target = pair.split(":")
     models = [source, target]
@@ -91,8 +91,8 @@ def main() -> int:
         for label, pair, accuracy, tar, rows in pool.map(run_one, tasks):
             results[(label, pair)] = (accuracy, tar, rows)
             print(f"{label} | {pair} | {accuracy * 100:.2f} | {tar * 100:.1f} | {rows}", flush=True)
-    from app.evaluation.population_report import short
-    from app.evaluation.sections import upsert_section
+    from facebridge.evaluation.population_report import short
+    from facebridge.evaluation.sections import upsert_section
 
     header = " | ".join(f"{short(p.split(':')[0])} → {short(p.split(':')[1])}" for p in pairs)
     lines = [

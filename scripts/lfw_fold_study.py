@@ -1,6 +1,6 @@
 """LFW fold-aware cross verification of the old recipe and the new one, every ordered pair.
 
-Per LFW fold, maps are fitted only on people not tested in that fold (app/evaluation/interchange.py):
+Per LFW fold, maps are fitted only on people not tested in that fold (facebridge/evaluation/interchange.py):
 - `ridge, pair photos`: ridge on the 7,701 pair photos (the recipe of the earlier bank and table);
 - `ridge, all + celeba`: ridge on every LFW photo of the other folds' people plus the CelebA people;
 - `residual-mlp, all + celeba`: the residual MLP on the same rows.
@@ -43,9 +43,9 @@ VARIANTS = ("flip", "jitter")
 
 def variant_rows(cache_dir: Path, source: str, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, Y, identity) of the flip and jitter variants of LFW and CelebA photos (CelebA prefixed)."""
-    from app.dataset_embedding import dataset_cache_path
-    from app.embedding_cache import EmbeddingCache
-    from app.linalg import l2_normalize
+    from facebridge.dataset_embedding import dataset_cache_path
+    from facebridge.embedding_cache import EmbeddingCache
+    from facebridge.linalg import l2_normalize
 
     xs, ys, ids = [], [], []
     for dataset in ("lfw", "celeba-dev"):
@@ -62,8 +62,8 @@ def variant_rows(cache_dir: Path, source: str, target: str) -> tuple[np.ndarray,
 
 
 def export(out: Path, cache_dir: Path, lfw: Path) -> None:
-    from app.dataset_embedding import dataset_cache_path
-    from app.embedding_cache import EmbeddingCache
+    from facebridge.dataset_embedding import dataset_cache_path
+    from facebridge.embedding_cache import EmbeddingCache
 
     arrays: dict[str, Any] = {"pairs": np.array(Path(lfw / "pairs.txt").read_text())}
     for dataset in ("lfw", "celeba-dev"):
@@ -85,10 +85,10 @@ def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[
     source, target, recipe, data_file = task
     import tempfile
 
-    from app.evaluation.interchange import direction_scores, native_scores, paired_lfw, summarise
-    from app.evaluation.lfw import pair_images, read_pairs
-    from app.linalg import l2_normalize
-    from app.mapping.methods import make_map
+    from facebridge.evaluation.interchange import direction_scores, native_scores, paired_lfw, summarise
+    from facebridge.evaluation.lfw import pair_images, read_pairs
+    from facebridge.linalg import l2_normalize
+    from facebridge.mapping.methods import make_map
 
     data = np.load(data_file, allow_pickle=False)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as handle:
@@ -99,7 +99,7 @@ def run_direction(task: tuple[str, str, str, str]) -> tuple[str, str, str, dict[
     only_pairs = recipe == "ridge, pair photos"
     bank_recipe = recipe == BANK_RECIPE
     if bank_recipe:
-        from app.mapping.bank import MappingBank
+        from facebridge.mapping.bank import MappingBank
 
         method = MappingBank.load(ROOT / "mappings").maps[(source, target)].meta.method
         var_x, var_y, var_ids = variant_rows(ROOT / "cache", source, target)

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.evaluation.population import load_population  # noqa: E402
-from app.evaluation.population_report import far_check_text, score_bank  # noqa: E402
+from facebridge.evaluation.population import load_population  # noqa: E402
+from facebridge.evaluation.population_report import far_check_text, score_bank  # noqa: E402
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]
 

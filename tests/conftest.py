@@ -15,15 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
-from app.config import Settings
-from app.embedding_cache import EmbeddingCache, build_cache
-from app.mapping.fitting import fit_map, pair_caches
-from app.mapping.mapfile import SPACE_SUFFIX, map_filename, save_map, save_space
-from app.mapping.spaces import calibrate_space
-from app.vision.images import decode_image
-from app.vision.loading import open_registry
-from app.vision.pipeline import FacePipeline
-from app.vision.registry import ModelRegistry
+from facebridge.config import Settings
+from facebridge.embedding_cache import EmbeddingCache, build_cache
+from facebridge.mapping.fitting import fit_map, pair_caches
+from facebridge.mapping.mapfile import SPACE_SUFFIX, map_filename, save_map, save_space
+from facebridge.mapping.spaces import calibrate_space
+from facebridge.vision.images import decode_image
+from facebridge.vision.loading import open_registry
+from facebridge.vision.pipeline import FacePipeline
+from facebridge.vision.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -95,7 +95,7 @@ class LiveServer:
         full_env = {**os.environ, "FACEBRIDGE_LOG_LEVEL": "warning", **env}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
@@ -169,10 +169,10 @@ def subset_caches(pipeline: FacePipeline, lfw: Path) -> dict[str, EmbeddingCache
 
 def full_network_statistics(pipeline: FacePipeline, lfw: Path, model_id: str, out: Path) -> None:
     """Full-network statistics of a model fitted on aligned crops of 120 LFW subset photos."""
-    from app.vision.alignment import align_face
-    from app.vision.full_network import FullNetworkEmbedding
-    from app.vision.layer_features import LayerFeatureExtractor
-    from app.vision.pipeline import DetectionOptions
+    from facebridge.vision.alignment import align_face
+    from facebridge.vision.full_network import FullNetworkEmbedding
+    from facebridge.vision.layer_features import LayerFeatureExtractor
+    from facebridge.vision.pipeline import DetectionOptions
 
     recognizer = pipeline.registry.recognizer(model_id)
     template = pipeline.registry.manifest.templates[recognizer.entry.alignment or ""]
@@ -199,7 +199,7 @@ def maps_dir(
     """Maps arcface→faceplugin and faceplugin→sirius (so arcface→sirius is a composition), same-space
     calibrations for arcface and faceplugin, and arcface's full-network statistics, all fitted here on
     the real subset."""
-    from app.vision.full_network import stats_path
+    from facebridge.vision.full_network import stats_path
 
     directory = tmp_path_factory.mktemp("mappings")
     full_network_statistics(pipeline, lfw, "arcface-mbf128", stats_path(directory, "arcface-mbf128"))

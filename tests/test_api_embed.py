@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
 
 from .conftest import lfw_image
 
@@ -96,7 +96,7 @@ def test_base64_batch_raw_and_aligned(client: httpx.Client, pipeline: FacePipeli
     # an already aligned crop skips detection and gives the library's embedding of that crop
     image = lfw_image(lfw, *PHOTO)
     template = pipeline.registry.manifest.templates["arcface112"]
-    from app.vision.alignment import align_face
+    from facebridge.vision.alignment import align_face
 
     crop = align_face(image, pipeline.detect(image, DetectionOptions())[0].landmarks, template)
     png = cv2.imencode(".png", crop)[1].tobytes()
@@ -234,8 +234,8 @@ def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> Non
 def test_full_network_mode_serves_ternary_codes_equal_to_the_library(
     client: httpx.Client, pipeline: FacePipeline, maps_dir: Path, lfw: Path
 ) -> None:
-    from app.vision.alignment import align_face
-    from app.vision.full_network import FullNetworkModel, stats_path
+    from facebridge.vision.alignment import align_face
+    from facebridge.vision.full_network import FullNetworkModel, stats_path
 
     response = client.post(
         "/embed",

@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.embedding_cache import EmbeddingCache
-from app.mapping.bank import MappingBank
-from app.mapping.compare import plan_comparison
-from app.vision.manifest import load_manifest
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.compare import plan_comparison
+from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR
 from .test_api_embed import _assert_problem

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.vision.alignment import align_face
-from app.vision.batching import MicroBatcher
-from app.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.vision.alignment import align_face
+from facebridge.vision.batching import MicroBatcher
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
 
 from .conftest import lfw_image
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.mapping.bank import MappingBank
-from app.mapping.calibration import (
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.calibration import (
     INTERVAL_KIND,
     Calibration,
     calibrate,
@@ -18,9 +18,9 @@ from app.mapping.calibration import (
     genuine_impostor_scores,
     widen_for_population,
 )
-from app.mapping.compare import plan_comparison
-from app.mapping.mapfile import MAP_SUFFIX, SPACE_SUFFIX
-from app.vision.manifest import load_manifest
+from facebridge.mapping.compare import plan_comparison
+from facebridge.mapping.mapfile import MAP_SUFFIX, SPACE_SUFFIX
+from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, ROOT
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from app.vision.alignment import align_face, similarity_transform
-from app.vision.detection import select_faces
-from app.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.vision.alignment import align_face, similarity_transform
+from facebridge.vision.detection import select_faces
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
 
 from .conftest import DETECTORS, lfw_image
 

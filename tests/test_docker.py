@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.mapping.bank import MappingBank
-from app.vision.images import decode_image
-from app.vision.manifest import load_manifest
-from app.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.mapping.bank import MappingBank
+from facebridge.vision.images import decode_image
+from facebridge.vision.manifest import load_manifest
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
 
 from .conftest import MODELS_DIR, ROOT, free_port
 

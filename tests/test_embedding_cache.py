@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import main
-from app.embedding_cache import EmbeddingCache, build_cache
-from app.vision.pipeline import FacePipeline
+from facebridge.cli import main
+from facebridge.embedding_cache import EmbeddingCache, build_cache
+from facebridge.vision.pipeline import FacePipeline
 
 from .conftest import MODELS_DIR
 

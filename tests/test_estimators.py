@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.mapping.estimators import (
+from facebridge.mapping.estimators import (
     AffineLeastSquaresMap,
     LeastSquaresMap,
     ProcrustesMap,
@@ -132,7 +132,7 @@ def test_identity_softmax_map_without_labels_is_the_ridge_map() -> None:
 
 
 def test_random_feature_map_fits_a_nonlinear_map_that_ridge_cannot() -> None:
-    from app.mapping.nonlinear import RandomFeatureMap
+    from facebridge.mapping.nonlinear import RandomFeatureMap
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1500, 4)) / 2

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from app.vision.fetch import FetchError, fetch_model
-from app.vision.manifest import load_manifest, sha256_file
+from facebridge.cli import main
+from facebridge.vision.fetch import FetchError, fetch_model
+from facebridge.vision.manifest import load_manifest, sha256_file
 
 from .conftest import MODELS_DIR, SHARED_MODELS
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import main
-from app.embedding_cache import EmbeddingCache
-from app.mapping.fitting import fit_map, pair_caches, split_identities
-from app.mapping.mapfile import load_map
+from facebridge.cli import main
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.mapping.fitting import fit_map, pair_caches, split_identities
+from facebridge.mapping.mapfile import load_map
 
 
 def test_map_keeps_accuracy_on_held_out_identities(subset_caches: dict[str, EmbeddingCache]) -> None:

@@ -10,12 +10,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from app.vision.alignment import align_face
-from app.vision.full_network import FullNetworkEmbedding
-from app.vision.images import decode_image
-from app.vision.layer_features import LayerFeatureExtractor, layer_tensors
-from app.vision.pipeline import DetectionOptions, FacePipeline
-from app.vision.registry import ModelRegistry
+from facebridge.vision.alignment import align_face
+from facebridge.vision.full_network import FullNetworkEmbedding
+from facebridge.vision.images import decode_image
+from facebridge.vision.layer_features import LayerFeatureExtractor, layer_tensors
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.vision.registry import ModelRegistry
 
 
 def tiny_cnn(path: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from app.mapping.heads import ClassifierHead, HeadMap, head_from_npy, head_from_onnx, load_head
-from app.mapping.mapfile import load_map
+from facebridge.mapping.heads import ClassifierHead, HeadMap, head_from_npy, head_from_onnx, load_head
+from facebridge.mapping.mapfile import load_map
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,8 @@ def test_cli_fit_from_heads_writes_a_verified_map(tmp_path: Path) -> None:
     np.save(tmp_path / "fa.npy", f)
     np.save(tmp_path / "fb.npy", f @ m + c)
     result = subprocess.run(
-        [sys.executable, "-m", "app", "fit", "--from-heads", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+        [sys.executable, "-m", "facebridge", "fit", "--from-heads",
+         str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
          "--source-model", "net-a", "--target-model", "net-b", "--source-sha256", "a" * 64,
          "--target-sha256", "b" * 64, "--source-npy", str(tmp_path / "fa.npy"),
          "--target-npy", str(tmp_path / "fb.npy"), "--out", str(tmp_path / "maps")],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.vision.images import ImageTooLarge, UndecodableImage, decode_image
+from facebridge.vision.images import ImageTooLarge, UndecodableImage, decode_image
 
 
 def _png(width: int, height: int) -> bytes:

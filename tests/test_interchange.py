@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embedding_cache import EmbeddingCache
-from app.evaluation.interchange import FittedTransform, paired_lfw, study_pair
-from app.evaluation.lfw import Pair
-from app.evaluation.report import fitter_for, run_study, write_report
-from app.evaluation.sections import upsert_section
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.interchange import FittedTransform, paired_lfw, study_pair
+from facebridge.evaluation.lfw import Pair
+from facebridge.evaluation.report import fitter_for, run_study, write_report
+from facebridge.evaluation.sections import upsert_section
 
 SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
 

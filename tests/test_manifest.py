@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.vision.manifest import Manifest, load_manifest
-from app.vision.registry import ModelRegistry
-from app.vision.runtime import choose_providers
+from facebridge.vision.manifest import Manifest, load_manifest
+from facebridge.vision.registry import ModelRegistry
+from facebridge.vision.runtime import choose_providers
 
 from .conftest import DETECTORS, MODELS_DIR, RECOGNIZERS, SHARED_MODELS
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.mapping.bank import MappingBank
-from app.mapping.calibration import calibrate
-from app.mapping.mapfile import (
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.calibration import calibrate
+from facebridge.mapping.mapfile import (
     FitProvenance,
     MapCalibration,
     MapFileError,
@@ -21,7 +21,7 @@ from app.mapping.mapfile import (
     map_filename,
     save_map,
 )
-from app.vision.manifest import load_manifest
+from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.evaluation.lfw import pair_images, read_pairs
-from app.evaluation.metrics import auc, best_threshold, eer, tar_at_far, ten_fold_accuracy
+from facebridge.evaluation.lfw import pair_images, read_pairs
+from facebridge.evaluation.metrics import auc, best_threshold, eer, tar_at_far, ten_fold_accuracy
 
 
 def test_read_official_pairs(lfw: Path) -> None:

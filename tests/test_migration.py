@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.mapping.bank import MappingBank
-from app.migration.galleries import NpyGallery, ParquetGallery, embeddings_from_arrow
-from app.migration.job import MANIFEST, migrate
-from app.vision.manifest import load_manifest
+from facebridge.mapping.bank import MappingBank
+from facebridge.migration.galleries import NpyGallery, ParquetGallery, embeddings_from_arrow
+from facebridge.migration.job import MANIFEST, migrate
+from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, ROOT
 
@@ -84,7 +84,7 @@ def test_npy_gallery_with_ids_and_a_refused_folder(tmp_path: Path, bank: Mapping
         migrate(gallery, tmp_path / "g.npy", other, tmp_path / "out", progress=False)
     (tmp_path / "out" / "part-000001.parquet").unlink()  # a lost part is found by the final check
     with pytest.raises(RuntimeError, match="missing"):
-        from app.migration.job import verify
+        from facebridge.migration.job import verify
 
         verify(gallery, tmp_path / "out", 400, 3)
 
@@ -97,7 +97,8 @@ def test_a_killed_migration_resumes_to_the_same_output(tmp_path: Path) -> None:
         pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 128)}),
         source,
     )
-    command = [sys.executable, "-m", "app", "migrate", "--source", SOURCE, "--target", TARGET, "--quiet",
+    command = [sys.executable, "-m", "facebridge", "migrate", "--source", SOURCE, "--target", TARGET,
+               "--quiet",
                "--chunk-rows", "5000", "--models-dir", str(MODELS_DIR), str(source)]  # fmt: skip
     env = {**os.environ, "FACEBRIDGE_MAPPINGS_DIR": str(ROOT / "mappings")}
     killed_dir = tmp_path / "killed"
@@ -128,7 +129,7 @@ def test_a_killed_migration_resumes_to_the_same_output(tmp_path: Path) -> None:
 
 
 def test_dask_engine_matches_the_streaming_job(tmp_path: Path, bank: MappingBank) -> None:
-    from app.migration.distributed import migrate_dask
+    from facebridge.migration.distributed import migrate_dask
 
     x = unit_rows(12_000, 128, 3)
     ids = np.array([f"t{i}" for i in range(len(x))])
@@ -153,7 +154,7 @@ def test_dask_engine_matches_the_streaming_job(tmp_path: Path, bank: MappingBank
 
 
 def test_allocator_settings_leave_a_users_choice_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.migration.memory import SETTINGS, reuse_freed_buffers
+    from facebridge.migration.memory import SETTINGS, reuse_freed_buffers
 
     monkeypatch.delenv("JE_ARROW_MALLOC_CONF", raising=False)
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
@@ -166,7 +167,8 @@ def test_allocator_settings_leave_a_users_choice_alone(monkeypatch: pytest.Monke
 def test_allocator_is_jemalloc_when_set_before_pyarrow_loads() -> None:
     """As `facebridge migrate` does: the settings first, then pyarrow."""
     probe = (
-        "import sys; from app.migration.memory import reuse_freed_buffers; assert reuse_freed_buffers(); "
+        "import sys; from facebridge.migration.memory import reuse_freed_buffers; "
+        "assert reuse_freed_buffers(); "
         "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
     )
     env = {

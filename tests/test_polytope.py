@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.embedding_cache import EmbeddingCache
-from app.evaluation.hub import hub_markdown, photo_sides, study_hub
-from app.evaluation.interchange import native_scores, paired_lfw, summarise
-from app.evaluation.sections import sections_of, upsert_section
-from app.mapping.polytope import HubMap, PolytopeHub, polytope_dimension, polytope_vertices
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.hub import hub_markdown, photo_sides, study_hub
+from facebridge.evaluation.interchange import native_scores, paired_lfw, summarise
+from facebridge.evaluation.sections import sections_of, upsert_section
+from facebridge.mapping.polytope import HubMap, PolytopeHub, polytope_dimension, polytope_vertices
 from tests.test_interchange import subset_pairs
 
 

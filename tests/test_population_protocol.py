@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.dataset_embedding import dataset_cache_path, embed_dataset
-from app.embedding_cache import EmbeddingCache
-from app.evaluation.metrics import tar_at_far
-from app.evaluation.population import (
+from facebridge.dataset_embedding import dataset_cache_path, embed_dataset
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.metrics import tar_at_far
+from facebridge.evaluation.population import (
     PairSample,
     balanced_accuracy,
     fitting_rows,
@@ -26,13 +26,13 @@ from app.evaluation.population import (
     tar_at,
     verification_pairs,
 )
-from app.evaluation.population_study import check_disjoint, fit_map, mapped, study_direction
-from app.mapping.bank import MappingBank
-from app.mapping.bank_fit import BankRecipe, fit_bank_map, merge
-from app.mapping.mapfile import ResidualTensors, SpaceRef, map_filename, save_map
-from app.mapping.residual import ResidualMLPMap
-from app.vision.augment import AUGMENTATIONS, augment
-from app.vision.pipeline import FacePipeline
+from facebridge.evaluation.population_study import check_disjoint, fit_map, mapped, study_direction
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.bank_fit import BankRecipe, fit_bank_map, merge
+from facebridge.mapping.mapfile import ResidualTensors, SpaceRef, map_filename, save_map
+from facebridge.mapping.residual import ResidualMLPMap
+from facebridge.vision.augment import AUGMENTATIONS, augment
+from facebridge.vision.pipeline import FacePipeline
 from tests.conftest import LFW, SHARED
 
 CELEBA = SHARED / "datasets" / "celeba-dev"
@@ -244,7 +244,7 @@ def test_a_partial_cache_is_resumed_not_recomputed(
 ) -> None:
     """A cache holding some photos (an interrupted or smaller run) is extended: only missing photos are
     embedded, and the result equals a run from scratch."""
-    import app.dataset_embedding as module
+    import facebridge.dataset_embedding as module
 
     complete = EmbeddingCache.load(dataset_cache_path(populations, "lfw-small", "arcface-mbf128", "flip"))
     root = Path(str(complete.meta["root"]))

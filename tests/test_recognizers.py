@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.evaluation.lfw import read_pairs
-from app.vision.pipeline import DetectionOptions, FacePipeline
-from app.vision.recognizer import l2_normalize
+from facebridge.evaluation.lfw import read_pairs
+from facebridge.vision.pipeline import DetectionOptions, FacePipeline
+from facebridge.vision.recognizer import l2_normalize
 
 from .conftest import RECOGNIZERS, lfw_image
 
@@ -65,7 +65,7 @@ def test_embedding_shape_norm_and_batch_consistency(pipeline: FacePipeline, lfw:
     # a batch of three faces gives the same rows as three single runs
     images = [lfw_image(lfw, n, k) for n, k in [("Colin_Powell", 10), ("AJ_Cook", 1), ("Abel_Pacheco", 1)]]
     crops = []
-    from app.vision.alignment import align_face
+    from facebridge.vision.alignment import align_face
 
     template = pipeline.registry.manifest.templates[recognizer.entry.alignment or ""]
     for img in images:

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from app.mapping import bank as bank_module
-from app.mapping.bank import LoadedMap, MapPath, MappingBank, apply_map_tensors
-from app.mapping.mapfile import (
+from facebridge.mapping import bank as bank_module
+from facebridge.mapping.bank import LoadedMap, MapPath, MappingBank, apply_map_tensors
+from facebridge.mapping.mapfile import (
     METADATA_KEY,
     MapFileError,
     MapMetadata,
@@ -27,8 +27,8 @@ from app.mapping.mapfile import (
     save_map,
     tensor_digest,
 )
-from app.migration.galleries import NpyGallery, embeddings_from_arrow
-from app.migration.job import migrate
+from facebridge.migration.galleries import NpyGallery, embeddings_from_arrow
+from facebridge.migration.job import migrate
 
 from .conftest import MODELS_DIR, ROOT, LiveServer
 from .test_mapfiles_and_bank import MANIFEST, make_map, write

@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from app.embedding_cache import EmbeddingCache
-from app.mapping.bank import MappingBank
-from app.vision.manifest import load_manifest
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.mapping.bank import MappingBank
+from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, RECOGNIZERS, ROOT
 
@@ -51,8 +51,8 @@ def test_shipped_maps_reproduce_their_recorded_verification_accuracy(
 ) -> None:
     """Cross accuracy (mapped source photo vs native target photo) on a check set of real LFW photos
     embedded now reaches what the map file records for its held-out identities."""
-    from app.mapping.calibration import genuine_impostor_scores
-    from app.mapping.fitting import balanced_accuracy_pairs
+    from facebridge.mapping.calibration import genuine_impostor_scores
+    from facebridge.mapping.fitting import balanced_accuracy_pairs
 
     for source, target in itertools.permutations(subset_caches, 2):
         loaded = shipped.maps[(source, target)]
@@ -68,8 +68,8 @@ def test_shipped_maps_reproduce_their_recorded_verification_accuracy(
 def test_shipped_full_network_statistics_pin_the_weights_and_fit_the_graph(model_id: str) -> None:
     """mappings/full-network/*.npz (facebridge fit-full-network on LFW) load for the manifest's weights
     only, and have one mean and scale per layer feature the graph gives."""
-    from app.vision.full_network import FullNetworkEmbedding, stats_path
-    from app.vision.layer_features import LayerFeatureExtractor
+    from facebridge.vision.full_network import FullNetworkEmbedding, stats_path
+    from facebridge.vision.layer_features import LayerFeatureExtractor
 
     entry = load_manifest(MODELS_DIR / "manifest.toml").get(model_id)
     assert entry is not None and entry.sha256 is not None

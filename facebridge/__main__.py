@@ -1,0 +1,5 @@
+import sys
+
+from facebridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""Operator actions: reload the mappings folder without a restart (also on SIGHUP)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from facebridge.errors import PROBLEM_RESPONSES
+from facebridge.state import ServiceState, get_state
+
+router = APIRouter(tags=["admin"])
+
+
+class ReloadAnswer(BaseModel):
+    maps: list[str]
+    refused: list[str]
+
+
+@router.post(
+    "/admin/reload-mappings",
+    response_model=ReloadAnswer,
+    summary="Reload mappings/ atomically: requests see the old set or the new one, never half",
+    responses={k: v for k, v in PROBLEM_RESPONSES.items() if k in (401, 503)},
+)
+async def reload_mappings(state: ServiceState = Depends(get_state)) -> ReloadAnswer:
+    bank = await run_in_threadpool(state.reload_mappings)
+    return ReloadAnswer(maps=sorted(m.id for m in bank.maps.values()), refused=[r.file for r in bank.refused])

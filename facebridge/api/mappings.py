@@ -1,0 +1,40 @@
+"""GET /mappings: every loaded map and space calibration, with quality and provenance; refused files."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.mapfile import MapMetadata, SpaceCalibration, SpaceRef
+from facebridge.state import get_bank
+
+router = APIRouter(tags=["mappings"])
+
+
+class MapInfo(BaseModel):
+    id: str
+    file: str
+    metadata: MapMetadata
+
+
+class RefusedInfo(BaseModel):
+    file: str
+    reason: str
+
+
+class MappingList(BaseModel):
+    spaces: list[SpaceRef]
+    space_calibrations: list[SpaceCalibration]
+    maps: list[MapInfo]
+    refused: list[RefusedInfo]
+
+
+@router.get("/mappings", response_model=MappingList, summary="Loaded maps, spaces and calibrations")
+def list_mappings(bank: MappingBank = Depends(get_bank)) -> MappingList:
+    return MappingList(
+        spaces=sorted(bank.spaces.values(), key=lambda s: s.model),
+        space_calibrations=[bank.space_calibrations[k] for k in sorted(bank.space_calibrations)],
+        maps=[MapInfo(id=m.id, file=m.file, metadata=m.meta) for _, m in sorted(bank.maps.items())],
+        refused=[RefusedInfo(file=r.file, reason=r.reason) for r in bank.refused],
+    )

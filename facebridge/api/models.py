@@ -1,0 +1,76 @@
+"""GET /models: every manifest entry, its state, its pinned hash and how it is fed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from facebridge.errors import Problem
+from facebridge.state import ServiceState, get_state
+
+router = APIRouter(tags=["models"])
+
+
+class ModelInfo(BaseModel):
+    id: str
+    kind: str
+    state: str
+    reason: str = ""
+    file: str
+    sha256: str | None
+    file_sha256: str | None
+    dim: int | None
+    input_size: int | None
+    layout: str | None
+    color: str | None
+    alignment: str | None
+    providers: list[str]
+    architecture: str
+    license: str
+    lfw_reference: float | None
+    maps_from: list[str] = []
+    maps_to: list[str] = []
+    space_calibrated: bool = False
+
+
+class ModelList(BaseModel):
+    providers: list[str]
+    models: list[ModelInfo]
+
+
+@router.get("/models", response_model=ModelList, summary="Known models and whether each is loaded")
+def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
+    registry = state.registry
+    if registry is None:
+        raise Problem(503, "not-ready", "Models are still loading", state.load_error or "retry shortly")
+    bank = state.bank
+    maps = list(bank.maps) if bank is not None else []
+    calibrated = set(bank.space_calibrations) if bank is not None else set()
+    infos = []
+    for status in registry.status.values():
+        entry = status.entry
+        recognizer = entry.kind == "recognizer"
+        infos.append(
+            ModelInfo(
+                id=entry.id,
+                kind=entry.kind,
+                state=status.state,
+                reason=status.reason,
+                file=entry.file,
+                sha256=entry.sha256,
+                file_sha256=status.sha256,
+                dim=entry.dim,
+                input_size=entry.size,
+                layout=entry.layout if recognizer else None,
+                color=entry.color if recognizer else None,
+                alignment=entry.alignment,
+                providers=status.providers,
+                architecture=entry.architecture,
+                license=entry.license,
+                lfw_reference=entry.lfw_reference,
+                maps_from=sorted(t for s, t in maps if s == entry.id),
+                maps_to=sorted(s for s, t in maps if t == entry.id),
+                space_calibrated=entry.id in calibrated,
+            )
+        )
+    return ModelList(providers=registry.providers, models=infos)

@@ -1,0 +1,73 @@
+"""Turning request embeddings into a checked float32 matrix, with errors that point at the bad row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from facebridge.errors import FieldError, Problem
+
+
+def _invalid(field: str, message: str, code: str = "invalid-embedding") -> Problem:
+    return Problem(
+        422, code, "Invalid embedding", f"{field}: {message}", [FieldError(field=field, message=message)]
+    )
+
+
+def check_matrix(matrix: np.ndarray, field: str, dim: int | None, max_rows: int) -> np.ndarray:
+    """Shape, dim, finiteness and non-zero checks on an (n, d) matrix; names the first bad row."""
+    if matrix.ndim != 2:
+        raise _invalid(field, f"expected a 2-D array (n, dim), got shape {list(matrix.shape)}")
+    if matrix.shape[0] == 0:
+        raise _invalid(field, "empty batch: at least one embedding is required", "empty-batch")
+    if matrix.shape[0] > max_rows:
+        raise Problem(
+            413,
+            "batch-too-large",
+            "Too many embeddings",
+            f"{field}: {matrix.shape[0]} embeddings; the limit is {max_rows}",
+            [FieldError(field=field, message="too many embeddings")],
+        )
+    if dim is not None and matrix.shape[1] != dim:
+        raise _invalid(f"{field}[0]", f"has dim {matrix.shape[1]}, the space has dim {dim}", "wrong-dim")
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise _invalid(f"{field}[{row}]", "contains NaN or Inf", "non-finite")
+    norms = np.linalg.norm(matrix, axis=1)
+    if not (norms > 0).all():
+        row = int(np.argmin(norms > 0))
+        raise _invalid(f"{field}[{row}]", "is the zero vector (no direction to compare)", "zero-vector")
+    return matrix
+
+
+def parse_matrix(value: Any, field: str, dim: int | None, max_rows: int) -> np.ndarray:
+    """A JSON list of equal-length number lists -> float32 (n, d).
+
+    The fast path is one numpy conversion; only when it fails is the list walked to name the bad row.
+    """
+    if not isinstance(value, list):
+        raise _invalid(field, "must be a list of embeddings (lists of numbers)")
+    if len(value) > max_rows or not value:
+        return check_matrix(np.empty((len(value), 0), np.float32), field, None, max_rows)
+    try:
+        matrix = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        matrix = None
+    if matrix is None or matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+        raise _first_bad_row(value, field, dim)
+    return check_matrix(matrix.astype(np.float32), field, dim, max_rows)
+
+
+def _first_bad_row(value: list[Any], field: str, dim: int | None) -> Problem:
+    expected = dim if dim is not None else (len(value[0]) if isinstance(value[0], list) else None)
+    for index, row in enumerate(value):
+        where = f"{field}[{index}]"
+        if not isinstance(row, list):
+            return _invalid(where, "must be a list of numbers")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
+            return _invalid(where, "must contain only numbers")
+        if expected is not None and len(row) != expected:
+            return _invalid(where, f"has {len(row)} values, expected {expected}", "wrong-dim")
+    return _invalid(field, "must be a list of equal-length lists of numbers")

@@ -1,0 +1,122 @@
+"""RFC 9457 problem details: every error the service returns has the same machine-readable shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facebridge.metrics import ERRORS
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:facebridge:problem:"
+
+
+class FieldError(BaseModel):
+    """Which part of the request is wrong: a JSON-pointer-like path with list indices, and why."""
+
+    field: str
+    message: str
+
+
+class ProblemDetail(BaseModel):
+    """RFC 9457 body; `errors` lists offending fields when there are any."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with a problem+json body."""
+
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail, self.errors = status, code, title, detail, errors
+
+
+def problem_response(
+    request: Request, problem: Problem, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    ERRORS.labels(problem.code).inc()
+    body = ProblemDetail(
+        type=PROBLEM_TYPE_PREFIX + problem.code,
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=request.url.path,
+        errors=problem.errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """('body', 'images', 3, 'data') -> 'images[3].data'."""
+    parts = [p for p in loc if p not in ("body",)]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def validation_problem(errors: list[dict[str, Any]] | Any) -> Problem:
+    field_errors = [
+        FieldError(field=_location(tuple(e.get("loc", ()))), message=str(e.get("msg"))) for e in errors
+    ]
+    first = field_errors[0] if field_errors else None
+    detail = f"{first.field}: {first.message}" if first else "request is not valid"
+    if len(field_errors) > 1:
+        detail += f" (and {len(field_errors) - 1} more)"
+    return Problem(422, "validation-error", "Request is not valid", detail, field_errors)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemDetail, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+    for status, description in {
+        401: "Missing or invalid API key",
+        404: "Unknown model or resource",
+        409: "Model known but not installed or refused",
+        413: "Image or request too large",
+        422: "Invalid input",
+        503: "Models still loading",
+    }.items()
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(request, validation_problem(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        problem = Problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        return problem_response(request, problem, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        problem = Problem(500, "internal-error", "Internal error", "the server failed to answer; see its log")
+        return problem_response(request, problem)

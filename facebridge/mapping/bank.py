@@ -1,0 +1,244 @@
+"""The maps and space calibrations the service serves, and how to get from one space to another.
+
+`LoadedMap.apply` is the one place maps are applied (routes, migrations, benchmarks): an affine map is
+`x @ weight + bias`, a nonlinear one adds its residual MLP (see facebridge/mapping/mapfile.py); rows are then
+L2-normalised.
+
+Every file in the mappings folder is verified on load; a bad one is refused (with its reason, shown by
+GET /mappings) and the others keep serving. When there is no direct map A→C the bank composes maps
+through intermediate spaces and picks the path with the best recorded quality.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facebridge.mapping.calibration import Calibration
+from facebridge.mapping.mapfile import (
+    MAP_SUFFIX,
+    SPACE_SUFFIX,
+    MapFileError,
+    MapMetadata,
+    ResidualTensors,
+    SpaceCalibration,
+    SpaceRef,
+    load_map,
+    load_space,
+)
+from facebridge.vision.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+MAX_HOPS = 3
+RESIDUAL_CHUNK_ROWS = 8192  # rows per hidden-layer block: bounds the temporaries to chunk x (h + d_target)
+
+
+def apply_map_tensors(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    residual: ResidualTensors | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The map's formula without normalisation (what an estimator's transform must equal).
+
+    Written into `out` when given; the affine part is one matmul plus an in-place bias, and the residual
+    is added in row blocks so a bulk batch never materialises an (n, h) hidden layer.
+    """
+    out = np.matmul(x, weight, out=out)
+    out += bias
+    if residual is not None:
+        _add_residual(x, residual, out)
+    return out
+
+
+def _add_residual(x: np.ndarray, residual: ResidualTensors, out: np.ndarray) -> None:
+    """out += relu(x @ in_weight + in_bias) @ out_weight + out_bias, block by block, buffers reused."""
+    rows = min(RESIDUAL_CHUNK_ROWS, len(x))
+    hidden = np.empty((rows, residual.hidden), dtype=out.dtype)
+    delta = np.empty((rows, out.shape[1]), dtype=out.dtype)
+    for start in range(0, len(x), RESIDUAL_CHUNK_ROWS):
+        stop = min(start + RESIDUAL_CHUNK_ROWS, len(x))
+        h, d = hidden[: stop - start], delta[: stop - start]
+        np.matmul(x[start:stop], residual.in_weight, out=h)
+        h += residual.in_bias
+        np.maximum(h, 0.0, out=h)
+        np.matmul(h, residual.out_weight, out=d)
+        out[start:stop] += d
+    out += residual.out_bias
+
+
+def normalise_rows(out: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in place (a zero row stays zero instead of becoming NaN)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
+    out /= norms[:, None]
+    return out
+
+
+@dataclass(frozen=True)
+class LoadedMap:
+    meta: MapMetadata
+    weight: np.ndarray  # float32 (d_source, d_target)
+    bias: np.ndarray  # float32 (d_target,)
+    file: str
+    residual: ResidualTensors | None = None  # None: affine map
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    @property
+    def nonlinear(self) -> bool:
+        return self.residual is not None
+
+    def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Map unit-length source embeddings and return unit-length target embeddings (float32).
+
+        Written into `out` when given (e.g. a response buffer) and in place after the matmul: on bulk
+        batches extra temporaries cost as much as the product itself.
+        """
+        return normalise_rows(apply_map_tensors(embeddings, self.weight, self.bias, self.residual, out))
+
+
+@dataclass(frozen=True)
+class MapPath:
+    """One or more maps applied in turn; `quality` is the product of the hops' held-out mean cosines."""
+
+    maps: tuple[LoadedMap, ...]
+
+    @property
+    def source(self) -> str:
+        return self.maps[0].meta.source.model
+
+    @property
+    def target(self) -> str:
+        return self.maps[-1].meta.target.model
+
+    @property
+    def composed(self) -> bool:
+        return len(self.maps) > 1
+
+    @property
+    def quality(self) -> float:
+        return float(np.prod([m.meta.quality.mean_cosine or 0.0 for m in self.maps]))
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.maps]
+
+    def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Apply every hop in turn (each re-normalises, as each map was fitted on unit vectors)."""
+        current = embeddings
+        for index, hop in enumerate(self.maps):
+            current = hop.apply(current, out if index == len(self.maps) - 1 else None)
+        return current
+
+    @property
+    def cross_calibration(self) -> Calibration | None:
+        """Direct maps carry their own cross calibration; a composed path borrows its last hop's."""
+        calibration = self.maps[-1].meta.calibration
+        return calibration.cross if calibration is not None else None
+
+
+@dataclass
+class RefusedFile:
+    file: str
+    reason: str
+
+
+@dataclass
+class MappingBank:
+    maps: dict[tuple[str, str], LoadedMap] = field(default_factory=dict)
+    spaces: dict[str, SpaceRef] = field(default_factory=dict)
+    space_calibrations: dict[str, SpaceCalibration] = field(default_factory=dict)
+    refused: list[RefusedFile] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, directory: Path, manifest: Manifest | None = None) -> MappingBank:
+        """Load every map and space file under `directory`, refusing the ones that fail their checks."""
+        bank = cls()
+        if not directory.is_dir():
+            log.warning("mappings folder %s does not exist: no maps loaded", directory)
+            return bank
+        for path in sorted(directory.rglob("*" + SPACE_SUFFIX)):
+            try:
+                space = load_space(path)
+                bank._check_pin(space.space, manifest)
+                bank._add_space(space.space)
+                bank.space_calibrations[space.space.model] = space
+            except MapFileError as exc:
+                bank._refuse(path, directory, str(exc))
+        for path in sorted(directory.rglob("*" + MAP_SUFFIX)):
+            try:
+                loaded = load_map(path)
+                meta = loaded.meta
+                for ref in (meta.source, meta.target):
+                    bank._check_pin(ref, manifest)
+                    bank._add_space(ref)
+                key = (meta.source.model, meta.target.model)
+                if key in bank.maps:
+                    raise MapFileError(f"{path.name}: a second map {meta.id} (first: {bank.maps[key].file})")
+                relative = str(path.relative_to(directory))
+                bank.maps[key] = LoadedMap(meta, loaded.weight, loaded.bias, relative, loaded.residual)
+            except MapFileError as exc:
+                bank._refuse(path, directory, str(exc))
+        log.info(
+            "mappings: %d map(s), %d space calibration(s), %d refused",
+            len(bank.maps),
+            len(bank.space_calibrations),
+            len(bank.refused),
+        )
+        return bank
+
+    def _refuse(self, path: Path, directory: Path, reason: str) -> None:
+        self.refused.append(RefusedFile(str(path.relative_to(directory)), reason))
+        log.error("mapping file refused: %s", reason)
+
+    def _check_pin(self, ref: SpaceRef, manifest: Manifest | None) -> None:
+        """A map fitted for other weights than the manifest pins under that id must not be applied."""
+        entry = manifest.get(ref.model) if manifest is not None else None
+        if entry is not None and entry.sha256 is not None and entry.sha256 != ref.sha256:
+            raise MapFileError(
+                f"space {ref.model}: fitted for weights {ref.sha256[:12]}…, "
+                f"the manifest pins {entry.sha256[:12]}…"
+            )
+        if entry is not None and entry.dim is not None and entry.dim != ref.dim:
+            raise MapFileError(f"space {ref.model}: dim {ref.dim}, the manifest says {entry.dim}")
+
+    def _add_space(self, ref: SpaceRef) -> None:
+        known = self.spaces.get(ref.model)
+        if known is not None and known != ref:
+            raise MapFileError(
+                f"space {ref.model}: conflicting definitions ({known.sha256[:12]}… vs {ref.sha256[:12]}…)"
+            )
+        self.spaces[ref.model] = ref
+
+    def find_path(self, source: str, target: str) -> MapPath | None:
+        """The direct map, or the composition of up to MAX_HOPS maps with the best recorded quality."""
+        if (source, target) in self.maps:
+            return MapPath((self.maps[(source, target)],))
+        best: MapPath | None = None
+        frontier: list[tuple[str, tuple[LoadedMap, ...]]] = [(source, ())]
+        for _ in range(MAX_HOPS):
+            next_frontier = []
+            for node, hops in frontier:
+                visited = {source, *(h.meta.target.model for h in hops)}
+                for (a, b), loaded in self.maps.items():
+                    if a != node or b in visited:
+                        continue
+                    path = (*hops, loaded)
+                    if b == target:
+                        candidate = MapPath(path)
+                        if best is None or candidate.quality > best.quality:
+                            best = candidate
+                    else:
+                        next_frontier.append((b, path))
+            if best is not None:
+                return best  # fewest hops first; best quality among those
+            frontier = next_frontier
+        return None

@@ -1,0 +1,251 @@
+"""Fitting one map of the shipped bank from labelled populations: select, cross-fit, calibrate, fit.
+
+The identities are split three ways by role, never by photo:
+- a validation fifth (`validation_fraction`) on which the method is chosen, and nothing else;
+- the rest, cross-fitted in `folds` identity folds: each fold is scored by a map fitted without it,
+  and the pooled scores give the recorded quality and the calibrated thresholds (so thresholds come
+  from nearly all labelled people, not a held-out quarter, and are still out-of-sample);
+- then the shipped map is fitted on every identity.
+The thresholds' `far_range` widens their Clopper-Pearson interval by the largest FAR factor seen when
+thresholds calibrated on one population were used on another (`far_factors`, from the population
+study), because sampling error is not the only reason a threshold misses its FAR elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facebridge import __version__
+from facebridge.evaluation.population import (
+    Population,
+    balanced_accuracy,
+    fitting_rows,
+    pair_scores,
+    verification_pairs,
+)
+from facebridge.evaluation.population_study import (
+    cross_fitted_parts,
+    fit_map,
+    mapped,
+    selection_score,
+    validation_scores,
+)
+from facebridge.evaluation.population_study import space_calibration as study_space_calibration
+from facebridge.mapping.calibration import Calibration, calibrate, widen_for_population
+from facebridge.mapping.estimators import row_cosine
+from facebridge.mapping.mapfile import (
+    FitProvenance,
+    MapCalibration,
+    MapMetadata,
+    MapQuality,
+    ResidualTensors,
+    SpaceRef,
+)
+from facebridge.mapping.methods import MapEstimator
+from facebridge.mapping.residual import ResidualMLPMap, split_groups
+
+CALIBRATION_IMPOSTORS = 2_000_000
+
+
+@dataclass(frozen=True)
+class BankRecipe:
+    methods: tuple[str, ...] = ("ridge", "residual-mlp")
+    augmentations: tuple[str, ...] = ()
+    validation_fraction: float = 0.15
+    folds: int = 3
+    seed: int = 0
+    far_factors: dict[str, float] = field(default_factory=dict)
+    far_note: str = ""
+
+
+@dataclass
+class FittedBankMap:
+    meta: MapMetadata
+    weight: np.ndarray
+    bias: np.ndarray
+    residual: ResidualTensors | None
+
+
+def _residual(estimator: MapEstimator) -> ResidualTensors | None:
+    if not isinstance(estimator, ResidualMLPMap):
+        return None
+    return ResidualTensors(
+        estimator.in_weight_, estimator.in_bias_, estimator.out_weight_, estimator.out_bias_
+    ).as_float32()
+
+
+def _fitted_scalars(estimator: MapEstimator) -> dict[str, Any]:
+    """Learned hyperparameters worth recording (scalars only; the tensors are in the file)."""
+    out: dict[str, Any] = {}
+    for key, value in vars(estimator).items():
+        if key.endswith("_") and np.ndim(value) == 0:
+            out[key] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def widen(calibration: Calibration, recipe: BankRecipe) -> Calibration:
+    factors = {k: v for k, v in recipe.far_factors.items() if k in calibration.thresholds}
+    return widen_for_population(calibration, factors, recipe.far_note) if factors else calibration
+
+
+@dataclass
+class _Pooled:
+    cross_genuine: list[np.ndarray] = field(default_factory=list)
+    cross_impostor: list[np.ndarray] = field(default_factory=list)
+    mapped_genuine: list[np.ndarray] = field(default_factory=list)
+    mapped_impostor: list[np.ndarray] = field(default_factory=list)
+    source: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    target: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    residual_sq: float = 0.0
+    total_sq: float = 0.0
+    cosine_sum: float = 0.0
+    rows: int = 0
+
+
+def _cross_fit(population: Population, source: str, target: str, method: str, recipe: BankRecipe) -> _Pooled:
+    pooled = _Pooled()
+    per_fold = CALIBRATION_IMPOSTORS // recipe.folds
+    for estimator, part in cross_fitted_parts(
+        population, source, target, method, recipe.augmentations, recipe.folds, recipe.seed
+    ):
+        pairs = verification_pairs(part.identities, per_fold, recipe.seed)
+        raw = estimator.transform(part.clean[source])
+        unit = mapped(estimator, part.clean[source])
+        truth = part.clean[target].astype(np.float64)
+        pooled.residual_sq += float(((truth - raw) ** 2).sum())
+        pooled.total_sq += float(((truth - truth.mean(axis=0)) ** 2).sum())
+        pooled.cosine_sum += float(row_cosine(raw, truth).sum())
+        pooled.rows += len(truth)
+        scores, labels = pair_scores(unit, part.clean[target], pairs)
+        pooled.cross_genuine.append(scores[labels])
+        pooled.cross_impostor.append(scores[~labels])
+        scores, labels = pair_scores(unit, unit, pairs)
+        pooled.mapped_genuine.append(scores[labels])
+        pooled.mapped_impostor.append(scores[~labels])
+        pooled.source.append(pair_scores(part.clean[source], part.clean[source], pairs))
+        pooled.target.append(pair_scores(part.clean[target], part.clean[target], pairs))
+    return pooled
+
+
+def _pooled_accuracy(genuine: list[np.ndarray], impostor: list[np.ndarray]) -> float:
+    g, i = np.concatenate(genuine), np.concatenate(impostor)
+    return balanced_accuracy(np.r_[g, i], np.r_[np.ones(len(g), bool), np.zeros(len(i), bool)])
+
+
+def _accuracy(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return balanced_accuracy(np.concatenate([s for s, _ in parts]), np.concatenate([lab for _, lab in parts]))
+
+
+def fit_bank_map(
+    population: Population,
+    source: SpaceRef,
+    target: SpaceRef,
+    recipe: BankRecipe,
+) -> FittedBankMap:
+    """Select on validation identities, cross-fit quality and thresholds on the rest, fit on all."""
+    s, t = source.model, target.model
+    train, held = split_groups(
+        population.identities, len(population), recipe.validation_fraction, recipe.seed
+    )
+    method, selection = recipe.methods[0], None
+    if len(recipe.methods) > 1:
+        # the same identity split as `train, held` above (same function, fraction and seed)
+        metrics, _ = validation_scores(
+            population, s, t, recipe.methods, recipe.augmentations, recipe.validation_fraction, recipe.seed
+        )
+        scores = {m: selection_score(v) for m, v in metrics.items()}
+        method = max(recipe.methods, key=lambda m: scores[m])
+        selection = (
+            f"best accuracy + TAR@FAR 1e-3 (cross) on {int(held.sum())} photos of "
+            f"{len(np.unique(population.identities[held]))} validation identities, used for nothing else: "
+            + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
+        )
+    rest = population.subset(train)
+    pooled = _cross_fit(rest, s, t, method, recipe)
+    identities = len(np.unique(rest.identities))
+    described: dict[str, Any] = {"dataset": population.name, "images": len(rest), "identities": identities}
+    cross_method = (
+        f"cross-fitted: {recipe.folds} identity folds, each scored by a map fitted without them; "
+        "mapped source vs native target, both orders"
+    )
+    cross = calibrate(
+        np.concatenate(pooled.cross_genuine),
+        np.concatenate(pooled.cross_impostor),
+        **described,
+        method=cross_method,
+    )
+    mapped_calibration = calibrate(
+        np.concatenate(pooled.mapped_genuine),
+        np.concatenate(pooled.mapped_impostor),
+        **described,
+        method=cross_method.replace("mapped source vs native target, both orders", "mapped vs mapped"),
+    )
+    quality = MapQuality(
+        mean_cosine=pooled.cosine_sum / pooled.rows,
+        r2=1.0 - pooled.residual_sq / pooled.total_sq,
+        accuracy_source_native=_accuracy(pooled.source),
+        accuracy_target_native=_accuracy(pooled.target),
+        accuracy_mapped=_pooled_accuracy(pooled.mapped_genuine, pooled.mapped_impostor),
+        accuracy_cross=_pooled_accuracy(pooled.cross_genuine, pooled.cross_impostor),
+        verification_pairs=sum(map(len, pooled.cross_genuine)) + sum(map(len, pooled.cross_impostor)),
+    )
+    estimator = fit_map(population, s, t, method, recipe.augmentations)
+    x, _, groups = fitting_rows(population, s, t, recipe.augmentations)
+    kinds = ", ".join(recipe.augmentations) or "none"
+    meta = MapMetadata(
+        source=source,
+        target=target,
+        method=method,
+        params=estimator.get_params(),
+        fitted=_fitted_scalars(estimator),
+        provenance=FitProvenance(
+            dataset=population.name,
+            images=len(x),
+            identities=len(np.unique(groups)),
+            heldout_images=len(rest),
+            heldout_identities=identities,
+            pairing=f"same photo through both models: {len(population)} clean photos plus augmented "
+            f"variants ({kinds}); quality and thresholds cross-fitted",
+            seed=recipe.seed,
+            selection=selection,
+        ),
+        quality=quality,
+        calibration=MapCalibration(cross=widen(cross, recipe), mapped=widen(mapped_calibration, recipe)),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        code_version=__version__,
+    )
+    affine: Any = estimator  # every shippable method ends with an affine part (coef_, intercept_)
+    coef = np.asarray(affine.coef_, np.float32)
+    intercept = np.asarray(affine.intercept_, np.float32)
+    return FittedBankMap(meta, coef, intercept, _residual(estimator))
+
+
+def space_calibration(population: Population, model: str, recipe: BankRecipe) -> Calibration:
+    """Same-space thresholds from every genuine pair and 2M sampled impostor pairs of all people,
+    stating the population-shift range."""
+    return widen(study_space_calibration(population, model, recipe.seed), recipe)
+
+
+def merge(populations: Sequence[Population]) -> Population:
+    """One population of several (disjoint people): paths prefixed by the population's name."""
+    models = set.intersection(*(set(p.clean) for p in populations))
+    offsets = np.cumsum([0, *(len(p) for p in populations)])
+    variants = {}
+    for kind in sorted(set().union(*(p.variants for p in populations))):
+        having = [(p, o) for p, o in zip(populations, offsets, strict=False) if kind in p.variants]
+        variants[kind] = (
+            np.concatenate([p.variants[kind][0] + o for p, o in having]),
+            {m: np.concatenate([p.variants[kind][1][m] for p, _ in having]) for m in models},
+        )
+    return Population(
+        "+".join(p.name for p in populations),
+        np.concatenate([np.char.add(f"{p.name}/", p.paths.astype(str)) for p in populations]),
+        np.concatenate([p.identities for p in populations]),
+        {m: np.concatenate([p.clean[m] for p in populations]) for m in models},
+        variants,
+    )

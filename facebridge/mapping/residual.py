@@ -1,0 +1,157 @@
+"""A regularised residual map: an affine map plus a small MLP on what the affine map leaves over.
+
+y = x W + b + relu(x W1 + b1) W2 + b2. The affine part is the ridge map (closed form); the MLP starts
+at zero (W2 = 0), so training can only move away from the affine solution where held-out people say
+it helps: weight decay on both layers and early stopping on identities the MLP never trains on.
+Fitting is numpy only (Adam on mini-batches), and so is serving: the four extra tensors are stored in
+the map file beside W and b (`facebridge.mapping.mapfile`).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from facebridge.mapping.estimators import ParamsFromInit, RidgeMap, row_cosine
+
+
+def split_groups(
+    groups: np.ndarray | None, n: int, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation); every group (identity) wholly on one side."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        held = np.zeros(n, bool)
+        held[rng.permutation(n)[: max(1, round(n * fraction))]] = True
+        return ~held, held
+    names = np.unique(groups)
+    chosen = set(rng.choice(names, size=max(1, round(len(names) * fraction)), replace=False).tolist())
+    held = np.array([g in chosen for g in groups.tolist()])
+    return ~held, held
+
+
+class _Adam:
+    """Adam with decoupled weight decay (AdamW) over a list of float32 arrays, updated in place."""
+
+    def __init__(self, params: list[np.ndarray], learning_rate: float, weight_decay: list[float]):
+        self.params = params
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
+        for p, g, m, v, wd in zip(self.params, grads, self.m, self.v, self.weight_decay, strict=True):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p -= self.learning_rate * ((m / c1) / (np.sqrt(v / c2) + 1e-8) + wd * p)
+
+
+class ResidualMLPMap(ParamsFromInit):
+    """Ridge map plus a one-hidden-layer ReLU MLP on the residual, early-stopped on held-out people.
+
+    `validation_fraction` of the identities are held out of the MLP's training to choose its epoch;
+    the ridge part is fitted on the training identities too, so validation is honest for both.
+    """
+
+    method = "residual-mlp"
+
+    def __init__(
+        self,
+        hidden: int = 256,
+        weight_decay: float = 1e-3,
+        learning_rate: float = 3e-3,
+        batch_size: int = 1024,
+        max_epochs: int = 60,
+        patience: int = 4,
+        validation_fraction: float = 0.15,
+        random_state: int = 0,
+    ):
+        self.hidden = hidden
+        self.weight_decay = weight_decay
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Self:
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+            raise ValueError(f"X {x.shape} and Y {y.shape} must be 2-D with the same rows")
+        train, held = split_groups(groups, len(x), self.validation_fraction, self.random_state)
+        base = RidgeMap(random_state=self.random_state).fit(
+            x[train], y[train], None if groups is None else groups[train]
+        )
+        self.alpha_ = base.alpha_
+        self.coef_, self.intercept_ = base.coef_, base.intercept_
+        rng = np.random.default_rng(self.random_state)
+        # inputs are unit vectors: scale by sqrt(d) so the hidden layer sees unit-variance features
+        gain = float(np.sqrt(x.shape[1]))
+        xs = (x * gain).astype(np.float32)
+        # residuals in standardised target units, scored by centred cosine: in spaces with a large
+        # common component (dlib's) raw errors and raw cosines are dominated by it, not by identity
+        centre = y[train].mean(axis=0)
+        spread = np.maximum(y[train].std(axis=0), 1e-6)
+        residual = ((y - base.transform(x)) / spread).astype(np.float32)
+        w1 = (rng.normal(size=(x.shape[1], self.hidden)) * np.sqrt(2.0 / x.shape[1])).astype(np.float32)
+        b1 = np.zeros(self.hidden, np.float32)
+        w2 = np.zeros((self.hidden, y.shape[1]), np.float32)
+        b2 = np.zeros(y.shape[1], np.float32)
+        params = [w1, b1, w2, b2]
+        adam = _Adam(params, self.learning_rate, [self.weight_decay, 0.0, self.weight_decay, 0.0])
+        base_held = base.transform(x[held]) - centre
+        truth_held = y[held] - centre
+
+        def held_cosine() -> float:
+            hidden = np.maximum(xs[held] @ w1 + b1, 0)
+            return float(row_cosine(base_held + (hidden @ w2 + b2) * spread, truth_held).mean())
+
+        best = held_cosine()
+        self.base_validation_cosine_ = best
+        best_params = [p.copy() for p in params]
+        best_epoch, stale = 0, 0
+        rows = np.nonzero(train)[0]
+        for epoch in range(1, self.max_epochs + 1):
+            order = rows[rng.permutation(len(rows))]
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                xb, rb = xs[batch], residual[batch]
+                pre = xb @ w1 + b1
+                hidden = np.maximum(pre, 0)
+                err = (hidden @ w2 + b2 - rb) * (2.0 / len(batch))
+                g_w2 = hidden.T @ err
+                g_b2 = err.sum(axis=0)
+                g_hidden = (err @ w2.T) * (pre > 0)
+                g_w1 = xb.T @ g_hidden
+                g_b1 = g_hidden.sum(axis=0)
+                adam.step([g_w1, g_b1, g_w2, g_b2])
+            score = held_cosine()
+            if score > best + 1e-5:
+                best, best_epoch, stale = score, epoch, 0
+                best_params = [p.copy() for p in params]
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        self.best_epoch_ = best_epoch
+        self.validation_cosine_ = best
+        w1, b1, w2, b2 = best_params
+        self.in_weight_ = (w1 * gain).astype(np.float64)
+        self.in_bias_ = b1.astype(np.float64)
+        self.out_weight_ = w2.astype(np.float64) * spread
+        self.out_bias_ = b2.astype(np.float64) * spread
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        hidden = np.maximum(x @ self.in_weight_ + self.in_bias_, 0)
+        return x @ self.coef_ + self.intercept_ + hidden @ self.out_weight_ + self.out_bias_

@@ -1,0 +1,162 @@
+"""Per-request guards and context, as one pure ASGI middleware (no per-request thread hop).
+
+- a request id (the caller's X-Request-ID if sane, else a new one) in every log line and answer;
+- an access log line per request (method, route, status, duration; never bodies);
+- limits answered with problem+json before the app runs: body size (413), requests in flight (429);
+- a time budget per request (503 once it is spent, if no answer has started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facebridge.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
+from facebridge.logs import request_id
+from facebridge.metrics import ERRORS
+
+access_log = logging.getLogger("facebridge.access")
+UNLIMITED = {"/healthz", "/readyz", "/metrics"}
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestGuard:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_in_flight: int, time_budget_s: float | None
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.time_budget_s = time_budget_s
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        start = time.perf_counter()
+        started = False
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started, status = True, int(message["status"])
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        async def problem(
+            code: int, kind: str, title: str, detail: str, extra: dict[str, str] | None = None
+        ) -> None:
+            ERRORS.labels(kind).inc()
+            body = json.dumps(
+                {
+                    "type": PROBLEM_TYPE_PREFIX + kind,
+                    "title": title,
+                    "status": code,
+                    "detail": detail,
+                    "instance": scope.get("path", ""),
+                }
+            ).encode()
+            response_headers = [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            response_headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+            await send_with_id({"type": "http.response.start", "status": code, "headers": response_headers})
+            await send_with_id({"type": "http.response.body", "body": body})
+
+        path = scope.get("path", "")
+        guarded = path not in UNLIMITED
+        counted = False
+        try:
+            length = headers.get(b"content-length")
+            if guarded and length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await problem(
+                    413,
+                    "request-too-large",
+                    "Request too large",
+                    f"body of {int(length)} bytes; the limit is {self.max_body_bytes}",
+                )
+                return
+            if guarded and self.in_flight >= self.max_in_flight:
+                await problem(
+                    429,
+                    "too-many-requests",
+                    "Too many requests",
+                    f"{self.in_flight} requests in flight; the limit is {self.max_in_flight}",
+                    {"retry-after": "1"},
+                )
+                return
+            if guarded:
+                self.in_flight += 1
+                counted = True
+            received = 0
+
+            async def counting_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if guarded and received > self.max_body_bytes:  # a body sent without Content-Length
+                        raise Problem(
+                            413,
+                            "request-too-large",
+                            "Request too large",
+                            f"body over the limit of {self.max_body_bytes} bytes",
+                        )
+                return message
+
+            call = self.app(scope, counting_receive, send_with_id)
+            try:
+                if guarded and self.time_budget_s:
+                    await asyncio.wait_for(call, self.time_budget_s)
+                else:
+                    await call
+            except Problem:
+                if not started:
+                    await problem(
+                        413,
+                        "request-too-large",
+                        "Request too large",
+                        f"body over the limit of {self.max_body_bytes} bytes",
+                    )
+            except TimeoutError:
+                if not started:
+                    await problem(
+                        503,
+                        "time-budget-exceeded",
+                        "Time budget exceeded",
+                        f"no answer within {self.time_budget_s} s; send a smaller batch",
+                        {"retry-after": "1"},
+                    )
+        finally:
+            if counted:
+                self.in_flight -= 1
+            route = scope.get("route")
+            access_log.info(
+                "%s %s %d %.1f ms",
+                scope.get("method"),
+                path,
+                status,
+                (time.perf_counter() - start) * 1000,
+                extra={
+                    "fields": {
+                        "method": scope.get("method"),
+                        "route": getattr(route, "path", path),
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                    }
+                },
+            )
+            request_id.reset(token)

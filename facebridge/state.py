@@ -1,0 +1,111 @@
+"""What the running service holds: settings, the model registry, and whether loading has finished.
+
+Models load in a background thread so that /healthz answers at once and /readyz tells an orchestrator
+when the service can take traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from facebridge.config import Settings
+from facebridge.errors import Problem
+from facebridge.mapping.bank import MappingBank
+from facebridge.vision.loading import open_registry
+from facebridge.vision.pipeline import FacePipeline
+from facebridge.vision.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    registry: ModelRegistry | None = None
+    bank: MappingBank | None = None
+    pipeline: FacePipeline | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    load_error: str | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self) -> None:
+        try:
+            # maps first: translating needs no ONNX file, and they load in milliseconds
+            self.bank = MappingBank.load(self.settings.mappings_dir, self.settings.load_manifest())
+            registry = open_registry(self.settings)
+            self.registry = registry
+            self.pipeline = FacePipeline(
+                registry,
+                self.settings.micro_batch_ms,
+                self.settings.micro_batch_max,
+                full_network_dir=self.settings.mappings_dir,
+            )
+            loaded = [k for k, s in registry.status.items() if s.state == "loaded"]
+            log.info(
+                "ready: %d model(s) loaded (%s), providers %s",
+                len(loaded),
+                ", ".join(loaded),
+                registry.providers,
+            )
+        except Exception as exc:  # a broken manifest must not kill the process: /readyz reports it
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("model loading failed")
+        finally:
+            self.ready.set()
+
+    def reload_mappings(self) -> MappingBank:
+        """Load the mappings folder into a new bank, then swap it in with one assignment.
+
+        A request takes `self.bank` once (through its dependency), so it sees the old set or the new
+        set, never a mix; a file that fails its checks is refused in the new bank like at start-up.
+        """
+        with self._reload_lock:
+            fresh = MappingBank.load(self.settings.mappings_dir, self.settings.load_manifest())
+            self.bank = fresh
+            log.info("mappings reloaded: %d map(s), %d refused", len(fresh.maps), len(fresh.refused))
+            return fresh
+
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="facebridge-model-loader", daemon=True)
+        thread.start()
+        return thread
+
+
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread,
+# which costs more than these lookups themselves on every request.
+
+
+async def get_state(request: Request) -> ServiceState:
+    return state_of(request)
+
+
+def state_of(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def _require_ready(state: ServiceState) -> None:
+    if not state.ready.is_set():
+        raise Problem(503, "not-ready", "Models are still loading", "retry once /readyz answers 200")
+
+
+async def get_bank(request: Request) -> MappingBank:
+    state = state_of(request)
+    _require_ready(state)
+    if state.bank is None:
+        raise Problem(
+            503, "mappings-failed", "Mappings could not be loaded", state.load_error or "unknown error"
+        )
+    return state.bank
+
+
+async def get_pipeline(request: Request) -> FacePipeline:
+    state = state_of(request)
+    _require_ready(state)
+    if state.pipeline is None:
+        raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")
+    return state.pipeline
