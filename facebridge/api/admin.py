@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
 from facebridge.errors import PROBLEM_RESPONSES
+from facebridge.schemas.catalog import ReloadAnswer
 from facebridge.state import ServiceState, get_state
 
 router = APIRouter(tags=["admin"])
-
-
-class ReloadAnswer(BaseModel):
-    maps: list[str]
-    refused: list[str]
 
 
 @router.post(

@@ -12,7 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from facebridge.api.embed_schemas import (
+from facebridge.config import Settings
+from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
+from facebridge.metrics import observe_batch
+from facebridge.schemas.embed import (
     DetectorInfo,
     Embedding,
     EmbedJsonRequest,
@@ -21,9 +24,6 @@ from facebridge.api.embed_schemas import (
     Face,
     ImageResult,
 )
-from facebridge.config import Settings
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
-from facebridge.metrics import observe_batch
 from facebridge.state import get_pipeline, state_of
 from facebridge.vision.images import ImageError, decode_image
 from facebridge.vision.pipeline import (

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
 
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.mapfile import MapMetadata, SpaceCalibration, SpaceRef
+from facebridge.schemas.catalog import MapInfo, MappingList, RefusedInfo
 from facebridge.state import get_bank
 
 router = APIRouter(tags=["mappings"])
-
-
-class MapInfo(BaseModel):
-    id: str
-    file: str
-    metadata: MapMetadata
-
-
-class RefusedInfo(BaseModel):
-    file: str
-    reason: str
-
-
-class MappingList(BaseModel):
-    spaces: list[SpaceRef]
-    space_calibrations: list[SpaceCalibration]
-    maps: list[MapInfo]
-    refused: list[RefusedInfo]
 
 
 @router.get("/mappings", response_model=MappingList, summary="Loaded maps, spaces and calibrations")

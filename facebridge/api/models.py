@@ -3,39 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
 
 from facebridge.errors import Problem
+from facebridge.schemas.catalog import ModelInfo, ModelList
 from facebridge.state import ServiceState, get_state
 
 router = APIRouter(tags=["models"])
-
-
-class ModelInfo(BaseModel):
-    id: str
-    kind: str
-    state: str
-    reason: str = ""
-    file: str
-    sha256: str | None
-    file_sha256: str | None
-    dim: int | None
-    input_size: int | None
-    layout: str | None
-    color: str | None
-    alignment: str | None
-    providers: list[str]
-    architecture: str
-    license: str
-    lfw_reference: float | None
-    maps_from: list[str] = []
-    maps_to: list[str] = []
-    space_calibrated: bool = False
-
-
-class ModelList(BaseModel):
-    providers: list[str]
-    models: list[ModelInfo]
 
 
 @router.get("/models", response_model=ModelList, summary="Known models and whether each is loaded")

@@ -14,40 +14,17 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
 from facebridge.api.vectors import check_matrix, parse_matrix
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.metrics import observe_batch
+from facebridge.schemas.translate import MapUsed, TranslateRequest, TranslateResponse
 from facebridge.state import get_bank, state_of
 
 router = APIRouter(tags=["translate"])
 
 NPY = "application/x-npy"
-
-
-class TranslateRequest(BaseModel):
-    source: str = Field(description="model id whose space the embeddings are in")
-    target: str = Field(description="model id whose space they are carried into")
-    embeddings: list[list[float]] = Field(min_length=1, description="one embedding per row")
-
-
-class MapUsed(BaseModel):
-    id: str
-    method: str
-    file: str
-    mean_cosine: float | None
-    accuracy_cross: float | None
-    accuracy_target_native: float | None
-
-
-class TranslateResponse(BaseModel):
-    source: str
-    target: str
-    composed: bool = Field(description="true when no direct map exists and maps were chained")
-    maps: list[MapUsed]
-    embeddings: list[list[float]] = Field(description="L2-normalised, in the order sent")
 
 
 def resolve_path(bank: MappingBank, source: str, target: str, known_models: set[str]) -> MapPath:

@@ -1,0 +1,57 @@
+"""Answers of GET /models, GET /mappings and POST /admin/reload-mappings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from facebridge.mapping.mapfile import MapMetadata, SpaceCalibration, SpaceRef
+
+
+class ModelInfo(BaseModel):
+    id: str
+    kind: str
+    state: str
+    reason: str = ""
+    file: str
+    sha256: str | None
+    file_sha256: str | None
+    dim: int | None
+    input_size: int | None
+    layout: str | None
+    color: str | None
+    alignment: str | None
+    providers: list[str]
+    architecture: str
+    license: str
+    lfw_reference: float | None
+    maps_from: list[str] = []
+    maps_to: list[str] = []
+    space_calibrated: bool = False
+
+
+class ModelList(BaseModel):
+    providers: list[str]
+    models: list[ModelInfo]
+
+
+class MapInfo(BaseModel):
+    id: str
+    file: str
+    metadata: MapMetadata
+
+
+class RefusedInfo(BaseModel):
+    file: str
+    reason: str
+
+
+class MappingList(BaseModel):
+    spaces: list[SpaceRef]
+    space_calibrations: list[SpaceCalibration]
+    maps: list[MapInfo]
+    refused: list[RefusedInfo]
+
+
+class ReloadAnswer(BaseModel):
+    maps: list[str]
+    refused: list[str]

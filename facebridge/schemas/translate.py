@@ -1,0 +1,28 @@
+"""Request and response bodies of POST /translate (also what the library and the client return)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TranslateRequest(BaseModel):
+    source: str = Field(description="model id whose space the embeddings are in")
+    target: str = Field(description="model id whose space they are carried into")
+    embeddings: list[list[float]] = Field(min_length=1, description="one embedding per row")
+
+
+class MapUsed(BaseModel):
+    id: str
+    method: str
+    file: str
+    mean_cosine: float | None
+    accuracy_cross: float | None
+    accuracy_target_native: float | None
+
+
+class TranslateResponse(BaseModel):
+    source: str
+    target: str
+    composed: bool = Field(description="true when no direct map exists and maps were chained")
+    maps: list[MapUsed]
+    embeddings: list[list[float]] = Field(description="L2-normalised, in the order sent")

@@ -1,0 +1,114 @@
+"""Request and response bodies of POST /verify (also what the library and the client return)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
+
+from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS, Interval
+
+FAR_POINTS = {value: name for name, value in OPERATING_POINTS.items()}
+
+
+class Side(BaseModel):
+    """One face: a template (`embedding`) or a photo (`image`, base64) to embed, and its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    embedding: list[StrictFloat] | None = None
+    image: str | None = Field(default=None, description="base64 photo; its largest face is embedded")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Side:
+        if (self.embedding is None) == (self.image is None):
+            raise ValueError("give exactly one of 'embedding' or 'image'")
+        return self
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    a: Side
+    b: Side
+
+
+class VerifyRequest(BaseModel):
+    """One `pair` or a batch of `pairs`; the decision rule is `far`, `operating_point` or `threshold`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair: Pair | None = None
+    pairs: list[Pair] | None = Field(default=None, min_length=1)
+    far: float | None = Field(
+        default=None, description="calibrated operating point by FAR: 0.01, 0.001 or 0.0001"
+    )
+    operating_point: Literal["far_1e-2", "far_1e-3", "far_1e-4", "max_accuracy"] | None = None
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description="raw cosine threshold")
+    space: str | None = Field(default=None, description="compare in this model's space (default: best map)")
+
+    @model_validator(mode="after")
+    def _check(self) -> VerifyRequest:
+        if (self.pair is None) == (self.pairs is None):
+            raise ValueError("give exactly one of 'pair' or 'pairs'")
+        if self.far is not None and self.far not in FAR_POINTS:
+            raise ValueError(f"far must be one of {sorted(FAR_POINTS)} (the calibrated operating points)")
+        if sum(v is not None for v in (self.far, self.operating_point, self.threshold)) > 1:
+            raise ValueError("give at most one of 'far', 'operating_point' or 'threshold'")
+        return self
+
+    def all_pairs(self) -> list[Pair]:
+        return [self.pair] if self.pair is not None else list(self.pairs or [])
+
+    def point(self) -> str:
+        if self.far is not None:
+            return FAR_POINTS[self.far]
+        return self.operating_point or DEFAULT_OPERATING_POINT
+
+
+class CalibrationData(BaseModel):
+    """The data a calibrated threshold was measured on, to judge whether it fits the caller's faces."""
+
+    dataset: str | None
+    images: int | None
+    identities: int | None
+    genuine_pairs: int
+    impostor_pairs: int
+    method: str | None = Field(description="how the pairs were formed and scored")
+
+
+class ThresholdAnswer(BaseModel):
+    """A result's threshold and what is known about its error rates (null for a raw threshold)."""
+
+    threshold: float
+    operating_point: str = Field(description="far_1e-2 | far_1e-3 | far_1e-4 | max_accuracy | custom")
+    far_at_threshold: float | None = Field(
+        default=None, description="false accept rate measured at this threshold on calibration data"
+    )
+    tar_at_threshold: float | None = None
+    far_interval: Interval | None = Field(
+        default=None,
+        description="Clopper-Pearson 95% interval of that FAR: sampling error of the calibration data only",
+    )
+    far_range: Interval | None = Field(
+        default=None,
+        description="FAR this threshold is expected to reach on another population (null: not studied)",
+    )
+    far_range_note: str | None = Field(default=None, description="where far_range comes from")
+    calibration_data: CalibrationData | None = None
+
+
+class VerifyResult(ThresholdAnswer):
+    index: int
+    score: float = Field(description="cosine similarity in `space`")
+    match: bool
+    calibrated: bool = Field(description="false when a composed path borrows its last hop's calibration")
+    comparison: Literal["same-space", "cross"]
+    space: str
+    translated: Literal["a", "b"] | None
+    maps: list[str]
+
+
+class VerifyResponse(BaseModel):
+    results: list[VerifyResult]
