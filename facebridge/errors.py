@@ -1,4 +1,8 @@
-"""RFC 9457 problem details: every error the service returns has the same machine-readable shape."""
+"""RFC 9457 problem details: every error the service returns has the same machine-readable shape.
+
+The library raises domain exceptions (facebridge/exceptions.py); PROBLEM_TYPES is the one table that
+says which HTTP status, problem type and title each becomes.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from facebridge import exceptions as ex
 from facebridge.metrics import ERRORS
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,37 @@ class Problem(Exception):
     ) -> None:
         super().__init__(detail)
         self.status, self.code, self.title, self.detail, self.errors = status, code, title, detail, errors
+
+
+PROBLEM_TYPES: dict[type[ex.FacebridgeError], tuple[int, str, str]] = {
+    ex.FacebridgeError: (422, "invalid-request", "Request cannot be served"),
+    ex.UnknownModel: (404, "unknown-model", "Unknown model"),
+    ex.ModelNotReady: (409, "model-unavailable", "Model unavailable"),
+    ex.FullNetworkUnavailable: (409, "full-network-unavailable", "Full-network mode unavailable"),
+    ex.NoMapPath: (409, "no-map-path", "No map between these spaces"),
+    ex.NotCalibrated: (409, "not-calibrated", "No calibrated threshold"),
+    ex.SameSpace: (422, "same-space", "Nothing to translate"),
+    ex.NotReady: (503, "not-ready", "Models are not loaded"),
+    ex.BatchTooLarge: (413, "batch-too-large", "Too many items in one request"),
+    ex.InvalidEmbedding: (422, "invalid-embedding", "Invalid embedding"),
+    ex.EmptyBatch: (422, "empty-batch", "Invalid embedding"),
+    ex.WrongDimension: (422, "wrong-dim", "Invalid embedding"),
+    ex.NonFinite: (422, "non-finite", "Invalid embedding"),
+    ex.ZeroVector: (422, "zero-vector", "Invalid embedding"),
+    ex.NoFaceFound: (422, "no-face", "No face found"),
+    ex.InvalidBase64: (422, "invalid-base64", "Image is not valid base64"),
+    ex.ImageError: (422, "invalid-image", "Image rejected"),
+    ex.UndecodableImage: (422, "undecodable-image", "Image rejected"),
+    ex.ImageTooLarge: (413, "image-too-large", "Image too large"),
+}
+
+
+def problem_from(error: ex.FacebridgeError) -> Problem:
+    """The problem a domain error becomes: the table entry of its class (or nearest base class)."""
+    kind = next(k for k in type(error).__mro__ if k in PROBLEM_TYPES)
+    status, code, title = PROBLEM_TYPES[kind]
+    errors = [FieldError(field=error.field, message=str(error))] if error.field else None
+    return Problem(status, code, title, str(error), errors)
 
 
 def problem_response(
@@ -104,6 +140,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(request, exc)
+
+    @app.exception_handler(ex.FacebridgeError)
+    async def _domain(request: Request, exc: ex.FacebridgeError) -> JSONResponse:
+        return problem_response(request, problem_from(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

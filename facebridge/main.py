@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from facebridge import __version__
 from facebridge.api import admin, embed, health, mappings, models, translate, verify
+from facebridge.api.openapi import install_openapi
 from facebridge.config import Settings
 from facebridge.errors import install_problem_handlers
 from facebridge.logs import configure_logging
@@ -90,4 +91,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router, dependencies=protected)
+    install_openapi(app)
     return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from facebridge.bridge import Bridge
 from facebridge.config import Settings
 from facebridge.errors import Problem
 from facebridge.mapping.bank import MappingBank
@@ -57,14 +58,17 @@ class ServiceState:
         finally:
             self.ready.set()
 
-    def reload_mappings(self) -> MappingBank:
+    def reload_mappings(self, swap: bool = True) -> MappingBank:
         """Load the mappings folder into a new bank, then swap it in with one assignment.
 
         A request takes `self.bank` once (through its dependency), so it sees the old set or the new
         set, never a mix; a file that fails its checks is refused in the new bank like at start-up.
+        `swap=False` only reports what would load.
         """
         with self._reload_lock:
             fresh = MappingBank.load(self.settings.mappings_dir, self.settings.load_manifest())
+            if not swap:
+                return fresh
             self.bank = fresh
             log.info("mappings reloaded: %d map(s), %d refused", len(fresh.maps), len(fresh.refused))
             return fresh
@@ -109,3 +113,10 @@ async def get_pipeline(request: Request) -> FacePipeline:
     if state.pipeline is None:
         raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")
     return state.pipeline
+
+
+async def get_bridge(request: Request) -> Bridge:
+    """The library object a route calls: the current maps (swapped atomically on reload) and models."""
+    bank = await get_bank(request)
+    state = state_of(request)
+    return Bridge(bank, state.pipeline, state.settings)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from facebridge.errors import PROBLEM_RESPONSES
-from facebridge.schemas.catalog import ReloadAnswer
+from facebridge.schemas.catalog import ReloadAnswer, ReloadRequest
 from facebridge.state import ServiceState, get_state
 
 router = APIRouter(tags=["admin"])
@@ -16,8 +16,15 @@ router = APIRouter(tags=["admin"])
     "/admin/reload-mappings",
     response_model=ReloadAnswer,
     summary="Reload mappings/ atomically: requests see the old set or the new one, never half",
-    responses={k: v for k, v in PROBLEM_RESPONSES.items() if k in (401, 503)},
+    responses={k: v for k, v in PROBLEM_RESPONSES.items() if k in (401, 422, 503)},
 )
-async def reload_mappings(state: ServiceState = Depends(get_state)) -> ReloadAnswer:
-    bank = await run_in_threadpool(state.reload_mappings)
-    return ReloadAnswer(maps=sorted(m.id for m in bank.maps.values()), refused=[r.file for r in bank.refused])
+async def reload_mappings(
+    body: ReloadRequest | None = None, state: ServiceState = Depends(get_state)
+) -> ReloadAnswer:
+    dry_run = body is not None and body.dry_run
+    bank = await run_in_threadpool(state.reload_mappings, not dry_run)
+    return ReloadAnswer(
+        maps=sorted(m.id for m in bank.maps.values()),
+        refused=[r.file for r in bank.refused],
+        applied=not dry_run,
+    )

@@ -14,66 +14,19 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import ValidationError
 
-from facebridge.api.vectors import check_matrix, parse_matrix
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem
-from facebridge.mapping.bank import MapPath, MappingBank
+from facebridge.api.openapi import request_body
+from facebridge.bridge import Bridge
+from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
 from facebridge.metrics import observe_batch
-from facebridge.schemas.translate import MapUsed, TranslateRequest, TranslateResponse
-from facebridge.state import get_bank, state_of
+from facebridge.schemas.translate import TranslateRequest, TranslateResponse
+from facebridge.state import get_bridge, state_of
+from facebridge.vectors import check_matrix
 
 router = APIRouter(tags=["translate"])
 
 NPY = "application/x-npy"
-
-
-def resolve_path(bank: MappingBank, source: str, target: str, known_models: set[str]) -> MapPath:
-    for field, model in (("source", source), ("target", target)):
-        if model not in bank.spaces and model not in known_models:
-            raise Problem(
-                404,
-                "unknown-model",
-                "Unknown model",
-                f"{field}: no model or space {model!r}",
-                [FieldError(field=field, message="unknown model id")],
-            )
-    if source == target:
-        raise Problem(
-            422,
-            "same-space",
-            "Nothing to translate",
-            "source and target are the same space",
-            [FieldError(field="target", message="equals source")],
-        )
-    path = bank.find_path(source, target)
-    if path is None:
-        raise Problem(
-            409,
-            "no-map-path",
-            "No map between these spaces",
-            f"no map or chain of maps from {source} to {target}; see GET /mappings",
-            [FieldError(field="target", message=f"unreachable from {source}")],
-        )
-    return path
-
-
-def maps_used(path: MapPath) -> list[MapUsed]:
-    return [
-        MapUsed(
-            id=m.id,
-            method=m.meta.method,
-            file=m.file,
-            mean_cosine=m.meta.quality.mean_cosine,
-            accuracy_cross=m.meta.quality.accuracy_cross,
-            accuracy_target_native=m.meta.quality.accuracy_target_native,
-        )
-        for m in path.maps
-    ]
-
-
-def _known_models(request: Request) -> set[str]:
-    registry = state_of(request).registry
-    return set(registry.status) if registry is not None else set()
 
 
 def read_npy(body: bytes | bytearray) -> np.ndarray:
@@ -158,33 +111,20 @@ def _too_large(size: int, limit: int) -> Problem:
 OPENAPI_BODY: dict[str, Any] = {
     "parameters": [
         {
-            "name": "source",
+            "name": name,
             "in": "query",
             "required": False,
             "schema": {"type": "string"},
             "description": "with an application/x-npy body",
-        },
-        {
-            "name": "target",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": "with an application/x-npy body",
-        },
+        }
+        for name in ("source", "target")
     ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": TranslateRequest.model_json_schema()},
-            NPY: {
-                "schema": {
-                    "type": "string",
-                    "format": "binary",
-                    "description": ".npy float32 array of shape (n, source dim)",
-                }
-            },
-        },
-    },
+    **request_body(
+        {
+            "application/json": TranslateRequest,
+            NPY: {"type": "string", "format": "binary", "description": ".npy float32 array (n, source dim)"},
+        }
+    ),
 }
 
 
@@ -202,80 +142,74 @@ OPENAPI_BODY: dict[str, Any] = {
         415: {"description": "Unsupported content type"},
     },
 )
-async def translate(request: Request, bank: MappingBank = Depends(get_bank)) -> Response:
+async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> Response:
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
     body = await read_body(request, settings.max_request_bytes)
     if content_type.startswith(NPY):
-        source, target = request.query_params.get("source"), request.query_params.get("target")
-        if not source or not target:
-            missing = "source" if not source else "target"
-            raise Problem(
-                422,
-                "validation-error",
-                "Request is not valid",
-                f"query parameter {missing} is required",
-                [FieldError(field=missing, message="required with an application/x-npy body")],
-            )
-        path = resolve_path(bank, source, target, _known_models(request))
-        matrix = check_matrix(
-            read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
-        )
-        observe_batch("/translate", len(matrix))
-        buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
-        if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
-            path.apply(matrix, out)
-        else:
-            await run_in_threadpool(path.apply, matrix, out)
-        headers = {
-            "X-Facebridge-Maps": ",".join(path.ids),
-            "X-Facebridge-Composed": str(path.composed).lower(),
-        }
-        return Response(memoryview(buffer), media_type=NPY, headers=headers)
+        return await _translate_npy(request, bridge, body)
     if not content_type.startswith("application/json"):
         raise Problem(
             415, "unsupported-media-type", "Unsupported content type", f"send application/json or {NPY}"
         )
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(
-            422, "validation-error", "Request is not valid", f"body is not valid JSON: {exc}"
-        ) from exc
-    if not isinstance(payload, dict):
-        raise Problem(422, "validation-error", "Request is not valid", "body must be a JSON object")
-    for field in ("source", "target"):
-        if not isinstance(payload.get(field), str):
-            raise Problem(
-                422,
-                "validation-error",
-                "Request is not valid",
-                f"{field}: a model id string is required",
-                [FieldError(field=field, message="required string")],
-            )
-    extra = sorted(set(payload) - {"source", "target", "embeddings"})
-    if extra:
+        payload = TranslateRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_problem(exc.errors()) from exc
+    path = bridge.map_path(payload.source, payload.target)
+    rows = len(payload.embeddings)
+    observe_batch("/translate", rows)
+    _check_rows(rows, settings.max_embeddings_per_request, "embeddings")
+    if rows <= 64:  # small products finish faster than a hop to a worker thread
+        result = bridge.translate(payload.embeddings, path.source, path.target)
+    else:
+        result = await run_in_threadpool(bridge.translate, payload.embeddings, path.source, path.target)
+    answer = {
+        "source": result.source,
+        "target": result.target,
+        "composed": result.composed,
+        "maps": [m.model_dump() for m in result.maps],
+        "embeddings": result.embeddings,
+    }
+    return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearray) -> Response:
+    """The bulk path: .npy in, .npy out, the result written straight into the response buffer."""
+    settings = state_of(request).settings
+    source, target = request.query_params.get("source"), request.query_params.get("target")
+    if not source or not target:
+        missing = "source" if not source else "target"
         raise Problem(
             422,
             "validation-error",
             "Request is not valid",
-            f"unknown field(s): {', '.join(extra)}",
-            [FieldError(field=f, message="unknown field") for f in extra],
+            f"query parameter {missing} is required",
+            [FieldError(field=missing, message="required with an application/x-npy body")],
         )
-    path = resolve_path(bank, payload["source"], payload["target"], _known_models(request))
-    matrix = parse_matrix(
-        payload.get("embeddings"),
-        "embeddings",
-        path.maps[0].meta.source.dim,
-        settings.max_embeddings_per_request,
+    path = bridge.map_path(source, target)
+    matrix = check_matrix(
+        read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
     )
     observe_batch("/translate", len(matrix))
-    out = path.apply(matrix) if len(matrix) <= 64 else await run_in_threadpool(path.apply, matrix)
-    answer = {
-        "source": path.source,
-        "target": path.target,
-        "composed": path.composed,
-        "maps": [m.model_dump() for m in maps_used(path)],
-        "embeddings": out,
+    buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
+    if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
+        bridge.translate(matrix, source, target, out, field="body")
+    else:
+        await run_in_threadpool(bridge.translate, matrix, source, target, out, "body")
+    headers = {
+        "X-Facebridge-Maps": ",".join(path.ids),
+        "X-Facebridge-Composed": str(path.composed).lower(),
     }
-    return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return Response(memoryview(buffer), media_type=NPY, headers=headers)
+
+
+def _check_rows(rows: int, limit: int, field: str) -> None:
+    if rows > limit:
+        raise Problem(
+            413,
+            "batch-too-large",
+            "Too many embeddings",
+            f"{field}: {rows} embeddings; the limit is {limit}",
+            [FieldError(field=field, message="too many embeddings")],
+        )

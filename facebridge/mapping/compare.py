@@ -12,17 +12,10 @@ from typing import Literal
 
 import numpy as np
 
+from facebridge.exceptions import NoMapPath, NotCalibrated
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.mapping.calibration import HELDOUT_CROSS_METHOD, SPACE_METHOD, Calibration
 from facebridge.mapping.mapfile import SpaceCalibration
-
-
-class NoMapPath(LookupError):
-    """No map or composition of maps connects the two spaces."""
-
-
-class NotCalibrated(LookupError):
-    """A calibrated threshold was asked for a space that has no calibration."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from facebridge.mapping.mapfile import MapMetadata, SpaceCalibration, SpaceRef
 
@@ -52,6 +52,17 @@ class MappingList(BaseModel):
     refused: list[RefusedInfo]
 
 
+class ReloadRequest(BaseModel):
+    """Optional body of POST /admin/reload-mappings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(
+        default=False, description="check the folder and report what would load, without swapping it in"
+    )
+
+
 class ReloadAnswer(BaseModel):
     maps: list[str]
     refused: list[str]
+    applied: bool = Field(default=True, description="false for a dry run: the serving set is unchanged")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 
 class TranslateRequest(BaseModel):
+    """JSON form of a translation; the bulk form sends the same rows as a .npy body."""
+
+    model_config = ConfigDict(extra="forbid")
+
     source: str = Field(description="model id whose space the embeddings are in")
     target: str = Field(description="model id whose space they are carried into")
-    embeddings: list[list[float]] = Field(min_length=1, description="one embedding per row")
+    embeddings: list[list[StrictFloat]] = Field(min_length=1, description="one embedding per row")
 
 
 class MapUsed(BaseModel):

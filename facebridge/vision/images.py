@@ -8,22 +8,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facebridge.exceptions import ImageError, ImageTooLarge, UndecodableImage
 
-class ImageError(ValueError):
-    """An image that cannot be used; `code` is the problem type, `status` the HTTP status."""
-
-    code = "invalid-image"
-    status = 422
-
-
-class UndecodableImage(ImageError):
-    code = "undecodable-image"
-    status = 422
-
-
-class ImageTooLarge(ImageError):
-    code = "image-too-large"
-    status = 413
+__all__ = ["ImageError", "ImageTooLarge", "UndecodableImage", "decode_image"]
 
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:

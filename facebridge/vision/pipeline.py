@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facebridge.exceptions import FullNetworkUnavailable, NoFaceFound
 from facebridge.vision.alignment import align_face
 from facebridge.vision.batching import MicroBatcher
 from facebridge.vision.detection import Detection, select_faces
@@ -16,16 +17,7 @@ from facebridge.vision.full_network import FullNetworkModel, stats_path
 from facebridge.vision.recognizer import Recognizer
 from facebridge.vision.registry import ModelRegistry
 
-
-class NoFaceFound(ValueError):
-    """The detector found no face above the score threshold."""
-
-
 EMBEDDING, FULL_NETWORK = "embedding", "full-network"
-
-
-class FullNetworkUnavailable(ValueError):
-    """The model has no (valid) full-network statistics, so that mode cannot be served for it."""
 
 
 @dataclass

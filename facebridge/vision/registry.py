@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from facebridge.exceptions import ModelNotReady, UnknownModel
 from facebridge.vision.detection import FaceDetector, ScrfdDetector, YuNetDetector
 from facebridge.vision.manifest import Manifest, ModelEntry, sha256_file
 from facebridge.vision.recognizer import Recognizer
@@ -21,14 +22,6 @@ from facebridge.vision.runtime import create_session
 log = logging.getLogger(__name__)
 
 ModelState = Literal["loaded", "available", "unavailable", "refused"]
-
-
-class UnknownModel(LookupError):
-    """No manifest entry has this id."""
-
-
-class ModelNotReady(LookupError):
-    """The manifest knows the model but it is not loaded (file missing, refused, or not selected)."""
 
 
 @dataclass

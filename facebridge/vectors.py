@@ -1,4 +1,4 @@
-"""Turning request embeddings into a checked float32 matrix, with errors that point at the bad row."""
+"""Turning caller embeddings into a checked float32 matrix, with errors that point at the bad row."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ from typing import Any
 
 import numpy as np
 
-from facebridge.errors import FieldError, Problem
+from facebridge.exceptions import (
+    BatchTooLarge,
+    EmptyBatch,
+    InvalidEmbedding,
+    NonFinite,
+    WrongDimension,
+    ZeroVector,
+)
 
 
-def _invalid(field: str, message: str, code: str = "invalid-embedding") -> Problem:
-    return Problem(
-        422, code, "Invalid embedding", f"{field}: {message}", [FieldError(field=field, message=message)]
-    )
+def _invalid(field: str, message: str, kind: type[InvalidEmbedding] = InvalidEmbedding) -> InvalidEmbedding:
+    return kind(f"{field}: {message}", field)
 
 
 def check_matrix(matrix: np.ndarray, field: str, dim: int | None, max_rows: int) -> np.ndarray:
@@ -20,25 +25,19 @@ def check_matrix(matrix: np.ndarray, field: str, dim: int | None, max_rows: int)
     if matrix.ndim != 2:
         raise _invalid(field, f"expected a 2-D array (n, dim), got shape {list(matrix.shape)}")
     if matrix.shape[0] == 0:
-        raise _invalid(field, "empty batch: at least one embedding is required", "empty-batch")
+        raise _invalid(field, "empty batch: at least one embedding is required", EmptyBatch)
     if matrix.shape[0] > max_rows:
-        raise Problem(
-            413,
-            "batch-too-large",
-            "Too many embeddings",
-            f"{field}: {matrix.shape[0]} embeddings; the limit is {max_rows}",
-            [FieldError(field=field, message="too many embeddings")],
-        )
+        raise BatchTooLarge(f"{field}: {matrix.shape[0]} embeddings; the limit is {max_rows}", field)
     if dim is not None and matrix.shape[1] != dim:
-        raise _invalid(f"{field}[0]", f"has dim {matrix.shape[1]}, the space has dim {dim}", "wrong-dim")
+        raise _invalid(f"{field}[0]", f"has dim {matrix.shape[1]}, the space has dim {dim}", WrongDimension)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         row = int(np.argmin(finite))
-        raise _invalid(f"{field}[{row}]", "contains NaN or Inf", "non-finite")
+        raise _invalid(f"{field}[{row}]", "contains NaN or Inf", NonFinite)
     norms = np.linalg.norm(matrix, axis=1)
     if not (norms > 0).all():
         row = int(np.argmin(norms > 0))
-        raise _invalid(f"{field}[{row}]", "is the zero vector (no direction to compare)", "zero-vector")
+        raise _invalid(f"{field}[{row}]", "is the zero vector (no direction to compare)", ZeroVector)
     return matrix
 
 
@@ -60,7 +59,7 @@ def parse_matrix(value: Any, field: str, dim: int | None, max_rows: int) -> np.n
     return check_matrix(matrix.astype(np.float32), field, dim, max_rows)
 
 
-def _first_bad_row(value: list[Any], field: str, dim: int | None) -> Problem:
+def _first_bad_row(value: list[Any], field: str, dim: int | None) -> InvalidEmbedding:
     expected = dim if dim is not None else (len(value[0]) if isinstance(value[0], list) else None)
     for index, row in enumerate(value):
         where = f"{field}[{index}]"
@@ -69,5 +68,5 @@ def _first_bad_row(value: list[Any], field: str, dim: int | None) -> Problem:
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
             return _invalid(where, "must contain only numbers")
         if expected is not None and len(row) != expected:
-            return _invalid(where, f"has {len(row)} values, expected {expected}", "wrong-dim")
+            return _invalid(where, f"has {len(row)} values, expected {expected}", WrongDimension)
     return _invalid(field, "must be a list of equal-length lists of numbers")

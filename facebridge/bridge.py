@@ -1,0 +1,474 @@
+"""The library API: embed faces, translate templates between spaces, verify across models.
+
+`Bridge` is what the service's routes call, so a Python program gets the same numbers in-process as
+over HTTP:
+
+    from facebridge import Bridge
+    bridge = Bridge.from_defaults()
+    moved = bridge.translate(templates, "arcface-mbf128", "sirius-mbf192")
+    result = bridge.verify(("arcface-mbf128", template), ("sirius-mbf192", probe), far=1e-3)
+
+Results are the pydantic models of facebridge.schemas (the fields of the HTTP answers). Errors are the
+exceptions of facebridge.exceptions, each naming the input field at fault.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facebridge.config import Settings
+from facebridge.exceptions import (
+    FacebridgeError,
+    ImageTooLarge,
+    InvalidBase64,
+    NoFaceFound,
+    NoMapPath,
+    NotReady,
+    SameSpace,
+    UnknownModel,
+)
+from facebridge.mapping.bank import MapPath, MappingBank
+from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT, Calibration
+from facebridge.mapping.compare import ComparisonPlan, plan_comparison, resolve_threshold
+from facebridge.schemas.embed import DetectorInfo, Embedding, EmbedOptions, EmbedResponse, Face, ImageResult
+from facebridge.schemas.translate import MapUsed, TranslateResponse
+from facebridge.schemas.verify import (
+    FAR_POINTS,
+    CalibrationData,
+    Pair,
+    Side,
+    ThresholdAnswer,
+    VerifyResult,
+)
+from facebridge.vectors import check_matrix, parse_matrix
+
+if TYPE_CHECKING:  # the vision stack (OpenCV, onnxruntime) loads only when faces are embedded
+    from facebridge.vision.pipeline import DetectionOptions, FacePipeline, FaceResult
+
+FaceInput = Side | tuple[str, Any]
+"""One side of a comparison: a Side, or (model, embedding) / (model, photo bytes or Path)."""
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Translated rows (float32, L2-normalised) and the maps that produced them."""
+
+    source: str
+    target: str
+    composed: bool
+    maps: list[MapUsed]
+    embeddings: np.ndarray = field(repr=False)
+
+    def to_response(self) -> TranslateResponse:
+        return TranslateResponse(
+            source=self.source,
+            target=self.target,
+            composed=self.composed,
+            maps=self.maps,
+            embeddings=self.embeddings.tolist(),
+        )
+
+
+def maps_used(path: MapPath) -> list[MapUsed]:
+    return [
+        MapUsed(
+            id=m.id,
+            method=m.meta.method,
+            file=m.file,
+            mean_cosine=m.meta.quality.mean_cosine,
+            accuracy_cross=m.meta.quality.accuracy_cross,
+            accuracy_target_native=m.meta.quality.accuracy_target_native,
+        )
+        for m in path.maps
+    ]
+
+
+def threshold_answer(threshold: float, point: str, calibration: Calibration | None) -> ThresholdAnswer:
+    """What a result states about its threshold: the rates measured at `point` of `calibration`, how
+    sure they are and the data behind them; a raw threshold (no calibration) claims none of it."""
+    if calibration is None:
+        return ThresholdAnswer(threshold=threshold, operating_point=point)
+    measured = calibration.thresholds[point]
+    return ThresholdAnswer(
+        threshold=threshold,
+        operating_point=point,
+        far_at_threshold=measured.far,
+        tar_at_threshold=measured.tar,
+        far_interval=measured.far_interval,
+        far_range=measured.far_range,
+        far_range_note=measured.far_range_note,
+        calibration_data=CalibrationData.model_validate(calibration, from_attributes=True),
+    )
+
+
+def operating_point(far: float | None = None, point: str | None = None) -> str:
+    """The operating point named by a FAR (0.01, 0.001, 0.0001) or by name; the default otherwise."""
+    if far is not None:
+        if far not in FAR_POINTS:
+            raise ValueError(f"far must be one of {sorted(FAR_POINTS)} (the calibrated operating points)")
+        return FAR_POINTS[far]
+    return point or DEFAULT_OPERATING_POINT
+
+
+class Bridge:
+    """Maps (and, when loaded, recognizers) behind one object; every method is thread-safe."""
+
+    def __init__(
+        self,
+        bank: MappingBank,
+        pipeline: FacePipeline | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.bank = bank
+        self.pipeline = pipeline
+        self.settings = settings or Settings()
+
+    @classmethod
+    def from_defaults(
+        cls, models: list[str] | None = None, settings: Settings | None = None, load_models: bool = True
+    ) -> Bridge:
+        """The installed maps and models (as `facebridge serve` would load them).
+
+        `models` limits which recognizers/detectors load; `load_models=False` loads maps only, for
+        programs that translate or verify templates and never see a photo.
+        """
+        settings = settings or Settings()
+        bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
+        if not load_models:
+            return cls(bank, None, settings)
+        from facebridge.vision.loading import open_registry
+        from facebridge.vision.pipeline import FacePipeline
+
+        registry = open_registry(settings, model_ids=models if models is not None else settings.load_models)
+        pipeline = FacePipeline(
+            registry,
+            settings.micro_batch_ms,
+            settings.micro_batch_max,
+            full_network_dir=settings.mappings_dir,
+        )
+        return cls(bank, pipeline, settings)
+
+    # ---------------------------------------------------------------- what is known
+    def known_models(self) -> set[str]:
+        """Model ids the manifest knows (loaded or not) and spaces the maps name."""
+        registry = self.pipeline.registry if self.pipeline is not None else None
+        return set(self.bank.spaces) | (set(registry.status) if registry is not None else set())
+
+    def _check_model(self, model: str, field: str) -> None:
+        if model not in self.known_models():
+            raise UnknownModel(f"{field}: no model or space {model!r}", field)
+
+    def _space_dim(self, model: str) -> int | None:
+        space = self.bank.spaces.get(model)
+        if space is not None:
+            return space.dim
+        registry = self.pipeline.registry if self.pipeline is not None else None
+        if registry is None or model not in registry.status:
+            return None
+        return registry.status[model].entry.dim
+
+    # ---------------------------------------------------------------- translate
+    def map_path(self, source: str, target: str) -> MapPath:
+        """The direct map, or the best chain of maps, from `source`'s space into `target`'s."""
+        self._check_model(source, "source")
+        self._check_model(target, "target")
+        if source == target:
+            raise SameSpace("source and target are the same space", "target")
+        path = self.bank.find_path(source, target)
+        if path is None:
+            raise NoMapPath(f"no map or chain of maps from {source} to {target}; see GET /mappings", "target")
+        return path
+
+    def translate(
+        self,
+        embeddings: np.ndarray | Sequence[Sequence[float]],
+        source: str,
+        target: str,
+        out: np.ndarray | None = None,
+        field: str = "embeddings",
+    ) -> Translation:
+        """Carry (n, d_source) embeddings into `target`'s space; rows come back L2-normalised.
+
+        `out` (float32, (n, d_target)) receives the result without a copy, as the bulk endpoint does.
+        """
+        path = self.map_path(source, target)
+        dim = path.maps[0].meta.source.dim
+        if isinstance(embeddings, np.ndarray):
+            matrix = check_matrix(np.asarray(embeddings, dtype=np.float32), field, dim, len(embeddings) or 1)
+        else:
+            matrix = parse_matrix(list(embeddings), field, dim, max(len(embeddings), 1))
+        result = path.apply(matrix, out)
+        return Translation(path.source, path.target, path.composed, maps_used(path), result)
+
+    # ---------------------------------------------------------------- verify
+    def compare_plan(self, a_model: str, b_model: str, space: str | None = None) -> ComparisonPlan:
+        """How a pair of models is compared: the space, the map path, the side mapped, the calibration."""
+        self._check_model(a_model, "a.model")
+        self._check_model(b_model, "b.model")
+        if space is not None and space not in self.bank.spaces:
+            raise UnknownModel(f"space: no space {space!r}", "space")
+        return plan_comparison(self.bank, a_model, b_model, space)
+
+    def verify(
+        self,
+        a: FaceInput,
+        b: FaceInput,
+        *,
+        far: float | None = None,
+        operating_point_name: str | None = None,
+        threshold: float | None = None,
+        space: str | None = None,
+    ) -> VerifyResult:
+        """Are `a` and `b` the same person? Each side is a template or a photo of its model."""
+        return self.verify_pairs(
+            [(a, b)], far=far, operating_point_name=operating_point_name, threshold=threshold, space=space
+        )[0]
+
+    def verify_pairs(
+        self,
+        pairs: Sequence[Pair | tuple[FaceInput, FaceInput]],
+        *,
+        far: float | None = None,
+        operating_point_name: str | None = None,
+        threshold: float | None = None,
+        space: str | None = None,
+    ) -> list[VerifyResult]:
+        """Verify a batch; pairs of the same two models are scored together in one matrix product."""
+        point = operating_point(far, operating_point_name)
+        if space is not None and space not in self.bank.spaces:
+            raise UnknownModel(f"space: no space {space!r}", "space")
+        sides = [_as_pair(p) for p in pairs]
+        vectors = self._side_vectors(sides)
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for index, (side_a, side_b) in enumerate(sides):
+            groups[(side_a.model, side_b.model)].append(index)
+        results: list[VerifyResult | None] = [None] * len(sides)
+        for (model_a, model_b), indices in groups.items():
+            where = f"pairs[{indices[0]}]"
+            try:
+                plan = plan_comparison(self.bank, model_a, model_b, space)
+                answer = threshold_answer(*resolve_threshold(plan, point, threshold))
+            except FacebridgeError as error:
+                raise error.at(where) from None
+            a = np.stack([vectors[(i, "a")] for i in indices])
+            b = np.stack([vectors[(i, "b")] for i in indices])
+            scores = _score_group(plan, a, b)
+            maps = [m.id for m in maps_used(plan.path)] if plan.path is not None else []
+            for i, score in zip(indices, scores, strict=True):
+                results[i] = VerifyResult(
+                    index=i,
+                    score=float(score),
+                    match=bool(score >= answer.threshold),
+                    calibrated=plan.calibrated or threshold is not None,
+                    comparison=plan.kind,
+                    space=plan.space,
+                    translated=plan.translate_side,
+                    maps=maps,
+                    **answer.model_dump(),
+                )
+        return [r for r in results if r is not None]
+
+    def _side_vectors(self, pairs: list[tuple[_Side, _Side]]) -> dict[tuple[int, str], np.ndarray]:
+        """A unit vector for every side; photos are embedded, templates checked against their space."""
+        vectors: dict[tuple[int, str], np.ndarray] = {}
+        for index, pair in enumerate(pairs):
+            for name, side in zip(("a", "b"), pair, strict=True):
+                where = f"pairs[{index}].{name}"
+                self._check_model(side.model, f"{where}.model")
+                if side.embedding is not None:
+                    row = np.asarray([side.embedding], np.float32)
+                    matrix = check_matrix(row, f"{where}.embedding", self._space_dim(side.model), 1)
+                    vectors[(index, name)] = matrix[0] / np.linalg.norm(matrix[0])
+                else:
+                    vectors[(index, name)] = self._embed_side(side, where)
+        return vectors
+
+    def _embed_side(self, side: _Side, where: str) -> np.ndarray:
+        pipeline = self._require_pipeline("image sides need the recognizers")
+        from facebridge.vision.pipeline import DetectionOptions
+
+        try:
+            recognizer = pipeline.registry.recognizer(side.model)
+        except FacebridgeError as error:
+            raise error.at(f"{where}.model") from None
+        options = DetectionOptions(
+            detector=self.settings.default_detector,
+            score_threshold=self.settings.detection_threshold,
+            max_faces=1,
+        )
+        try:
+            face = pipeline.embed_image(self._decode(side.image or b""), [recognizer.model_id], options)[0]
+        except FacebridgeError as error:
+            raise error.at(f"{where}.image") from None
+        vector: np.ndarray = face.embeddings[0].vector
+        return vector
+
+    # ---------------------------------------------------------------- embed
+    def embed(
+        self, image: bytes | Path | np.ndarray, models: list[str] | None = None, **options: Any
+    ) -> ImageResult:
+        """Detect, align and embed the faces of one photo (bytes, a path, or a BGR uint8 array)."""
+        response = self.embed_images([image], EmbedOptions(models=models, **options))
+        return response.results[0]
+
+    def embed_images(
+        self, images: Sequence[bytes | Path | np.ndarray], options: EmbedOptions | None = None
+    ) -> EmbedResponse:
+        """Embed a batch of photos with the same options; models are checked before any photo."""
+        options = options or EmbedOptions()
+        pipeline = self._require_pipeline("embedding needs the recognizers")
+        model_ids = options.models or [self.settings.default_recognizer]
+        detector = options.detector or self.settings.default_detector
+        self._check_embed_models(pipeline, options, model_ids, detector)
+        arrays = []
+        for index, image in enumerate(images):
+            try:
+                arrays.append(image if isinstance(image, np.ndarray) else self._decode(image))
+            except FacebridgeError as error:
+                raise error.at(f"images[{index}]") from None
+        from facebridge.vision.pipeline import DetectionOptions
+
+        limit = min(options.max_faces or self.settings.max_faces_per_image, self.settings.max_faces_per_image)
+        detection = DetectionOptions(
+            detector=detector,
+            score_threshold=options.detection_threshold
+            if options.detection_threshold is not None
+            else self.settings.detection_threshold,
+            max_faces=1 if options.largest_only else limit,
+            policy="largest",
+        )
+        results = []
+        for index, array in enumerate(arrays):
+            results.append(self._embed_one(pipeline, index, array, options, model_ids, detection))
+        detector_info = None
+        if not options.aligned:
+            detector_info = DetectorInfo(id=detector, sha256=pipeline.registry.status[detector].sha256)
+        return EmbedResponse(detector=detector_info, results=results)
+
+    def _embed_one(
+        self,
+        pipeline: FacePipeline,
+        index: int,
+        image: np.ndarray,
+        options: EmbedOptions,
+        model_ids: list[str],
+        detection: DetectionOptions,
+    ) -> ImageResult:
+        if options.aligned:
+            faces = [pipeline.embed_aligned(image, model_ids, options.normalize, options.mode)]
+        else:
+            try:
+                faces = pipeline.embed_image(image, model_ids, detection, options.normalize, options.mode)
+            except NoFaceFound as error:
+                raise NoFaceFound(f"images[{index}]: {error}", f"images[{index}]") from None
+        return ImageResult(
+            index=index, width=image.shape[1], height=image.shape[0], faces=[_face(f) for f in faces]
+        )
+
+    @staticmethod
+    def _check_embed_models(
+        pipeline: FacePipeline, options: EmbedOptions, model_ids: list[str], detector: str
+    ) -> None:
+        """Every named model must exist and be loaded before any image is touched."""
+        from facebridge.vision.pipeline import FULL_NETWORK
+
+        checks: list[tuple[str, str, Callable[[str], object]]] = [
+            (f"models[{i}]", m, pipeline.registry.recognizer) for i, m in enumerate(model_ids)
+        ]
+        if not options.aligned:
+            checks.append(("detector", detector, pipeline.registry.detector))
+        if options.mode == FULL_NETWORK:
+            checks += [(f"models[{i}]", m, pipeline.full_network) for i, m in enumerate(model_ids)]
+        for where, model_id, get in checks:
+            try:
+                get(model_id)
+            except FacebridgeError as error:
+                raise type(error)(f"{where}: {error}", where) from None
+
+    def _decode(self, image: bytes | str | Path) -> np.ndarray:
+        from facebridge.vision.images import decode_image
+
+        if isinstance(image, Path):
+            data = image.read_bytes()
+        elif isinstance(image, str):
+            data = decode_base64(image, self.settings.max_image_bytes)
+        else:
+            data = image
+        return decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels)
+
+    def _require_pipeline(self, why: str) -> FacePipeline:
+        if self.pipeline is None:
+            raise NotReady(f"models are not loaded: {why}")
+        return self.pipeline
+
+
+@dataclass(frozen=True)
+class _Side:
+    model: str
+    embedding: Any = None
+    image: bytes | str | Path | None = None
+
+
+def _as_side(value: FaceInput) -> _Side:
+    if isinstance(value, Side):
+        return _Side(value.model, value.embedding, value.image)
+    model, data = value
+    if isinstance(data, bytes | Path):
+        return _Side(model, None, data)
+    return _Side(model, data, None)
+
+
+def _as_pair(pair: Pair | tuple[FaceInput, FaceInput]) -> tuple[_Side, _Side]:
+    if isinstance(pair, Pair):
+        return _as_side(pair.a), _as_side(pair.b)
+    return _as_side(pair[0]), _as_side(pair[1])
+
+
+def _score_group(plan: ComparisonPlan, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if plan.path is not None:
+        if plan.translate_side == "a":
+            a = plan.path.apply(a)
+        else:
+            b = plan.path.apply(b)
+    return np.einsum("ij,ij->i", a, b)
+
+
+def decode_base64(text: str, max_bytes: int, where: str = "image") -> bytes:
+    """Base64 (a data: URL prefix accepted) to bytes, refusing oversize input before decoding it."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    if len(text) > (max_bytes * 4) // 3 + 4:
+        raise ImageTooLarge(f"{where} exceeds {max_bytes} bytes", where)
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidBase64(f"{where}: invalid base64: {error}", where) from None
+
+
+def _face(result: FaceResult) -> Face:
+    det = result.detection
+    return Face(
+        box=None if det is None else [round(float(v), 2) for v in det.box],
+        landmarks=None
+        if det is None
+        else [[round(float(x), 2), round(float(y), 2)] for x, y in det.landmarks],
+        detection_score=None if det is None else round(det.score, 5),
+        embeddings=[
+            Embedding(
+                model=e.model_id,
+                sha256=e.sha256,
+                dim=len(e.vector),
+                normalized=e.normalized,
+                mode=e.mode,
+                embedding=e.vector.astype(float).tolist(),
+            )
+            for e in result.embeddings
+        ],
+    )
