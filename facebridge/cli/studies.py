@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from facebridge.cli.common import add_settings_options
+
 REPORT = Path("docs/interchangeability.md")
 
 
@@ -19,7 +21,7 @@ def _command_line() -> str:
 
 
 def cmd_evaluate_hub(args: argparse.Namespace) -> int:
-    from facebridge.cli import _lfw_caches
+    from facebridge.cli.common import lfw_caches
     from facebridge.evaluation.hub import hub_markdown, study_hub
     from facebridge.evaluation.interchange import native_scores, paired_lfw, summarise
     from facebridge.evaluation.sections import upsert_section
@@ -28,7 +30,7 @@ def cmd_evaluate_hub(args: argparse.Namespace) -> int:
     if any(len(p) != 2 or args.via in p for p in pairs_spec):
         raise SystemExit("--pair takes A:B, two models other than the --via model")
     models = list(dict.fromkeys([m for p in pairs_spec for m in p] + [args.via]))
-    caches, pairs = _lfw_caches(args, models)
+    caches, pairs = lfw_caches(args, models)
     studies, natives = [], {}
     for source, target in pairs_spec:
         data = paired_lfw(caches[source], caches[target], pairs)
@@ -45,7 +47,7 @@ def cmd_evaluate_hub(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
-    from facebridge.cli import _lfw_caches, _pipeline, _settings
+    from facebridge.cli.common import lfw_caches, open_pipeline, settings_from
     from facebridge.dataset_embedding import dataset_landmarks
     from facebridge.evaluation.full_network import (
         full_network_markdown,
@@ -58,9 +60,9 @@ def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
 
     pairs_spec = [tuple(spec.split(":", 1)) for spec in args.pair]
     models = list(dict.fromkeys(m for p in pairs_spec for m in p))
-    caches, pairs = _lfw_caches(args, models)
-    settings = _settings(args)
-    pipeline = _pipeline(settings, sorted({a for a, _ in pairs_spec}), args.detector)
+    caches, pairs = lfw_caches(args, models)
+    settings = settings_from(args)
+    pipeline = open_pipeline(settings, sorted({a for a, _ in pairs_spec}), args.detector)
     studies = []
     for source, target in pairs_spec:
         paths = paired_paths(caches[source], caches[target])
@@ -91,7 +93,7 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
     import numpy as np
 
     from facebridge import __version__
-    from facebridge.cli import _space_for
+    from facebridge.cli.common import space_for
     from facebridge.mapping.estimators import row_cosine
     from facebridge.mapping.fitting import r2_score
     from facebridge.mapping.heads import HeadMap, load_head
@@ -113,7 +115,7 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
         name = model or path.stem
         if digest is None and path.suffix == ".onnx":
             digest = sha256_file(path)  # the classifier itself pins the space
-        return _space_for(settings, name, digest, dim)
+        return space_for(settings, name, digest, dim)
 
     source = space(args.from_heads[0], args.source_model, args.source_sha256, head_a.weight.shape[0])
     target = space(args.from_heads[1], args.target_model, args.target_sha256, head_b.weight.shape[0])
@@ -155,15 +157,15 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
 
 def cmd_fit_full_network(args: argparse.Namespace) -> int:
     """Statistics for the full-network embedding mode of one recognizer, from a folder of photos."""
-    from facebridge.cli import _pipeline, _settings
+    from facebridge.cli.common import open_pipeline, settings_from
     from facebridge.dataset_embedding import dataset_landmarks
     from facebridge.embedding_cache import list_images
     from facebridge.evaluation.full_network import lfw_layer_features
     from facebridge.evaluation.lfw import pair_images, read_pairs
     from facebridge.vision.full_network import FullNetworkEmbedding, stats_path
 
-    settings = _settings(args)
-    pipeline = _pipeline(settings, [args.model], args.detector)
+    settings = settings_from(args)
+    pipeline = open_pipeline(settings, [args.model], args.detector)
     paths = pair_images(read_pairs(args.pairs)) if args.pairs else list_images(args.dataset)
     # with --pairs on LFW the files are the ones `evaluate-full-network` caches, so nothing is recomputed
     tag = args.dataset.name if args.pairs else f"{args.dataset.name}-all"
@@ -195,7 +197,7 @@ def _lfw_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lfw", type=Path, required=True, help="LFW root holding pairs.txt")
     parser.add_argument("--report", type=Path, default=REPORT, help="report to write the table into")
     parser.add_argument("--detector", default="yunet")
-    parser.add_argument("--models-dir", type=Path)
+    add_settings_options(parser)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -226,5 +228,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     stats.add_argument("--pairs", type=Path, help="only the photos a pairs.txt uses (LFW)")
     stats.add_argument("--out", type=Path, default=Path("mappings"), help="mappings folder of the service")
     stats.add_argument("--detector", default="yunet")
-    stats.add_argument("--models-dir", type=Path)
+    add_settings_options(stats)
     stats.set_defaults(func=cmd_fit_full_network)

@@ -54,11 +54,11 @@ def add_population_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _populations(args: argparse.Namespace, models: list[str]):  # type: ignore[no-untyped-def]
     """Load (building missing caches first) every population the transfers use."""
-    from facebridge.cli import _pipeline, _settings
+    from facebridge.cli.common import open_pipeline, settings_from
     from facebridge.dataset_embedding import CLEAN, dataset_cache_path, embed_dataset
     from facebridge.evaluation.population import load_population
 
-    settings = _settings(args)
+    settings = settings_from(args)
     folders = dict(spec.split("=", 1) for spec in (args.population or DEFAULT_POPULATIONS))
     names = list(folders)
     transfers = [tuple(t.split(":", 1)) for t in args.transfer or []] or [
@@ -77,7 +77,7 @@ def _populations(args: argparse.Namespace, models: list[str]):  # type: ignore[n
         if not all(dataset_cache_path(settings.cache_dir, name, m, kind).exists() for m in models)
     ]
     if missing:
-        pipeline = _pipeline(settings, models, args.detector)
+        pipeline = open_pipeline(settings, models, args.detector)
         for name, kind in missing:
             embed_dataset(pipeline, Path(folders[name]), name, models, settings.cache_dir, kind)
     populations = {

@@ -1,0 +1,125 @@
+"""`facebridge fit` and `calibrate`: where a map (or a space's thresholds) is fitted from embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facebridge.cli.common import add_settings_options, settings_from, space_for
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from facebridge.embedding_cache import EmbeddingCache
+    from facebridge.mapping.fitting import PairedEmbeddings, fit_map, pair_caches
+    from facebridge.mapping.mapfile import map_filename, save_map
+
+    settings = settings_from(args)
+    if args.from_heads:
+        from facebridge.cli.studies import fit_from_heads
+
+        return fit_from_heads(args, settings)
+    if args.source_cache and args.target_cache:
+        data = pair_caches(
+            EmbeddingCache.load(args.source_cache), EmbeddingCache.load(args.target_cache), args.dataset
+        )
+    elif args.source_npy and args.target_npy and args.source_model and args.target_model:
+        source, target = np.load(args.source_npy), np.load(args.target_npy)
+        labelled = args.labels is not None
+        identities = np.load(args.labels).astype(str) if labelled else np.arange(len(source)).astype(str)
+        data = PairedEmbeddings(
+            source,
+            target,
+            identities,
+            space_for(settings, args.source_model, args.source_sha256, source.shape[1]),
+            space_for(settings, args.target_model, args.target_sha256, target.shape[1]),
+            args.dataset,
+            labelled,
+        )
+    else:
+        print(
+            "error: give --source-cache and --target-cache, or --source-npy, --target-npy, "
+            "--source-model and --target-model",
+            file=sys.stderr,
+        )
+        return 2
+    params = {"alphas": (args.alpha,)} if args.alpha is not None and args.method == "ridge" else {}
+    fitted = fit_map(data, args.method, params, args.heldout, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / map_filename(data.source_space.model, data.target_space.model)
+    meta = save_map(path, fitted.meta, fitted.weight, fitted.bias)
+    q = meta.quality
+    print(f"{path}: {meta.id} method {meta.method} {meta.fitted or ''}")
+    print(
+        f"  held-out: {meta.provenance.heldout_identities} identities, "
+        f"{meta.provenance.heldout_images} images; "
+        f"mean cosine {q.mean_cosine:.4f}, R2 {q.r2:.4f}"
+    )
+    if q.accuracy_cross is not None:
+        print(
+            f"  accuracy: source native {q.accuracy_source_native:.4f}, "
+            f"target native {q.accuracy_target_native:.4f}, "
+            f"mapped {q.accuracy_mapped:.4f}, cross {q.accuracy_cross:.4f} ({q.verification_pairs} pairs)"
+        )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from facebridge.embedding_cache import EmbeddingCache
+    from facebridge.mapping.mapfile import SPACE_SUFFIX, save_space
+    from facebridge.mapping.spaces import calibrate_space
+
+    space = calibrate_space(EmbeddingCache.load(args.cache), args.dataset, args.max_images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{space.space.model}{SPACE_SUFFIX}"
+    save_space(path, space)
+    points = ", ".join(
+        f"{k} {v.threshold:.4f} (TAR {v.tar:.4f})" for k, v in space.calibration.thresholds.items()
+    )
+    print(f"{path}: {space.images} images, {space.calibration.impostor_pairs} impostor pairs; {points}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    fit = sub.add_parser(
+        "fit", help="fit a map between two spaces (held-out quality and calibration included)"
+    )
+    fit.add_argument(
+        "--source-cache", type=Path, help="embedding cache of the source model (facebridge embed)"
+    )
+    fit.add_argument("--target-cache", type=Path, help="embedding cache of the target model, same images")
+    fit.add_argument(
+        "--from-heads",
+        nargs=2,
+        metavar=("HEAD_A", "HEAD_B"),
+        help="closed-form map from two classifiers' final layers sharing the same classes: each a "
+        "model.onnx[#node], a weights.npz (weight, bias) or weight.npy[,bias.npy]; no data needed",
+    )
+    fit.add_argument("--source-npy", type=Path)
+    fit.add_argument("--target-npy", type=Path)
+    fit.add_argument("--labels", type=Path, help=".npy identity label per row (enables verification metrics)")
+    fit.add_argument("--source-model")
+    fit.add_argument("--target-model")
+    fit.add_argument("--source-sha256")
+    fit.add_argument("--target-sha256")
+    fit.add_argument(
+        "--method", default="ridge", choices=["lstsq", "affine", "ridge", "procrustes", "softmax"]
+    )
+    fit.add_argument("--alpha", type=float, help="fixed ridge alpha instead of cross-validation")
+    fit.add_argument("--heldout", type=float, default=0.25, help="fraction of identities held out")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--dataset", default="custom", help="name recorded in the map's provenance")
+    fit.add_argument("--out", type=Path, default=Path("mappings"))
+    add_settings_options(fit)
+    fit.set_defaults(func=cmd_fit)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="same-space thresholds for one model from an embedding cache"
+    )
+    calibrate.add_argument("--cache", type=Path, required=True)
+    calibrate.add_argument("--dataset", default="custom")
+    calibrate.add_argument("--max-images", type=int, default=8000)
+    calibrate.add_argument("--out", type=Path, default=Path("mappings/spaces"))
+    calibrate.set_defaults(func=cmd_calibrate)
