@@ -5,7 +5,7 @@ SHARED_MODELS ?= ../shared/models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models imagenet serve test lint pytest bench docker clean
+.PHONY: setup models imagenet serve test test-fast lint pytest bench docker clean
 
 setup: $(VENV)/.installed models
 
@@ -42,6 +42,10 @@ pytest: setup imagenet
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# the fast tier: in-process app on a synthetic bank, no model files (seconds)
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m fast
 
 # the CPU image; on machines that cannot pull from a registry, ../shared/docker/local-python-base.sh
 # first provides the python:3.11-slim base
