@@ -23,6 +23,9 @@ RUN if ! command -v python3 >/dev/null; then \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY facebridge ./facebridge
+# the wheel carries the manifest and the shipped bank as package data
+COPY models/manifest.toml ./models/manifest.toml
+COPY mappings ./mappings
 COPY scripts/install.sh ./scripts/install.sh
 RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS='' FACEBRIDGE_EDITABLE=0 \
     FACEBRIDGE_GPU="$([ "$FLAVOR" = gpu ] && echo 1 || echo 0)" bash scripts/install.sh \

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Create the virtual environment and install facebridge with one onnxruntime and a headless OpenCV.
+# Create the virtual environment and install facebridge with exactly one onnxruntime and one (headless)
+# OpenCV: the CPU flavour installs the `cpu` extra (onnxruntime), the GPU flavour the `gpu` extra
+# (onnxruntime-gpu); both wheels provide the same `onnxruntime` package, so neither is a base dependency.
 #
-# insightface declares `onnxruntime` and `opencv-python` as dependencies. Both OpenCV wheels write the
-# same cv2 package, and onnxruntime / onnxruntime-gpu likewise share one package, so after the normal
-# install this script removes the unwanted twin and reinstalls the wanted one over it.
-#
-#   scripts/install.sh            CPU: onnxruntime + opencv-python-headless
+#   scripts/install.sh                    CPU, editable, with the development tools
 #   FACEBRIDGE_GPU=1 scripts/install.sh   GPU: onnxruntime-gpu instead of onnxruntime
 #   VENV=/opt/venv FACEBRIDGE_EXTRAS= FACEBRIDGE_EDITABLE=0 scripts/install.sh   what the Dockerfile runs
 set -euo pipefail
@@ -16,19 +14,23 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $pip install --upgrade pip
+flavor=cpu
+[ "${FACEBRIDGE_GPU:-0}" = "1" ] && flavor=gpu
 extras=${FACEBRIDGE_EXTRAS-dev}
-[ "${FACEBRIDGE_GPU:-0}" = "1" ] && extras="${extras:+$extras,}gpu"
+extras="${extras:+$extras,}$flavor"
 editable="-e"
 [ "${FACEBRIDGE_EDITABLE:-1}" = "0" ] && editable=""
-$pip install $editable ".${extras:+[$extras]}"
-
-opencv_version=$($VENV/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")
-$pip uninstall -y opencv-python opencv-python-headless >/dev/null
-$pip install --no-deps "opencv-python-headless==$opencv_version"
-if [ "${FACEBRIDGE_GPU:-0}" = "1" ]; then
-  gpu_version=$($VENV/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-gpu'))")
-  $pip uninstall -y onnxruntime onnxruntime-gpu >/dev/null
-  $pip install --no-deps "onnxruntime-gpu==$gpu_version"
+$pip install $editable ".[$extras]"
+# an environment made by an earlier version of this script may still hold insightface and its
+# opencv-python / onnxruntime: remove what facebridge does not use, then restore the wanted wheels
+stale=$($VENV/bin/python -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | grep -ixE "insightface|opencv-python" || true)
+if [ -n "$stale" ]; then
+  $pip uninstall -y $stale >/dev/null
+  $pip install --force-reinstall --no-deps "$($VENV/bin/python -c "import importlib.metadata as m; print('opencv-python-headless==' + m.version('opencv-python-headless'))")"
+fi
+if [ "$flavor" = gpu ] && $VENV/bin/python -m pip show onnxruntime >/dev/null 2>&1; then
+  $pip uninstall -y onnxruntime >/dev/null
+  $pip install --force-reinstall --no-deps "onnxruntime-gpu==$($VENV/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-gpu'))")"
 fi
 $VENV/bin/python - <<'PY'
 import importlib.metadata as m

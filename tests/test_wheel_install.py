@@ -1,0 +1,132 @@
+"""The wheel as a user gets it: built, installed into a fresh virtual environment outside the checkout,
+models fetched into the per-user folder, the service started, and called through facebridge.client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import ROOT, SHARED_MODELS, free_port
+
+KEY = "wheel-test-key"
+CLIENT_SCRIPT = """
+import sys
+import numpy as np
+from facebridge.client import Client, NotFoundError
+
+url, key = sys.argv[1], sys.argv[2]
+with Client(url, key) as client:
+    rows = np.random.default_rng(0).normal(size=(300, 128)).astype(np.float32)
+    moved = client.translate(rows, "arcface-mbf128", "sirius-mbf192")
+    assert moved.embeddings.shape == (300, 192), moved.embeddings.shape
+    assert np.allclose(np.linalg.norm(moved.embeddings, axis=1), 1, atol=1e-5)
+    small = client.translate(rows[:3], "arcface-mbf128", "sirius-mbf192")
+    assert np.allclose(small.embeddings, moved.embeddings[:3], atol=1e-6)
+    answer = client.verify(rows[0], "arcface-mbf128", moved.embeddings[0], "sirius-mbf192", far=1e-3)
+    result = answer.results[0]
+    assert result.comparison == "cross" and result.far_interval is not None, result
+    try:
+        client.translate(rows[:1], "arcface-mbf128", "no-such-model")
+    except NotFoundError as error:
+        assert error.errors and error.errors[0].field == "target", error.errors
+    else:
+        raise AssertionError("an unknown model was accepted")
+    print(f"translate ok: maps {moved.maps}; verify ok: score {result.score:.4f}")
+"""
+
+
+def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, **kwargs)  # type: ignore[call-overload]
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path]:
+    """(venv bin folder, environment, working folder) of a fresh install of the wheel built here."""
+    root = tmp_path_factory.mktemp("wheel")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"), str(ROOT)])
+    wheels = list((root / "dist").glob("facebridge-*.whl"))
+    assert len(wheels) == 1, wheels
+    _run([sys.executable, "-m", "venv", str(root / "venv")])
+    bin_dir = root / "venv" / "bin"
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheels[0]}[cpu]"])
+    work = root / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEBRIDGE_", "VIRTUAL_ENV", "PYTHON"))}
+    env.update(XDG_DATA_HOME=str(root / "data"), XDG_CACHE_HOME=str(root / "cache"), FACEBRIDGE_API_KEYS=KEY)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return bin_dir, env, work
+
+
+def test_one_opencv_and_one_onnxruntime_and_no_top_level_app(
+    installed: tuple[Path, dict[str, str], Path],
+) -> None:
+    bin_dir, env, work = installed
+    listed = json.loads(_run([str(bin_dir / "python"), "-m", "pip", "list", "--format=json"], env=env).stdout)
+    names = sorted(d["name"].lower() for d in listed)
+    assert [n for n in names if n.startswith("opencv")] == ["opencv-python-headless"], names
+    assert [n for n in names if n.startswith("onnxruntime")] == ["onnxruntime"], names
+    assert "insightface" not in names
+    probe = (
+        "import importlib.util as u; print(u.find_spec('app') is None, u.find_spec('facebridge') is not None)"
+    )
+    assert _run([str(bin_dir / "python"), "-c", probe], env=env, cwd=work).stdout.split() == ["True", "True"]
+
+
+def test_installed_wheel_fetches_serves_and_answers_through_the_client(
+    installed: tuple[Path, dict[str, str], Path],
+) -> None:
+    bin_dir, env, work = installed
+    fetched = _run(
+        [str(bin_dir / "facebridge"), "models", "fetch", "--all", "--from", str(SHARED_MODELS)],
+        env=env,
+        cwd=work,
+    )
+    models_dir = Path(env["XDG_DATA_HOME"]) / "facebridge" / "models"
+    assert (models_dir / "insightface_mobilefacenet_y1_arcface_128.onnx").is_file(), fetched.stdout
+    doctor = subprocess.run(
+        [str(bin_dir / "facebridge"), "doctor"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert doctor.returncode == 0 and "no problems found" in doctor.stdout, doctor.stdout + doctor.stderr
+    port = free_port()
+    log = (work / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(bin_dir / "facebridge"), "serve", "--port", str(port)],
+        env={**env, "FACEBRIDGE_LOAD_MODELS": '["arcface-mbf128","sirius-mbf192","yunet"]'},
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the installed service did not become ready:\n" + (work / "serve.log").read_text())
+        result = _run([str(bin_dir / "python"), "-c", CLIENT_SCRIPT, url, KEY], env=env, cwd=work)
+        assert "translate ok" in result.stdout and "verify ok" in result.stdout
+        models = httpx.get(url + "/models", headers={"X-API-Key": KEY}).json()["models"]
+        arcface = next(m for m in models if m["id"] == "arcface-mbf128")
+        assert arcface["state"] == "loaded" and arcface["file_sha256"] == arcface["sha256"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
