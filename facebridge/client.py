@@ -34,10 +34,10 @@ import numpy as np
 import orjson
 import pydantic
 
-from facebridge import __version__
-from facebridge.errors import FieldError
+from facebridge import __version__, exceptions
 from facebridge.schemas.catalog import MappingList, ModelList, ReloadAnswer
 from facebridge.schemas.embed import EmbedResponse
+from facebridge.schemas.problem import FieldError
 from facebridge.schemas.translate import TranslateResponse
 from facebridge.schemas.verify import Pair, Side, VerifyResponse
 
@@ -49,7 +49,6 @@ __all__ = [
     "Client",
     "ConflictError",
     "ConnectionFailedError",
-    "FacebridgeError",
     "ImageInput",
     "NotFoundError",
     "OperatingPoint",
@@ -58,6 +57,7 @@ __all__ = [
     "RateLimitedError",
     "RetryPolicy",
     "ServerError",
+    "ServiceError",
     "SideInput",
     "TranslationResult",
     "UnavailableError",
@@ -99,8 +99,11 @@ T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------ exceptions
-class FacebridgeError(Exception):
+class ServiceError(exceptions.FacebridgeError):
     """An error answer of the service, with the RFC 9457 problem fields kept apart for programs.
+
+    A subclass of facebridge.exceptions.FacebridgeError, so code that handles the library's errors
+    handles the client's too.
 
     `code` is the last segment of the problem `type` (urn:facebridge:problem:unknown-model ->
     "unknown-model"); `errors` names the request fields at fault. A body that is not a problem (a proxy's
@@ -119,7 +122,8 @@ class FacebridgeError(Exception):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(status, code, title, detail, errors)
+        super().__init__(detail, errors[0].field if errors else None)
+        self.args = (status, code, title, detail, errors)
         self.status, self.code, self.title, self.detail = status, code, title, detail
         self.errors: list[FieldError] = list(errors or [])
         self.instance = instance
@@ -138,43 +142,43 @@ class FacebridgeError(Exception):
         return head
 
 
-class AuthenticationError(FacebridgeError):
+class AuthenticationError(ServiceError):
     """401/403: the X-API-Key header is missing or not one of the service's keys."""
 
 
-class NotFoundError(FacebridgeError):
+class NotFoundError(ServiceError):
     """404: an unknown model or space id (unknown-model), or an unknown route."""
 
 
-class ConflictError(FacebridgeError):
+class ConflictError(ServiceError):
     """409: the request is valid but cannot be served now (no-map-path, not-calibrated, model-unavailable)."""
 
 
-class ValidationError(FacebridgeError):
+class ValidationError(ServiceError):
     """400/422: the request itself is wrong; `errors` says which fields (not pydantic.ValidationError)."""
 
 
-class PayloadTooLargeError(FacebridgeError):
+class PayloadTooLargeError(ServiceError):
     """413: too many rows, pairs or images, or a body or image over the service's limits."""
 
 
-class RateLimitedError(FacebridgeError):
+class RateLimitedError(ServiceError):
     """429 still answered after every retry (or with a Retry-After longer than the client will wait)."""
 
 
-class UnavailableError(FacebridgeError):
+class UnavailableError(ServiceError):
     """503 still answered after every retry: models loading, or a request over its time budget."""
 
 
-class ServerError(FacebridgeError):
+class ServerError(ServiceError):
     """Any other 5xx: a fault of the service or of a proxy in front of it. Not retried."""
 
 
-class ConnectionFailedError(FacebridgeError):
+class ConnectionFailedError(ServiceError):
     """No HTTP answer (refused, broken or timed-out connection); `status` is 0, `__cause__` is httpx's."""
 
 
-ERRORS_BY_CODE: dict[str, type[FacebridgeError]] = {
+ERRORS_BY_CODE: dict[str, type[ServiceError]] = {
     "unauthorized": AuthenticationError,
     "unknown-model": NotFoundError,
     "not-found": NotFoundError,
@@ -191,7 +195,7 @@ ERRORS_BY_CODE: dict[str, type[FacebridgeError]] = {
 }
 """The problem code decides first (it is the service's own word); the status is the fallback."""
 
-ERRORS_BY_STATUS: dict[int, type[FacebridgeError]] = {
+ERRORS_BY_STATUS: dict[int, type[ServiceError]] = {
     400: ValidationError,
     401: AuthenticationError,
     403: AuthenticationError,
@@ -204,13 +208,13 @@ ERRORS_BY_STATUS: dict[int, type[FacebridgeError]] = {
 }
 
 
-def error_class(status: int, code: str) -> type[FacebridgeError]:
+def error_class(status: int, code: str) -> type[ServiceError]:
     """The exception class for an error answer: by problem code, then by status."""
     if code in ERRORS_BY_CODE:
         return ERRORS_BY_CODE[code]
     if status in ERRORS_BY_STATUS:
         return ERRORS_BY_STATUS[status]
-    return ServerError if status >= 500 else FacebridgeError
+    return ServerError if status >= 500 else ServiceError
 
 
 def _problem_code(problem_type: str) -> str:
@@ -220,7 +224,7 @@ def _problem_code(problem_type: str) -> str:
     return problem_type.rstrip("/").replace(":", "/").rsplit("/", 1)[-1]
 
 
-def error_from_response(response: httpx.Response) -> FacebridgeError:
+def error_from_response(response: httpx.Response) -> ServiceError:
     """The typed exception an error answer becomes (problem+json or not)."""
     status = response.status_code
     extra: dict[str, Any] = {
@@ -535,7 +539,7 @@ class _Core:
         try:
             return call.parse(response)
         except (ValueError, KeyError, TypeError) as exc:  # pydantic.ValidationError is a ValueError
-            raise FacebridgeError(
+            raise ServiceError(
                 response.status_code,
                 "invalid-answer",
                 "Answer not understood",
@@ -644,7 +648,7 @@ class Client(_Base):
         """Liveness (/healthz): True when the process answers; False instead of raising (one attempt)."""
         try:
             return self._send(_health_call())
-        except FacebridgeError:
+        except ServiceError:
             return False
 
     def ready(self) -> dict[str, Any]:
@@ -778,7 +782,7 @@ class AsyncClient(_Base):
         """Liveness (/healthz): True when the process answers; False instead of raising (one attempt)."""
         try:
             return await self._send(_health_call())
-        except FacebridgeError:
+        except ServiceError:
             return False
 
     async def ready(self) -> dict[str, Any]:

@@ -12,34 +12,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facebridge import exceptions as ex
 from facebridge.metrics import ERRORS
+from facebridge.schemas.problem import FieldError, ProblemDetail
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:facebridge:problem:"
-
-
-class FieldError(BaseModel):
-    """Which part of the request is wrong: a JSON-pointer-like path with list indices, and why."""
-
-    field: str
-    message: str
-
-
-class ProblemDetail(BaseModel):
-    """RFC 9457 body; `errors` lists offending fields when there are any."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[FieldError] | None = None
 
 
 class Problem(Exception):

@@ -22,11 +22,11 @@ from facebridge.client import (
     Client,
     ConflictError,
     ConnectionFailedError,
-    FacebridgeError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitedError,
     ServerError,
+    ServiceError,
     UnavailableError,
     ValidationError,
     error_from_response,
@@ -356,7 +356,7 @@ def test_other_errors_are_not_retried(scripted: list[Scripted]) -> None:
     server = _serve(scripted, [(502, {"Content-Type": "text/html"}, b"<h1>Bad gateway</h1>"), RELOADED])
     with Client(server.url) as fb, pytest.raises(ServerError) as proxy:
         fb.models()
-    assert len(server.arrivals) == 1 and isinstance(proxy.value, FacebridgeError)
+    assert len(server.arrivals) == 1 and isinstance(proxy.value, ServiceError)
     assert (proxy.value.status, proxy.value.code, proxy.value.detail) == (502, "", "<h1>Bad gateway</h1>")
     # /readyz answers 503 while loading: its body is the answer, not an error, and not retried
     loading = (503, {"Content-Type": "application/json"}, b'{"status": "loading"}')
@@ -433,10 +433,10 @@ def test_parse_retry_after() -> None:
         (429, "too-many-requests", RateLimitedError),
         (503, "time-budget-exceeded", UnavailableError),
         (500, "internal-error", ServerError),
-        (415, "unsupported-media-type", FacebridgeError),
+        (415, "unsupported-media-type", ServiceError),
     ],
 )
-def test_error_table(status: int, code: str, expected: type[FacebridgeError]) -> None:
+def test_error_table(status: int, code: str, expected: type[ServiceError]) -> None:
     status_code, headers, body = _problem(status, code)
     error = error_from_response(httpx.Response(status_code, headers=headers, content=body))
     assert type(error) is expected and error.status == status and error.code == code

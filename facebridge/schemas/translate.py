@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 class TranslateRequest(BaseModel):
     """JSON form of a translation; the bulk form sends the same rows as a .npy body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"source": "arcface-mbf128", "target": "sirius-mbf192", "embeddings": [[0.088] * 128] * 2}
+            ]
+        },
+    )
 
     source: str = Field(description="model id whose space the embeddings are in")
     target: str = Field(description="model id whose space they are carried into")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
+from pydantic.config import JsonDict
 
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS, Interval
 
@@ -14,7 +15,9 @@ FAR_POINTS = {value: name for name, value in OPERATING_POINTS.items()}
 class Side(BaseModel):
     """One face: a template (`embedding`) or a photo (`image`, base64) to embed, and its model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["embedding"]}, {"required": ["image"]}]}
+    )
 
     model: str
     embedding: list[StrictFloat] | None = None
@@ -34,15 +37,33 @@ class Pair(BaseModel):
     b: Side
 
 
+# a template of each of two shipped recognizers (values only illustrate the shape: 128 and 192 numbers)
+_EXAMPLE_PAIR: JsonDict = {
+    "a": {"model": "arcface-mbf128", "embedding": [0.088] * 128},
+    "b": {"model": "sirius-mbf192", "embedding": [0.072] * 192},
+}
+
+
 class VerifyRequest(BaseModel):
     """One `pair` or a batch of `pairs`; the decision rule is `far`, `operating_point` or `threshold`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [{"required": ["pair"]}, {"required": ["pairs"]}],
+            "examples": [
+                {"pair": _EXAMPLE_PAIR, "far": 0.001},
+                {"pairs": [_EXAMPLE_PAIR, _EXAMPLE_PAIR], "operating_point": "far_1e-4"},
+            ],
+        },
+    )
 
     pair: Pair | None = None
     pairs: list[Pair] | None = Field(default=None, min_length=1)
     far: float | None = Field(
-        default=None, description="calibrated operating point by FAR: 0.01, 0.001 or 0.0001"
+        default=None,
+        description="calibrated operating point by FAR: 0.01, 0.001 or 0.0001",
+        json_schema_extra={"enum": [0.01, 0.001, 0.0001]},
     )
     operating_point: Literal["far_1e-2", "far_1e-3", "far_1e-4", "max_accuracy"] | None = None
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description="raw cosine threshold")
