@@ -1,7 +1,7 @@
 """facebridge: embed faces with ONNX recognizers and carry templates between their embedding spaces.
 
-    from facebridge import Bridge      # the library, in-process (facebridge.bridge)
-    from facebridge import Client      # the typed HTTP client of a running service (facebridge.client)
+from facebridge import Bridge      # the library, in-process (facebridge.bridge)
+from facebridge import Client      # the typed HTTP client of a running service (facebridge.client)
 """
 
 from __future__ import annotations
