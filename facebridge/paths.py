@@ -33,8 +33,9 @@ def _source_tree() -> Path | None:
     return root if (root / "mappings").is_dir() and (root / "models" / "manifest.toml").is_file() else None
 
 
-def _package_data(package: str) -> Path:
-    return Path(str(importlib.resources.files(package)))
+def _package_data(*parts: str) -> Path:
+    """A folder of package data inside the installed facebridge package (wheels install it unzipped)."""
+    return Path(str(importlib.resources.files("facebridge").joinpath("data", *parts)))
 
 
 def shipped_manifest() -> Path:
@@ -42,13 +43,13 @@ def shipped_manifest() -> Path:
     tree = _source_tree()
     if tree is not None:
         return tree / "models" / "manifest.toml"
-    return _package_data("facebridge.data.models") / "manifest.toml"
+    return _package_data("models") / "manifest.toml"
 
 
 def shipped_mappings_dir() -> Path:
     """The mapping bank that ships with this version (read-only when installed from a wheel)."""
     tree = _source_tree()
-    return tree / "mappings" if tree is not None else _package_data("facebridge.data.mappings")
+    return tree / "mappings" if tree is not None else _package_data("mappings")
 
 
 def default_models_dir() -> Path:
