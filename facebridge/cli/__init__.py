@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from facebridge.cli import doctor, embed, evaluate, fit, migrate, models, serve, studies
+from facebridge.cli import doctor, embed, evaluate, fit, migrate, models, refit, serve, studies
 
-COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit)
+COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit)
 
 
 def build_parser() -> argparse.ArgumentParser:

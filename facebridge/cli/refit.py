@@ -1,0 +1,136 @@
+"""`facebridge refit`: refit a map on the deployment's recorded pairs, write it only if it is better.
+
+    facebridge refit --source arcface-mbf128 --target sirius-mbf192 [--pairs DSN] [--base lfw --augment flip]
+
+The pairs come from the store `POST /pairs` and `POST /embed` with `record` fill (FACEBRIDGE_PAIRS_DB or
+FACEBRIDGE_PAIRS_DSN, or --pairs); the base data from embedding caches (facebridge embed-dataset).
+Before/after is printed for the deployment subjects held out of the refit; the map file is replaced only
+when the refit is better there (or with --force), and a running service picks it up on
+`POST /admin/reload-mappings` or SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from facebridge.cli.common import add_settings_options, check_methods, settings_from
+
+if TYPE_CHECKING:
+    from facebridge.config import Settings
+    from facebridge.evaluation.population import Population
+
+
+def _base_population(args: argparse.Namespace, settings: Settings, models: list[str]) -> Population | None:
+    from facebridge.evaluation.population import load_population
+    from facebridge.mapping.bank_fit import merge
+
+    if not args.base:
+        return None
+    parts = [load_population(settings.cache_dir, name, models, args.augment) for name in args.base]
+    return merge(parts) if len(parts) > 1 else parts[0]
+
+
+def _deployment(args: argparse.Namespace, settings: Settings) -> Population:
+    from facebridge.mapping.refit import deployment_population
+    from facebridge.pairs.store import open_store
+
+    store = open_store(args.pairs) if args.pairs else open_store(settings)
+    try:
+        pairs = store.read(args.source, args.target)
+    finally:
+        store.close()
+    return deployment_population(pairs.subjects, args.source, pairs.source, args.target, pairs.target)
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from facebridge.mapping.bank import MappingBank
+    from facebridge.mapping.mapfile import SpaceRef, map_filename, save_map
+    from facebridge.mapping.refit import RefitPlan, format_result, refit
+
+    check_methods(args.method)
+    settings = settings_from(args)
+    manifest = settings.load_manifest()
+    bank = MappingBank.load(settings.mappings_dir, manifest)
+    refs = []
+    for model in (args.source, args.target):
+        space = bank.spaces.get(model)
+        entry = manifest.get(model)
+        if space is None and (entry is None or entry.dim is None or entry.sha256 is None):
+            print(f"error: no space or pinned manifest entry for {model}", file=sys.stderr)
+            return 2
+        refs.append(space or SpaceRef(model=model, dim=entry.dim, sha256=entry.sha256))  # type: ignore[union-attr,arg-type]
+    deployment = _deployment(args, settings)
+    if len(deployment) == 0:
+        print(f"error: no recorded pairs of {args.source} and {args.target}", file=sys.stderr)
+        return 2
+    current = bank.maps.get((args.source, args.target))
+    plan = RefitPlan(
+        methods=tuple(args.method or ("ridge", "residual-mlp")),
+        validation=args.validation,
+        heldout=args.heldout,
+        base_augmentations=tuple(args.augment),
+        seed=args.seed,
+    )
+    try:
+        result = refit(
+            deployment,
+            refs[0],
+            refs[1],
+            base=_base_population(args, settings, [args.source, args.target]),
+            current=current.apply if current is not None else None,
+            plan=plan,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_result(result, args.source, args.target))
+    if args.dry_run or not (result.improved or args.force):
+        print(
+            "map not written" + (" (--dry-run)" if args.dry_run else ": the current map is as good or better")
+        )
+        return 0
+    out = args.out or settings.mappings_dir
+    if not os.access(out, os.W_OK):
+        print(
+            f"error: {out} is not writable: pass --out (and serve it with FACEBRIDGE_MAPPINGS_DIR)",
+            file=sys.stderr,
+        )
+        return 2
+    path = out / map_filename(args.source, args.target)
+    fitted = result.fitted
+    save_map(path, fitted.meta, fitted.weight, fitted.bias, fitted.residual)
+    print(f"wrote {path}; a running service loads it on POST /admin/reload-mappings or SIGHUP")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    from pathlib import Path
+
+    parser = sub.add_parser(
+        "refit",
+        help="refit a map on the deployment's recorded pairs (held-out subjects decide whether it is kept)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument(
+        "--pairs", help="pair store: a SQLite file or a postgresql:// DSN (default: the service's settings)"
+    )
+    parser.add_argument(
+        "--base", action="append", default=[], help="embedding-cache dataset name(s) to fit with (e.g. lfw)"
+    )
+    parser.add_argument("--augment", action="append", default=[], help="base variants (flip, jitter, ...)")
+    parser.add_argument(
+        "--method", action="append", help="default: ridge and residual-mlp, chosen on validation"
+    )
+    parser.add_argument("--validation", type=float, default=0.2, help="share of deployment subjects")
+    parser.add_argument("--heldout", type=float, default=0.2, help="share of deployment subjects")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="mappings folder to write into (default: the service's)")
+    parser.add_argument("--force", action="store_true", help="write the map even if it is not better")
+    parser.add_argument("--dry-run", action="store_true", help="print before/after, write nothing")
+    add_settings_options(parser)
+    parser.set_defaults(func=cmd_refit)

@@ -1,0 +1,324 @@
+"""Refitting a map on a deployment's own paired templates, and keeping it only if it is better there.
+
+During a roll-out from model A to model B, an identity system can record each new capture embedded by
+both models (facebridge.pairs). Those pairs come from the very population the map will serve, which
+public photos are not. A refit fits on the public base data plus the deployment's pairs, and the
+deployment's subjects are split three ways by subject:
+
+- fit: their pairs join the base data the map is fitted on;
+- validation: chooses the method (ridge or residual MLP), used for nothing else;
+- held-out: never seen by any fit; the current map and the refitted one are both scored on them, and
+  the refitted map's thresholds are calibrated on them (on the base data, flagged, when they are too
+  few to calibrate).
+
+The split is a hash of (seed, subject id), so a subject keeps its side as pairs accumulate and a later
+refit cannot train on people an earlier one held out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from facebridge import __version__
+from facebridge.evaluation.population import (
+    PairSample,
+    Population,
+    PopulationMetrics,
+    measure,
+    pair_scores,
+    verification_pairs,
+)
+from facebridge.evaluation.population_study import (
+    CALIBRATION_IMPOSTORS,
+    cross_fitted_calibration,
+    cross_scores,
+    fit_map,
+    selection_score,
+)
+from facebridge.linalg import l2_normalize
+from facebridge.mapping.bank_fit import FittedBankMap, _fitted_scalars, _residual, merge
+from facebridge.mapping.calibration import Calibration, calibrate
+from facebridge.mapping.mapfile import FitProvenance, MapCalibration, MapMetadata, MapQuality, SpaceRef
+from facebridge.mapping.methods import MapEstimator
+
+DEPLOYMENT = "deployment"
+
+
+@dataclass(frozen=True)
+class RefitPlan:
+    """How a refit splits the deployment's subjects and what it may choose from."""
+
+    methods: tuple[str, ...] = ("ridge", "residual-mlp")
+    # how many times each deployment pair counts against one base photo: a few hundred pairs of the
+    # served population would otherwise be drowned by tens of thousands of public photos
+    deployment_weights: tuple[int, ...] = (1, 4, 16)
+    validation: float = 0.2
+    heldout: float = 0.2
+    base_augmentations: tuple[str, ...] = ()
+    min_heldout_subjects: int = 10
+    min_heldout_genuine: int = 100
+    seed: int = 0
+
+
+@dataclass
+class SplitSizes:
+    fit_subjects: int
+    validation_subjects: int
+    heldout_subjects: int
+    fit_rows: int
+    validation_rows: int
+    heldout_rows: int
+
+
+@dataclass
+class RefitResult:
+    """What a refit found on the held-out deployment subjects, and the map it would write."""
+
+    method: str
+    weight: int
+    selection: dict[str, float]
+    before: PopulationMetrics | None
+    after: PopulationMetrics
+    calibration: Calibration
+    calibrated_on_deployment: bool
+    split: SplitSizes
+    fitted: FittedBankMap
+
+    @property
+    def improved(self) -> bool:
+        """Better on the held-out subjects: accuracy plus TAR at FAR 1e-3 (both are promised)."""
+        return self.before is None or selection_score(self.after) > selection_score(self.before)
+
+
+def subject_sides(subjects: np.ndarray, plan: RefitPlan) -> np.ndarray:
+    """0 fit, 1 validation, 2 held-out per row, from a hash of (seed, subject): stable across refits."""
+    unique, inverse = np.unique(subjects.astype(str), return_inverse=True)
+    draws = np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"{plan.seed}:{s}".encode()).digest()[:8], "big") / 2**64
+            for s in unique.tolist()
+        ]
+    )
+    side = np.where(draws < plan.heldout, 2, np.where(draws < plan.heldout + plan.validation, 1, 0))
+    return np.asarray(side[inverse])
+
+
+def deployment_population(
+    subjects: np.ndarray, source: str, x: np.ndarray, target: str, y: np.ndarray
+) -> Population:
+    """Recorded pairs as a population: one row per capture, the subject as its identity."""
+    rows = np.arange(len(subjects))
+    return Population(
+        DEPLOYMENT,
+        np.char.add("capture-", rows.astype(str)),
+        np.asarray(subjects).astype(str),
+        {source: l2_normalize(np.asarray(x, np.float32)), target: l2_normalize(np.asarray(y, np.float32))},
+    )
+
+
+def _pool(base: Population | None, part: Population, weight: int = 1) -> Population:
+    """Base photos plus the deployment part, each of its pairs counted `weight` times."""
+    if weight > 1:
+        part = part.subset(np.tile(np.arange(len(part)), weight))
+    return merge([base, part]) if base is not None else part
+
+
+def _choice(key: str) -> tuple[str, int]:
+    method, _, weight = key.rpartition(" x")
+    return method, int(weight)
+
+
+def refit(
+    deployment: Population,
+    source: SpaceRef,
+    target: SpaceRef,
+    base: Population | None = None,
+    current: Callable[[np.ndarray], np.ndarray] | None = None,
+    plan: RefitPlan | None = None,
+) -> RefitResult:
+    """Choose, fit and calibrate a source->target map on base + deployment pairs; score it and the
+    current map (`current`: rows in, translated rows out) on the held-out deployment subjects."""
+    plan = plan or RefitPlan()
+    s, t = source.model, target.model
+    side = subject_sides(deployment.identities, plan)
+    fit_part, val_part, held_part = (deployment.subset(side == k) for k in (0, 1, 2))
+    if min(len(np.unique(p.identities)) for p in (fit_part, val_part, held_part)) < 2:
+        raise ValueError(
+            f"too few deployment subjects to refit: {len(np.unique(deployment.identities))} "
+            "(each of fit, validation and held-out needs at least 2)"
+        )
+    augmentations = plan.base_augmentations
+
+    selection: dict[str, float] = {}
+    weights = plan.deployment_weights if base is not None else (1,)
+    if len(plan.methods) * len(weights) > 1:
+        val_pairs = verification_pairs(val_part.identities, CALIBRATION_IMPOSTORS // 2, plan.seed)
+        for weight in weights:
+            pool = _pool(base, fit_part, weight)
+            for method in plan.methods:
+                estimator = fit_map(pool, s, t, method, augmentations)
+                scores, labels = cross_scores(estimator, val_part, s, t, val_pairs)
+                selection[f"{method} x{weight}"] = selection_score(measure(scores, labels))
+    best = max(selection, key=lambda k: selection[k]) if selection else f"{plan.methods[0]} x{weights[0]}"
+    method, weight = _choice(best)
+
+    train = _pool(base, merge([fit_part, val_part]), weight)
+    estimator = fit_map(train, s, t, method, augmentations)
+    held_pairs = verification_pairs(held_part.identities, CALIBRATION_IMPOSTORS, plan.seed)
+    scores, labels = cross_scores(estimator, held_part, s, t, held_pairs)
+    after = measure(scores, labels)
+    before = None
+    if current is not None:
+        moved = l2_normalize(np.asarray(current(held_part.clean[s]), np.float32))
+        before = measure(*pair_scores(moved, held_part.clean[t], held_pairs))
+
+    quality = _heldout_quality(estimator, held_part, s, t, held_pairs, after)
+    mapped_held = l2_normalize(np.asarray(estimator.transform(held_part.clean[s]), np.float32))
+    mapped_scores, mapped_labels = pair_scores(mapped_held, mapped_held, held_pairs)
+    held_subjects = len(np.unique(held_part.identities))
+    enough = held_subjects >= plan.min_heldout_subjects and int(labels.sum()) >= plan.min_heldout_genuine
+    if enough:
+        calibration = calibrate(
+            scores[labels],
+            scores[~labels],
+            dataset=f"{DEPLOYMENT} (held-out subjects)",
+            images=len(held_part),
+            identities=held_subjects,
+            method="deployment subjects held out of the refit: mapped source vs native target, both orders",
+        )
+    else:
+        fallback = cross_fitted_calibration(train, s, t, method, augmentations, seed=plan.seed)
+        calibration = fallback.model_copy(
+            update={
+                "method": f"FALLBACK (only {held_subjects} held-out deployment subjects, "
+                f"{int(labels.sum())} genuine pairs): {fallback.method}"
+            }
+        )
+    split = SplitSizes(
+        *(len(np.unique(p.identities)) for p in (fit_part, val_part, held_part)),
+        *(len(p) for p in (fit_part, val_part, held_part)),
+    )
+    mapped_calibration = calibrate(
+        mapped_scores[mapped_labels],
+        mapped_scores[~mapped_labels],
+        dataset=f"{DEPLOYMENT} (held-out subjects)",
+        images=len(held_part),
+        identities=held_subjects,
+        method="deployment subjects held out of the refit: mapped vs mapped",
+    )
+    fitted = _fitted_map(
+        estimator,
+        method,
+        selection,
+        train,
+        held_part,
+        (source, target),
+        quality,
+        MapCalibration(cross=calibration, mapped=mapped_calibration),
+        plan,
+    )
+    return RefitResult(method, weight, selection, before, after, calibration, enough, split, fitted)
+
+
+def _heldout_quality(
+    estimator: MapEstimator,
+    held: Population,
+    source: str,
+    target: str,
+    pairs: PairSample,
+    cross: PopulationMetrics,
+) -> MapQuality:
+    raw = np.asarray(estimator.transform(held.clean[source]), np.float64)
+    truth = held.clean[target].astype(np.float64)
+    mapped = l2_normalize(raw)
+    native = {m: measure(*pair_scores(held.clean[m], held.clean[m], pairs)) for m in (source, target)}
+    moved = measure(*pair_scores(mapped.astype(np.float32), mapped.astype(np.float32), pairs))
+    return MapQuality(
+        mean_cosine=float(np.mean(np.sum(mapped * truth, axis=1))),
+        r2=float(1.0 - ((raw - truth) ** 2).sum() / ((truth - truth.mean(axis=0)) ** 2).sum()),
+        accuracy_source_native=native[source].accuracy,
+        accuracy_target_native=native[target].accuracy,
+        accuracy_mapped=moved.accuracy,
+        accuracy_cross=cross.accuracy,
+        verification_pairs=cross.genuine_pairs + cross.impostor_pairs,
+    )
+
+
+def _fitted_map(
+    estimator: MapEstimator,
+    method: str,
+    selection: dict[str, float],
+    train: Population,
+    held: Population,
+    spaces: tuple[SpaceRef, SpaceRef],
+    quality: MapQuality,
+    calibration: MapCalibration,
+    plan: RefitPlan,
+) -> FittedBankMap:
+    source, target = spaces
+    chosen = ", ".join(f"{m} {v:.4f}" for m, v in selection.items()) or "one method given"
+    meta = MapMetadata(
+        source=source,
+        target=target,
+        method=method,
+        params=estimator.get_params(),
+        fitted=_fitted_scalars(estimator),
+        provenance=FitProvenance(
+            dataset=train.name,
+            images=len(train),
+            identities=len(np.unique(train.identities)),
+            heldout_images=len(held),
+            heldout_identities=len(np.unique(held.identities)),
+            pairing="same capture through both models: base photos plus the deployment's recorded pairs; "
+            "deployment subjects split fit / validation / held-out by a hash of their id",
+            seed=plan.seed,
+            selection=f"method and deployment weight with the best accuracy + TAR@FAR 1e-3 on validation "
+            f"deployment subjects: {chosen}",
+        ),
+        quality=quality,
+        calibration=calibration,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        code_version=__version__,
+    )
+    affine = estimator  # every shippable method ends with an affine part (coef_, intercept_)
+    weight = np.asarray(affine.coef_, np.float32)  # type: ignore[attr-defined]
+    bias = np.asarray(affine.intercept_, np.float32)  # type: ignore[attr-defined]
+    return FittedBankMap(meta, weight, bias, _residual(estimator))
+
+
+def format_result(result: RefitResult, source: str, target: str) -> str:
+    """The before/after table a refit prints."""
+    lines = [
+        f"refit {source} -> {target}: method {result.method}, deployment pairs x{result.weight}"
+        + (
+            f" (validation: {', '.join(f'{m} {v:.4f}' for m, v in result.selection.items())})"
+            if result.selection
+            else ""
+        ),
+        f"deployment subjects: fit {result.split.fit_subjects} ({result.split.fit_rows} pairs), "
+        f"validation {result.split.validation_subjects} ({result.split.validation_rows}), "
+        f"held-out {result.split.heldout_subjects} ({result.split.heldout_rows})",
+        "| on held-out deployment subjects | accuracy (%) | TAR@FAR 1e-3 (%) | TAR@FAR 1e-4 (%) |",
+        "|---|---:|---:|---:|",
+    ]
+    rows: Sequence[tuple[str, PopulationMetrics | None]] = (
+        ("current map", result.before),
+        ("refitted", result.after),
+    )
+    for name, metrics in rows:
+        if metrics is not None:
+            lines.append(
+                f"| {name} | {metrics.accuracy * 100:.2f} | {metrics.tar_far_1e3 * 100:.2f} "
+                f"| {metrics.tar_far_1e4 * 100:.2f} |"
+            )
+    where = (
+        "the held-out deployment subjects" if result.calibrated_on_deployment else "the base data (FALLBACK)"
+    )
+    lines.append(f"thresholds calibrated on {where}")
+    lines.append("better than the current map: " + ("yes" if result.improved else "no"))
+    return "\n".join(lines)
