@@ -33,7 +33,7 @@ from facebridge.evaluation.population_study import (
     validation_scores,
 )
 from facebridge.mapping.mapfile import SpaceRef
-from facebridge.mapping.refit import RefitPlan, deployment_population, refit
+from facebridge.mapping.refit import FittedTensors, RefitPlan, deployment_population, refit
 
 PAIRS = (
     "arcface-mbf128:sirius-mbf192",
@@ -80,7 +80,7 @@ def main() -> int:
         )
         refs = [SpaceRef(model=m, dim=lfw.clean[m].shape[1], sha256="0" * 64) for m in (source, target)]
         result = refit(
-            deployment, refs[0], refs[1], base=lfw, current=oop.transform,
+            deployment, refs[0], refs[1], base=lfw, current=FittedTensors.of(oop),
             plan=RefitPlan(methods=METHODS, base_augmentations=tuple(args.augment), seed=args.seed),
         )  # fmt: skip
         threshold = result.calibration.thresholds["far_1e-3"]
@@ -94,7 +94,7 @@ def main() -> int:
             f"{(after.tar_far_1e3 - before.tar_far_1e3) * 100:+.1f}"
         )
         rows.append(
-            f"| {source} → {target} | {oop_method} | {_pct(before)} | {result.method} x{result.weight} "
+            f"| {source} → {target} | {oop_method} | {_pct(before)} | {result.choice} "
             f"| {_pct(after)} "
             f"| {gain} "
             f"| {check.far:.2e} | {_interval(interval)} ({'inside' if inside else 'OUTSIDE'}) "
@@ -103,7 +103,7 @@ def main() -> int:
         print(rows[-1], f"({time.time() - started:.0f} s)", flush=True)
     print()
     print(
-        "| A → B | OOP method | OOP map on half B: acc / TAR@1e-3 (%) | refit method x deployment weight "
+        "| A → B | OOP method | OOP map on half B: acc / TAR@1e-3 (%) | refit chosen on validation subjects "
         "| refitted on half B: acc / TAR@1e-3 (%) | gain (pts) | FAR at refitted far_1e-3 on half B "
         "| stated interval | refit judged better on its held-out subjects |"
     )

@@ -80,7 +80,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
             refs[0],
             refs[1],
             base=_base_population(args, settings, [args.source, args.target]),
-            current=current.apply if current is not None else None,
+            current=current,
             plan=plan,
         )
     except ValueError as error:

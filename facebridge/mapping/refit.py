@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,9 +42,17 @@ from facebridge.evaluation.population_study import (
     selection_score,
 )
 from facebridge.linalg import l2_normalize
+from facebridge.mapping.bank import apply_map_tensors
 from facebridge.mapping.bank_fit import FittedBankMap, _fitted_scalars, _residual, merge
 from facebridge.mapping.calibration import Calibration, calibrate
-from facebridge.mapping.mapfile import FitProvenance, MapCalibration, MapMetadata, MapQuality, SpaceRef
+from facebridge.mapping.mapfile import (
+    FitProvenance,
+    MapCalibration,
+    MapMetadata,
+    MapQuality,
+    ResidualTensors,
+    SpaceRef,
+)
 from facebridge.mapping.methods import MapEstimator
 
 DEPLOYMENT = "deployment"
@@ -56,7 +65,9 @@ class RefitPlan:
     methods: tuple[str, ...] = ("ridge", "residual-mlp")
     # how many times each deployment pair counts against one base photo: a few hundred pairs of the
     # served population would otherwise be drowned by tens of thousands of public photos
-    deployment_weights: tuple[int, ...] = (1, 4, 16)
+    deployment_weights: tuple[int, ...] = (1, 4)
+    # the current map plus a ridge correction fitted on deployment pairs alone, one per penalty
+    adapter_alphas: tuple[float, ...] = (1.0, 3.0, 10.0)
     validation: float = 0.2
     heldout: float = 0.2
     base_augmentations: tuple[str, ...] = ()
@@ -80,7 +91,7 @@ class RefitResult:
     """What a refit found on the held-out deployment subjects, and the map it would write."""
 
     method: str
-    weight: int
+    choice: str
     selection: dict[str, float]
     before: PopulationMetrics | None
     after: PopulationMetrics
@@ -128,9 +139,101 @@ def _pool(base: Population | None, part: Population, weight: int = 1) -> Populat
     return merge([base, part]) if base is not None else part
 
 
-def _choice(key: str) -> tuple[str, int]:
-    method, _, weight = key.rpartition(" x")
-    return method, int(weight)
+class DeploymentAdapter:
+    """The current map plus a ridge correction `x @ A + c` fitted on deployment pairs alone.
+
+    Drift-Adapter's idea (a small correction over a frozen map, learned from few paired samples) in its
+    linear form, which folds into the map's affine part: the written file is an ordinary map
+    (weight + A, bias + c, the same residual MLP), served and verified like any other.
+    """
+
+    method = "adapter"
+
+    def __init__(
+        self, weight: np.ndarray, bias: np.ndarray, residual: ResidualTensors | None, alpha: float = 3.0
+    ) -> None:
+        self.weight, self.bias, self.residual, self.alpha = weight, bias, residual, alpha
+
+    def get_params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "base": "the current map's tensors", "hidden": self.hidden}
+
+    @property
+    def hidden(self) -> int | None:
+        return self.residual.hidden if self.residual is not None else None
+
+    def _base(self, x: np.ndarray) -> np.ndarray:
+        return apply_map_tensors(np.asarray(x, np.float32), self.weight, self.bias, self.residual)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> DeploymentAdapter:
+        features = np.hstack([x, np.ones((len(x), 1), x.dtype)]).astype(np.float64)
+        residual = (np.asarray(y, np.float64) - self._base(x)).astype(np.float64)
+        gram = features.T @ features + self.alpha * np.eye(features.shape[1])
+        correction = np.linalg.solve(gram, features.T @ residual)
+        self.coef_ = (self.weight + correction[:-1]).astype(np.float32)
+        self.intercept_ = (self.bias + correction[-1]).astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return apply_map_tensors(np.asarray(x, np.float32), self.coef_, self.intercept_, self.residual)
+
+
+Builder = Callable[[Population], Any]
+
+
+class MapLike(Protocol):
+    """What a refit needs of the current map: its tensors (a LoadedMap has them)."""
+
+    @property
+    def weight(self) -> np.ndarray: ...
+    @property
+    def bias(self) -> np.ndarray: ...
+    @property
+    def residual(self) -> ResidualTensors | None: ...
+
+
+@dataclass(frozen=True)
+class FittedTensors:
+    """A fitted estimator's tensors as a MapLike (e.g. a map fitted in a study, not loaded from a file)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    residual: ResidualTensors | None = None
+
+    @classmethod
+    def of(cls, estimator: Any) -> FittedTensors:
+        weight, bias = np.asarray(estimator.coef_, np.float32), np.asarray(estimator.intercept_, np.float32)
+        return cls(weight, bias, _residual(estimator))
+
+
+def apply_current(current: MapLike, x: np.ndarray) -> np.ndarray:
+    return l2_normalize(
+        apply_map_tensors(np.asarray(x, np.float32), current.weight, current.bias, current.residual)
+    )
+
+
+def _candidates(
+    base: Population | None, current: MapLike | None, source: str, target: str, plan: RefitPlan
+) -> dict[str, Builder]:
+    """Every refit the plan allows, by name; each fits on a deployment part (plus base data)."""
+    builders: dict[str, Builder] = {}
+    weights = plan.deployment_weights if base is not None else (1,)
+    for weight in weights:
+        for method in plan.methods:
+
+            def pooled(part: Population, method: str = method, weight: int = weight) -> MapEstimator:
+                return fit_map(_pool(base, part, weight), source, target, method, plan.base_augmentations)
+
+            builders[f"{method}, deployment pairs x{weight}" if base is not None else method] = pooled
+    if current is not None:
+        for alpha in plan.adapter_alphas:
+
+            def adapted(part: Population, alpha: float = alpha) -> DeploymentAdapter:
+                assert current is not None
+                adapter = DeploymentAdapter(current.weight, current.bias, current.residual, alpha)
+                return adapter.fit(part.clean[source], part.clean[target])
+
+            builders[f"adapter over the current map, alpha {alpha:g}"] = adapted
+    return builders
 
 
 def refit(
@@ -138,11 +241,11 @@ def refit(
     source: SpaceRef,
     target: SpaceRef,
     base: Population | None = None,
-    current: Callable[[np.ndarray], np.ndarray] | None = None,
+    current: MapLike | None = None,
     plan: RefitPlan | None = None,
 ) -> RefitResult:
-    """Choose, fit and calibrate a source->target map on base + deployment pairs; score it and the
-    current map (`current`: rows in, translated rows out) on the held-out deployment subjects."""
+    """Choose, fit and calibrate a source->target map on base + deployment pairs (or an adapter over
+    the current map); score it and the current map on the held-out deployment subjects."""
     plan = plan or RefitPlan()
     s, t = source.model, target.model
     side = subject_sides(deployment.identities, plan)
@@ -153,28 +256,26 @@ def refit(
             "(each of fit, validation and held-out needs at least 2)"
         )
     augmentations = plan.base_augmentations
-
+    builders = _candidates(base, current, s, t, plan)
     selection: dict[str, float] = {}
-    weights = plan.deployment_weights if base is not None else (1,)
-    if len(plan.methods) * len(weights) > 1:
+    if len(builders) > 1:
         val_pairs = verification_pairs(val_part.identities, CALIBRATION_IMPOSTORS // 2, plan.seed)
-        for weight in weights:
-            pool = _pool(base, fit_part, weight)
-            for method in plan.methods:
-                estimator = fit_map(pool, s, t, method, augmentations)
-                scores, labels = cross_scores(estimator, val_part, s, t, val_pairs)
-                selection[f"{method} x{weight}"] = selection_score(measure(scores, labels))
-    best = max(selection, key=lambda k: selection[k]) if selection else f"{plan.methods[0]} x{weights[0]}"
-    method, weight = _choice(best)
-
-    train = _pool(base, merge([fit_part, val_part]), weight)
-    estimator = fit_map(train, s, t, method, augmentations)
+        for name, build in builders.items():
+            scores, labels = cross_scores(build(fit_part), val_part, s, t, val_pairs)
+            selection[name] = selection_score(measure(scores, labels))
+    choice = max(selection, key=lambda k: selection[k]) if selection else next(iter(builders))
+    deployment_train = merge([fit_part, val_part])
+    estimator = builders[choice](deployment_train)
+    method = estimator.method
+    train = (
+        _pool(base, deployment_train) if not isinstance(estimator, DeploymentAdapter) else deployment_train
+    )
     held_pairs = verification_pairs(held_part.identities, CALIBRATION_IMPOSTORS, plan.seed)
     scores, labels = cross_scores(estimator, held_part, s, t, held_pairs)
     after = measure(scores, labels)
     before = None
     if current is not None:
-        moved = l2_normalize(np.asarray(current(held_part.clean[s]), np.float32))
+        moved = apply_current(current, held_part.clean[s]).astype(np.float32)
         before = measure(*pair_scores(moved, held_part.clean[t], held_pairs))
 
     quality = _heldout_quality(estimator, held_part, s, t, held_pairs, after)
@@ -192,7 +293,14 @@ def refit(
             method="deployment subjects held out of the refit: mapped source vs native target, both orders",
         )
     else:
-        fallback = cross_fitted_calibration(train, s, t, method, augmentations, seed=plan.seed)
+        fallback = cross_fitted_calibration(
+            train,
+            s,
+            t,
+            method if method != DeploymentAdapter.method else "ridge",
+            augmentations,
+            seed=plan.seed,
+        )
         calibration = fallback.model_copy(
             update={
                 "method": f"FALLBACK (only {held_subjects} held-out deployment subjects, "
@@ -222,11 +330,11 @@ def refit(
         MapCalibration(cross=calibration, mapped=mapped_calibration),
         plan,
     )
-    return RefitResult(method, weight, selection, before, after, calibration, enough, split, fitted)
+    return RefitResult(method, choice, selection, before, after, calibration, enough, split, fitted)
 
 
 def _heldout_quality(
-    estimator: MapEstimator,
+    estimator: Any,
     held: Population,
     source: str,
     target: str,
@@ -250,7 +358,7 @@ def _heldout_quality(
 
 
 def _fitted_map(
-    estimator: MapEstimator,
+    estimator: Any,
     method: str,
     selection: dict[str, float],
     train: Population,
@@ -267,7 +375,7 @@ def _fitted_map(
         target=target,
         method=method,
         params=estimator.get_params(),
-        fitted=_fitted_scalars(estimator),
+        fitted=_fitted_scalars(estimator) if not isinstance(estimator, DeploymentAdapter) else {},
         provenance=FitProvenance(
             dataset=train.name,
             images=len(train),
@@ -277,24 +385,25 @@ def _fitted_map(
             pairing="same capture through both models: base photos plus the deployment's recorded pairs; "
             "deployment subjects split fit / validation / held-out by a hash of their id",
             seed=plan.seed,
-            selection=f"method and deployment weight with the best accuracy + TAR@FAR 1e-3 on validation "
-            f"deployment subjects: {chosen}",
+            selection=f"the refit with the best accuracy + TAR@FAR 1e-3 on validation deployment subjects: "
+            f"{chosen}",
         ),
         quality=quality,
         calibration=calibration,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=__version__,
     )
-    affine = estimator  # every shippable method ends with an affine part (coef_, intercept_)
-    weight = np.asarray(affine.coef_, np.float32)  # type: ignore[attr-defined]
-    bias = np.asarray(affine.intercept_, np.float32)  # type: ignore[attr-defined]
-    return FittedBankMap(meta, weight, bias, _residual(estimator))
+    affine: Any = estimator  # every refit ends with an affine part (coef_, intercept_)
+    weight = np.asarray(affine.coef_, np.float32)
+    bias = np.asarray(affine.intercept_, np.float32)
+    residual = estimator.residual if isinstance(estimator, DeploymentAdapter) else _residual(estimator)
+    return FittedBankMap(meta, weight, bias, residual)
 
 
 def format_result(result: RefitResult, source: str, target: str) -> str:
     """The before/after table a refit prints."""
     lines = [
-        f"refit {source} -> {target}: method {result.method}, deployment pairs x{result.weight}"
+        f"refit {source} -> {target}: {result.choice}"
         + (
             f" (validation: {', '.join(f'{m} {v:.4f}' for m, v in result.selection.items())})"
             if result.selection
