@@ -50,6 +50,39 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_models_add(args: argparse.Namespace) -> int:
+    """Probe an unknown recognizer, install it and write its entry into the user manifest."""
+    from facebridge.vision.model_probe import ProbeError, add_model
+
+    settings = settings_from(args)
+    try:
+        result = add_model(
+            settings,
+            args.file,
+            args.id,
+            args.photos,
+            replace=args.replace,
+            people=args.people,
+            per_person=args.per_person,
+            seed=args.seed,
+        )
+    except ProbeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.id}: chose among {len(result.table)} preprocessing candidates on {result.photos} photos of "
+        f"{result.people} people in {result.photos_dir} (* = chosen)"
+    )
+    print(result.format_table())
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\nwrote {args.id} into {settings.user_manifest_path}:")
+    for key, value in result.entry.items():
+        print(f"  {key} = {value!r}")
+    print("a running service loads it on restart; `facebridge models list` shows it")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     models = sub.add_parser("models", help="list or install model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -65,3 +98,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     fetch.add_argument("--accept-unpinned", action="store_true")
     add_settings_options(fetch)
     fetch.set_defaults(func=cmd_models_fetch)
+    add = models_sub.add_parser(
+        "add",
+        help="add a recognizer the manifest does not know: read its graph, choose its preprocessing on "
+        "labelled photos, install it and write it into the user manifest",
+    )
+    add.add_argument("file", type=Path, metavar="FILE.onnx")
+    add.add_argument("--id", required=True, help="the id the model will have (letters, digits, ._-)")
+    add.add_argument(
+        "--photos", type=Path, help="labelled photos: one sub-folder per person (default: ../shared LFW)"
+    )
+    add.add_argument("--people", type=int, default=120, help="people sampled from --photos")
+    add.add_argument("--per-person", type=int, default=5, help="photos per person")
+    add.add_argument("--seed", type=int, default=0)
+    add.add_argument("--replace", action="store_true", help="replace an existing entry of this id")
+    add_settings_options(add)
+    add.set_defaults(func=cmd_models_add)
