@@ -292,6 +292,9 @@ def refit(
             identities=held_subjects,
             method="deployment subjects held out of the refit: mapped source vs native target, both orders",
         )
+        calibration = subject_bootstrap(
+            calibration, scores, labels, held_pairs, held_part.identities, seed=plan.seed
+        )
     else:
         fallback = cross_fitted_calibration(
             train,
@@ -331,6 +334,51 @@ def refit(
         plan,
     )
     return RefitResult(method, choice, selection, before, after, calibration, enough, split, fitted)
+
+
+def subject_bootstrap(
+    calibration: Calibration,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    pairs: PairSample,
+    identities: np.ndarray,
+    draws: int = 400,
+    seed: int = 0,
+) -> Calibration:
+    """`calibration` with each threshold's `far_range` from a bootstrap over subjects.
+
+    The Clopper-Pearson interval counts impostor pairs as independent, but on a few dozen people the
+    FAR mostly depends on which people they are: resampling the subjects (each impostor pair weighted
+    by how often both of its subjects were drawn) gives the spread a new set of people would see.
+    """
+    subject = np.unique(identities, return_inverse=True)[1]
+    left = np.r_[subject[pairs.left], subject[pairs.left]][~labels]
+    right = np.r_[subject[pairs.right], subject[pairs.right]][~labels]
+    impostor = scores[~labels]
+    accepted = {name: impostor >= t.threshold for name, t in calibration.thresholds.items()}
+    rng = np.random.default_rng(seed)
+    people = int(subject.max()) + 1
+    fars: dict[str, list[float]] = {name: [] for name in accepted}
+    for _ in range(draws):
+        counts = np.bincount(rng.integers(0, people, people), minlength=people).astype(np.float32)
+        weight = counts[left] * counts[right]
+        total = float(weight.sum())
+        for name, passed in accepted.items():
+            fars[name].append(float(weight[passed].sum()) / total if total else 0.0)
+    note = (
+        f"95% subject bootstrap over the {people} held-out deployment subjects: where this FAR lies "
+        "for another draw of the same population's people"
+    )
+    thresholds = {
+        name: threshold.model_copy(
+            update={
+                "far_range": (float(np.quantile(fars[name], 0.025)), float(np.quantile(fars[name], 0.975))),
+                "far_range_note": note,
+            }
+        )
+        for name, threshold in calibration.thresholds.items()
+    }
+    return calibration.model_copy(update={"thresholds": thresholds})
 
 
 def _heldout_quality(
