@@ -58,13 +58,19 @@ FaceInput = Side | tuple[str, Any]
 
 @dataclass(frozen=True)
 class Translation:
-    """Translated rows (float32, L2-normalised) and the maps that produced them."""
+    """Translated rows (float32, L2-normalised) and the maps that produced them.
+
+    `confidence` (float32, one per row, or None when a map of the path has no predictor or it was not
+    asked for): the expected cosine between each translated template and the target model's own
+    embedding of the same photo (facebridge/mapping/confidence.py; a chain multiplies its hops').
+    """
 
     source: str
     target: str
     composed: bool
     maps: list[MapUsed]
     embeddings: np.ndarray = field(repr=False)
+    confidence: np.ndarray | None = field(default=None, repr=False)
 
     def to_response(self) -> TranslateResponse:
         return TranslateResponse(
@@ -73,6 +79,7 @@ class Translation:
             composed=self.composed,
             maps=self.maps,
             embeddings=self.embeddings.tolist(),
+            confidence=self.confidence.tolist() if self.confidence is not None else None,
         )
 
 
@@ -193,10 +200,13 @@ class Bridge:
         target: str,
         out: np.ndarray | None = None,
         field: str = "embeddings",
+        confidence: bool = True,
     ) -> Translation:
         """Carry (n, d_source) embeddings into `target`'s space; rows come back L2-normalised.
 
         `out` (float32, (n, d_target)) receives the result without a copy, as the bulk endpoint does.
+        With `confidence` (and a predictor on every map of the path) each row's expected fidelity comes
+        back too; it costs two matrix-vector products per hop.
         """
         path = self.map_path(source, target)
         dim = path.maps[0].meta.source.dim
@@ -204,8 +214,11 @@ class Bridge:
             matrix = check_matrix(np.asarray(embeddings, dtype=np.float32), field, dim, len(embeddings) or 1)
         else:
             matrix = parse_matrix(list(embeddings), field, dim, max(len(embeddings), 1))
-        result = path.apply(matrix, out)
-        return Translation(path.source, path.target, path.composed, maps_used(path), result)
+        if confidence and path.has_confidence:
+            result, expected = path.apply_with_confidence(matrix, out)
+        else:
+            result, expected = path.apply(matrix, out), None
+        return Translation(path.source, path.target, path.composed, maps_used(path), result, expected)
 
     # ---------------------------------------------------------------- verify
     def compare_plan(self, a_model: str, b_model: str, space: str | None = None) -> ComparisonPlan:

@@ -151,7 +151,8 @@ class NotFoundError(ServiceError):
 
 
 class ConflictError(ServiceError):
-    """409: the request is valid but cannot be served now (no-map-path, not-calibrated, model-unavailable)."""
+    """409: the request is valid but cannot be served now (no-map-path, not-calibrated, model-unavailable,
+    no-confidence)."""
 
 
 class ValidationError(ServiceError):
@@ -184,6 +185,7 @@ ERRORS_BY_CODE: dict[str, type[ServiceError]] = {
     "not-found": NotFoundError,
     "no-map-path": ConflictError,
     "not-calibrated": ConflictError,
+    "no-confidence": ConflictError,
     "model-unavailable": ConflictError,
     "full-network-unavailable": ConflictError,
     "request-too-large": PayloadTooLargeError,
@@ -320,7 +322,9 @@ class TranslationResult:
     """Translated rows as float32 (n, d_target), whichever wire format carried them.
 
     `response` is the service's full JSON answer (with each map's quality figures); it is None when the
-    binary .npy path was used, which carries only the map ids.
+    binary .npy path was used, which carries only the map ids. `confidence` (float32 (n,)): each row's
+    expected cosine with the target model's own embedding of the photo; None when a map of the path has
+    no predictor, or on the binary path unless asked for (`confidence=True`).
     """
 
     source: str
@@ -329,6 +333,7 @@ class TranslationResult:
     maps: list[str]
     composed: bool
     response: TranslateResponse | None = field(default=None, repr=False)
+    confidence: np.ndarray | None = field(default=None, repr=False)
 
 
 def _model(cls: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
@@ -391,7 +396,11 @@ def _embed_call(
 
 
 def _translate_call(
-    embeddings: np.ndarray | Sequence[Sequence[float]], source: str, target: str, binary: bool | None
+    embeddings: np.ndarray | Sequence[Sequence[float]],
+    source: str,
+    target: str,
+    binary: bool | None,
+    confidence: bool = False,
 ) -> _Call[TranslationResult]:
     rows = len(embeddings)
     if binary or (binary is None and rows > BINARY_ROWS):
@@ -400,16 +409,23 @@ def _translate_call(
         np.save(buffer, matrix, allow_pickle=False)
 
         def parse_npy(response: httpx.Response) -> TranslationResult:
-            out = np.load(io.BytesIO(response.content), allow_pickle=False)
+            expected = None
+            if confidence:  # an .npz of `embeddings` and `confidence`
+                with np.load(io.BytesIO(response.content), allow_pickle=False) as npz:
+                    out, expected = npz["embeddings"], npz["confidence"]
+            else:
+                out = np.load(io.BytesIO(response.content), allow_pickle=False)
             maps = [m for m in response.headers.get("x-facebridge-maps", "").split(",") if m]
             composed = response.headers.get("x-facebridge-composed", "").lower() == "true"
-            return TranslationResult(source, target, out.astype(np.float32, copy=False), maps, composed)
+            return TranslationResult(
+                source, target, out.astype(np.float32, copy=False), maps, composed, None, expected
+            )
 
         return _Call(
             "POST",
             "/translate",
             parse_npy,
-            params={"source": source, "target": target},
+            params={"source": source, "target": target, **({"confidence": "true"} if confidence else {})},
             content=buffer.getvalue(),
             content_type=NPY,
         )
@@ -423,8 +439,9 @@ def _translate_call(
     def parse_json(response: httpx.Response) -> TranslationResult:
         answer = TranslateResponse.model_validate_json(response.content)
         out = np.asarray(answer.embeddings, dtype=np.float32)
+        expected = np.asarray(answer.confidence, np.float32) if answer.confidence is not None else None
         return TranslationResult(
-            answer.source, answer.target, out, [m.id for m in answer.maps], answer.composed, answer
+            answer.source, answer.target, out, [m.id for m in answer.maps], answer.composed, answer, expected
         )
 
     body = _json_body({"source": source, "target": target, "embeddings": rows_json})
@@ -691,12 +708,15 @@ class Client(_Base):
         target: str,
         *,
         binary: bool | None = None,
+        confidence: bool = False,
     ) -> TranslationResult:
         """Carry (n, d) embeddings from `source`'s space into `target`'s.
 
         binary=None sends a .npy body above BINARY_ROWS rows and JSON below; True/False force one.
+        JSON answers carry each row's confidence when the maps have predictors; the binary path asks
+        for it with confidence=True (the service answers 409 no-confidence if a map has none).
         """
-        return self._send(_translate_call(embeddings, source, target, binary))
+        return self._send(_translate_call(embeddings, source, target, binary, confidence))
 
     def verify(
         self,
@@ -825,9 +845,10 @@ class AsyncClient(_Base):
         target: str,
         *,
         binary: bool | None = None,
+        confidence: bool = False,
     ) -> TranslationResult:
         """Carry (n, d) embeddings from `source`'s space into `target`'s (see Client.translate)."""
-        return await self._send(_translate_call(embeddings, source, target, binary))
+        return await self._send(_translate_call(embeddings, source, target, binary, confidence))
 
     async def verify(
         self,

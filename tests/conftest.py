@@ -205,7 +205,14 @@ def maps_dir(
     full_network_statistics(pipeline, lfw, "arcface-mbf128", stats_path(directory, "arcface-mbf128"))
     for source, target in [("arcface-mbf128", "faceplugin-mbf512"), ("faceplugin-mbf512", "sirius-mbf192")]:
         fitted = fit_map(pair_caches(subset_caches[source], subset_caches[target], "lfw-subset"), "ridge")
-        save_map(directory / map_filename(source, target), fitted.meta, fitted.weight, fitted.bias)
+        save_map(
+            directory / map_filename(source, target),
+            fitted.meta,
+            fitted.weight,
+            fitted.bias,
+            None,
+            fitted.confidence_tensors,
+        )
     (directory / "spaces").mkdir()
     for model_id in ["arcface-mbf128", "faceplugin-mbf512"]:
         space = calibrate_space(subset_caches[model_id], "lfw-subset")

@@ -1,12 +1,15 @@
 """POST /translate: embeddings of one model carried into another model's space.
 
 JSON in, JSON out; or a .npy body (`application/x-npy`, float32 (n, d)) in and .npy out for bulk work,
-with the source and target in the query string and the path in response headers.
+with the source and target in the query string and the path in response headers. With `?confidence=true`
+the bulk answer is an uncompressed .npz (`application/x-npz`) holding `embeddings` and `confidence`
+(each row's expected cosine with the target model's own embedding), as `np.load` reads it.
 """
 
 from __future__ import annotations
 
 import io
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,7 @@ from facebridge.vectors import check_matrix
 router = APIRouter(tags=["translate"])
 
 NPY = "application/x-npy"
+NPZ = "application/x-npz"
 
 
 def read_npy(body: bytes | bytearray) -> np.ndarray:
@@ -110,14 +114,24 @@ def _too_large(size: int, limit: int) -> Problem:
 
 OPENAPI_BODY: dict[str, Any] = {
     "parameters": [
+        *(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "with an application/x-npy body",
+            }
+            for name in ("source", "target")
+        ),
         {
-            "name": name,
+            "name": "confidence",
             "in": "query",
             "required": False,
-            "schema": {"type": "string"},
-            "description": "with an application/x-npy body",
-        }
-        for name in ("source", "target")
+            "schema": {"type": "boolean", "default": False},
+            "description": "with an application/x-npy body: answer application/x-npz with arrays "
+            "`embeddings` and `confidence` (409 when a map of the path has no confidence predictor)",
+        },
     ],
     **request_body(
         {
@@ -132,13 +146,17 @@ OPENAPI_BODY: dict[str, Any] = {
     "/translate",
     response_model=TranslateResponse,
     summary="Carry embeddings from one model's space into another's",
-    description="JSON: `{source, target, embeddings}`. Bulk: POST a .npy float32 (n, d) body with "
-    "`Content-Type: application/x-npy` and `?source=…&target=…`; the answer is .npy too, with the maps "
-    "used in the `X-Facebridge-Maps` header.",
+    description="JSON: `{source, target, embeddings}`; the answer's `confidence` gives, per row, the "
+    "expected cosine between the translated template and the target model's own embedding of the same "
+    "photo (null when a map of the path has no confidence predictor). Bulk: POST a .npy float32 (n, d) "
+    "body with `Content-Type: application/x-npy` and `?source=…&target=…`; the answer is .npy too, with "
+    "the maps used in the `X-Facebridge-Maps` header. Add `&confidence=true` for an uncompressed .npz "
+    "(`application/x-npz`, read by `np.load`) holding `embeddings` (float32 (n, d)) and `confidence` "
+    "(float32 (n,)). Re-enrol the least confident templates first, or hold them to a higher threshold.",
     openapi_extra=OPENAPI_BODY,
     responses={
         **PROBLEM_RESPONSES,
-        200: {"content": {NPY: {}}},
+        200: {"content": {NPY: {}, NPZ: {}}},
         415: {"description": "Unsupported content type"},
     },
 )
@@ -170,6 +188,7 @@ async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> R
         "composed": result.composed,
         "maps": [m.model_dump() for m in result.maps],
         "embeddings": result.embeddings,
+        "confidence": result.confidence,
     }
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
@@ -188,20 +207,59 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
             [FieldError(field=missing, message="required with an application/x-npy body")],
         )
     path = bridge.map_path(source, target)
+    with_confidence = _flag(request.query_params.get("confidence"), "confidence")
+    if with_confidence and not path.has_confidence:
+        lacking = [m.id for m in path.maps if not m.has_confidence]
+        raise Problem(
+            409,
+            "no-confidence",
+            "No confidence predictor",
+            f"map(s) {', '.join(lacking)} carry no confidence predictor; ask without confidence=true",
+            [FieldError(field="confidence", message="the map path has no confidence predictor")],
+        )
     matrix = check_matrix(
         read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
     )
     observe_batch("/translate", len(matrix))
     buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
     if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
-        bridge.translate(matrix, source, target, out, field="body")
+        result = bridge.translate(matrix, source, target, out, "body", with_confidence)
     else:
-        await run_in_threadpool(bridge.translate, matrix, source, target, out, "body")
+        result = await run_in_threadpool(
+            bridge.translate, matrix, source, target, out, "body", with_confidence
+        )
     headers = {
         "X-Facebridge-Maps": ",".join(path.ids),
         "X-Facebridge-Composed": str(path.composed).lower(),
     }
+    if with_confidence and result.confidence is not None:
+        return Response(npz_body(buffer, result.confidence), media_type=NPZ, headers=headers)
     return Response(memoryview(buffer), media_type=NPY, headers=headers)
+
+
+def npz_body(embeddings_npy: bytearray, confidence: np.ndarray) -> memoryview:
+    """An uncompressed .npz of the ready .npy embeddings and the confidence vector (one copy of each)."""
+    vector = io.BytesIO()
+    np.save(vector, np.ascontiguousarray(confidence, dtype="<f4"), allow_pickle=False)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as npz:
+        npz.writestr("embeddings.npy", memoryview(embeddings_npy))
+        npz.writestr("confidence.npy", vector.getbuffer())
+    return archive.getbuffer()
+
+
+def _flag(value: str | None, field: str) -> bool:
+    if value is None or value.lower() in ("", "false", "0", "no"):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    raise Problem(
+        422,
+        "validation-error",
+        "Request is not valid",
+        f"query parameter {field} must be true or false, got {value!r}",
+        [FieldError(field=field, message="true or false")],
+    )
 
 
 def _check_rows(rows: int, limit: int, field: str) -> None:

@@ -49,7 +49,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     fitted = fit_map(data, args.method, params, args.heldout, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / map_filename(data.source_space.model, data.target_space.model)
-    meta = save_map(path, fitted.meta, fitted.weight, fitted.bias)
+    meta = save_map(path, fitted.meta, fitted.weight, fitted.bias, None, fitted.confidence_tensors)
     q = meta.quality
     print(f"{path}: {meta.id} method {meta.method} {meta.fitted or ''}")
     print(

@@ -2,7 +2,9 @@
 
 `LoadedMap.apply` is the one place maps are applied (routes, migrations, benchmarks): an affine map is
 `x @ weight + bias`, a nonlinear one adds its residual MLP (see facebridge/mapping/mapfile.py); rows are then
-L2-normalised.
+L2-normalised. A map may carry a confidence predictor (facebridge/mapping/confidence.py):
+`LoadedMap.confidence` / `MapPath.confidence` give each row's expected cosine with the target model's own
+embedding of the same photo, and `apply_with_confidence` gives both from one application of the maps.
 
 Every file in the mappings folder is verified on load; a bad one is refused (with its reason, shown by
 GET /mappings) and the others keep serving. When there is no direct map A→C the bank composes maps
@@ -18,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from facebridge.mapping.calibration import Calibration
+from facebridge.mapping.confidence import expected_cosine
 from facebridge.mapping.mapfile import (
     MAP_SUFFIX,
     SPACE_SUFFIX,
+    ConfidenceTensors,
     MapFileError,
     MapMetadata,
     ResidualTensors,
@@ -74,10 +78,16 @@ def _add_residual(x: np.ndarray, residual: ResidualTensors, out: np.ndarray) -> 
 
 def normalise_rows(out: np.ndarray) -> np.ndarray:
     """L2-normalise rows in place (a zero row stays zero instead of becoming NaN)."""
+    normalise_rows_keeping_norms(out)
+    return out
+
+
+def normalise_rows_keeping_norms(out: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in place and return their norms before (the confidence predictor reads them)."""
     norms = np.sqrt(np.einsum("ij,ij->i", out, out))
     np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
     out /= norms[:, None]
-    return out
+    return norms
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class LoadedMap:
     bias: np.ndarray  # float32 (d_target,)
     file: str
     residual: ResidualTensors | None = None  # None: affine map
+    predictor: ConfidenceTensors | None = None  # None: no per-template confidence
 
     @property
     def id(self) -> str:
@@ -96,6 +107,10 @@ class LoadedMap:
     def nonlinear(self) -> bool:
         return self.residual is not None
 
+    @property
+    def has_confidence(self) -> bool:
+        return self.predictor is not None
+
     def apply(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Map unit-length source embeddings and return unit-length target embeddings (float32).
 
@@ -103,6 +118,22 @@ class LoadedMap:
         batches extra temporaries cost as much as the product itself.
         """
         return normalise_rows(apply_map_tensors(embeddings, self.weight, self.bias, self.residual, out))
+
+    def apply_with_confidence(
+        self, embeddings: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`apply`, plus each row's expected cosine with the target model's own embedding (None without
+        a predictor); the predictor reads the raw norms `apply` computes anyway, so it adds two
+        matrix-vector products."""
+        result = apply_map_tensors(embeddings, self.weight, self.bias, self.residual, out)
+        norms = normalise_rows_keeping_norms(result)
+        if self.predictor is None:
+            return result, None
+        return result, expected_cosine(self.predictor, embeddings, result, norms)
+
+    def confidence(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Expected cosine per row between the translated template and the true target embedding."""
+        return self.apply_with_confidence(embeddings)[1] if self.predictor is not None else None
 
 
 @dataclass(frozen=True)
@@ -137,6 +168,38 @@ class MapPath:
         for index, hop in enumerate(self.maps):
             current = hop.apply(current, out if index == len(self.maps) - 1 else None)
         return current
+
+    @property
+    def has_confidence(self) -> bool:
+        return all(m.has_confidence for m in self.maps)
+
+    def apply_with_confidence(
+        self, embeddings: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`apply` and each row's expected cosine with the target model's own embedding; None when any
+        hop lacks a predictor.
+
+        A chain multiplies its hops' expected cosines (each clipped at 0), every hop's predictor read
+        on the rows that hop really receives: a hop's error is carried on by the next map roughly
+        orthogonally to the next target, so cosines compose about multiplicatively (as `quality` does).
+        """
+        if not self.has_confidence:
+            return self.apply(embeddings, out), None
+        current, confidence = embeddings, None
+        for index, hop in enumerate(self.maps):
+            current, hop_confidence = hop.apply_with_confidence(
+                current, out if index == len(self.maps) - 1 else None
+            )
+            assert hop_confidence is not None  # has_confidence
+            if len(self.maps) == 1:
+                return current, hop_confidence
+            hop_confidence = np.clip(hop_confidence, 0.0, 1.0)
+            confidence = hop_confidence if confidence is None else confidence * hop_confidence
+        return current, confidence
+
+    def confidence(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Expected cosine per row of the translated template with the target model's own embedding."""
+        return self.apply_with_confidence(embeddings)[1] if self.has_confidence else None
 
     @property
     def cross_calibration(self) -> Calibration | None:
@@ -184,7 +247,9 @@ class MappingBank:
                 if key in bank.maps:
                     raise MapFileError(f"{path.name}: a second map {meta.id} (first: {bank.maps[key].file})")
                 relative = str(path.relative_to(directory))
-                bank.maps[key] = LoadedMap(meta, loaded.weight, loaded.bias, relative, loaded.residual)
+                bank.maps[key] = LoadedMap(
+                    meta, loaded.weight, loaded.bias, relative, loaded.residual, loaded.confidence
+                )
             except MapFileError as exc:
                 bank._refuse(path, directory, str(exc))
         log.info(

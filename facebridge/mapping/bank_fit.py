@@ -6,6 +6,8 @@ The identities are split three ways by role, never by photo:
   and the pooled scores give the recorded quality and the calibrated thresholds (so thresholds come
   from nearly all labelled people, not a held-out quarter, and are still out-of-sample);
 - then the shipped map is fitted on every identity.
+The cross-fit's out-of-fold translations (every row translated by a map that never saw its person) also
+train the map's per-template confidence predictor (facebridge/mapping/confidence.py).
 The thresholds' `far_range` widens their Clopper-Pearson interval by the largest FAR factor seen when
 thresholds calibrated on one population were used on another (`far_factors`, from the population
 study), because sampling error is not the only reason a threshold misses its FAR elsewhere.
@@ -37,7 +39,8 @@ from facebridge.evaluation.population_study import (
 )
 from facebridge.evaluation.population_study import space_calibration as study_space_calibration
 from facebridge.mapping.calibration import Calibration, calibrate, widen_for_population
-from facebridge.mapping.estimators import row_cosine
+from facebridge.mapping.confidence import MIN_ROWS, ConfidenceModel
+from facebridge.mapping.estimators import group_folds, row_cosine
 from facebridge.mapping.mapfile import (
     FitProvenance,
     MapCalibration,
@@ -69,6 +72,7 @@ class FittedBankMap:
     weight: np.ndarray
     bias: np.ndarray
     residual: ResidualTensors | None
+    confidence: ConfidenceModel | None = None
 
 
 def _residual(estimator: MapEstimator) -> ResidualTensors | None:
@@ -105,6 +109,27 @@ class _Pooled:
     total_sq: float = 0.0
     cosine_sum: float = 0.0
     rows: int = 0
+    out_of_fold: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def confidence(self, recipe: BankRecipe) -> ConfidenceModel | None:
+        """The confidence predictor of the out-of-fold rows (source, raw output, cosine, identity)."""
+        return fit_out_of_fold_confidence(self.out_of_fold, recipe.seed)
+
+
+def fit_out_of_fold_confidence(
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], seed: int
+) -> ConfidenceModel | None:
+    if sum(len(r[2]) for r in rows) < MIN_ROWS:
+        return None
+    x, raw, cosine, groups = (np.concatenate([r[i] for r in rows]) for i in range(4))
+    return ConfidenceModel(random_state=seed).fit(x, raw, cosine, groups)
+
+
+def confidence_heldout(recipe: BankRecipe, identities: int) -> str:
+    return (
+        f"out-of-fold: {recipe.folds} identity folds of {identities} non-validation identities, each "
+        "translated by a map fitted without them (clean photos)"
+    )
 
 
 def _cross_fit(population: Population, source: str, target: str, method: str, recipe: BankRecipe) -> _Pooled:
@@ -119,8 +144,10 @@ def _cross_fit(population: Population, source: str, target: str, method: str, re
         truth = part.clean[target].astype(np.float64)
         pooled.residual_sq += float(((truth - raw) ** 2).sum())
         pooled.total_sq += float(((truth - truth.mean(axis=0)) ** 2).sum())
-        pooled.cosine_sum += float(row_cosine(raw, truth).sum())
+        cosine = row_cosine(raw, truth)
+        pooled.cosine_sum += float(cosine.sum())
         pooled.rows += len(truth)
+        pooled.out_of_fold.append((part.clean[source], raw, cosine, part.identities))
         scores, labels = pair_scores(unit, part.clean[target], pairs)
         pooled.cross_genuine.append(scores[labels])
         pooled.cross_impostor.append(scores[~labels])
@@ -194,6 +221,7 @@ def fit_bank_map(
         accuracy_cross=_pooled_accuracy(pooled.cross_genuine, pooled.cross_impostor),
         verification_pairs=sum(map(len, pooled.cross_genuine)) + sum(map(len, pooled.cross_impostor)),
     )
+    confidence = pooled.confidence(recipe)
     estimator = fit_map(population, s, t, method, recipe.augmentations)
     x, _, groups = fitting_rows(population, s, t, recipe.augmentations)
     kinds = ", ".join(recipe.augmentations) or "none"
@@ -218,11 +246,40 @@ def fit_bank_map(
         calibration=MapCalibration(cross=widen(cross, recipe), mapped=widen(mapped_calibration, recipe)),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=__version__,
+        confidence=confidence.info(confidence_heldout(recipe, identities)) if confidence else None,
     )
     affine: Any = estimator  # every shippable method ends with an affine part (coef_, intercept_)
     coef = np.asarray(affine.coef_, np.float32)
     intercept = np.asarray(affine.intercept_, np.float32)
-    return FittedBankMap(meta, coef, intercept, _residual(estimator))
+    return FittedBankMap(meta, coef, intercept, _residual(estimator), confidence)
+
+
+def fit_bank_confidence(
+    population: Population,
+    source: str,
+    target: str,
+    method: str,
+    recipe: BankRecipe,
+    params: dict[str, Any] | None = None,
+) -> tuple[ConfidenceModel | None, str]:
+    """A shipped map's confidence predictor alone, from the same identity split and folds as
+    `fit_bank_map` (the shipped weights are not refitted): (predictor, how its rows were held out).
+
+    The fold maps use `recipe.augmentations` and the estimator `params` given (e.g. a ridge penalty
+    fixed at the shipped map's), so a caller can trade their fidelity to the shipped map for time."""
+    train, _ = split_groups(population.identities, len(population), recipe.validation_fraction, recipe.seed)
+    rest = population.subset(train)
+    rows = []
+    for held in group_folds(len(rest), rest.identities, recipe.folds, recipe.seed):  # as cross_fitted_parts
+        mask = np.zeros(len(rest), bool)
+        mask[held] = True
+        estimator = fit_map(rest.subset(~mask), source, target, method, recipe.augmentations, params)
+        part = rest.subset(mask)
+        raw = estimator.transform(part.clean[source])
+        cosine = row_cosine(raw, part.clean[target].astype(np.float64))
+        rows.append((part.clean[source], raw, cosine, part.identities))
+    heldout = confidence_heldout(recipe, len(np.unique(rest.identities)))
+    return fit_out_of_fold_confidence(rows, recipe.seed), heldout
 
 
 def space_calibration(population: Population, model: str, recipe: BankRecipe) -> Calibration:

@@ -1,7 +1,10 @@
 """Fitting a map between two spaces from corresponding embeddings, with held-out evaluation.
 
 Identities are split before anything is fitted: the map (and any cross-validated hyperparameter) sees
-only the fitting identities; quality and thresholds are measured on the held-out identities only.
+only the fitting identities; quality and thresholds are measured on the held-out identities only, and
+the map's per-template confidence predictor (facebridge/mapping/confidence.py) is learned on them too:
+the shipped map is the one fitted without them, so their translations are exactly what it does to people
+it never saw.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ from facebridge.mapping.calibration import (
     calibrate,
     genuine_impostor_scores,
 )
+from facebridge.mapping.confidence import MIN_ROWS, ConfidenceModel
 from facebridge.mapping.estimators import AffineMapEstimator, make_estimator, row_cosine
-from facebridge.mapping.mapfile import FitProvenance, MapCalibration, MapMetadata, MapQuality, SpaceRef
+from facebridge.mapping.mapfile import (
+    ConfidenceTensors,
+    FitProvenance,
+    MapCalibration,
+    MapMetadata,
+    MapQuality,
+    SpaceRef,
+)
 from facebridge.vision.recognizer import l2_normalize
 
 
@@ -107,6 +118,12 @@ class FittedMap:
     weight: np.ndarray
     bias: np.ndarray
     estimator: AffineMapEstimator
+    confidence: ConfidenceModel | None = None  # None: too few held-out rows to learn one
+
+    @property
+    def confidence_tensors(self) -> ConfidenceTensors | None:
+        """The predictor as `save_map` stores it (its provenance is `meta.confidence`)."""
+        return self.confidence.tensors() if self.confidence is not None else None
 
 
 def fit_map(
@@ -125,10 +142,13 @@ def fit_map(
     )
 
     xh, yh, ids = x[held_rows], y[held_rows], data.identities[held_rows]
-    mapped = l2_normalize(estimator.transform(xh))
-    quality = MapQuality(
-        mean_cosine=float(row_cosine(mapped, yh).mean()), r2=r2_score(estimator.transform(xh), yh)
-    )
+    raw = estimator.transform(xh)
+    mapped = l2_normalize(raw)
+    fidelity = row_cosine(mapped, yh)
+    quality = MapQuality(mean_cosine=float(fidelity.mean()), r2=r2_score(raw, yh))
+    confidence = None
+    if len(yh) >= MIN_ROWS:
+        confidence = ConfidenceModel(random_state=seed).fit(xh, raw, fidelity, ids)
     calibration = None
     if data.labelled:
         quality, calibration = _verification(quality, xh, yh, mapped, ids, seed, data.dataset)
@@ -156,9 +176,18 @@ def fit_map(
         calibration=calibration,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=__version__,
+        confidence=confidence.info(
+            "held-out identities (the ones quality is measured on), translated by the shipped map"
+        )
+        if confidence is not None
+        else None,
     )
     return FittedMap(
-        meta, estimator.coef_.astype(np.float32), estimator.intercept_.astype(np.float32), estimator
+        meta,
+        estimator.coef_.astype(np.float32),
+        estimator.intercept_.astype(np.float32),
+        estimator,
+        confidence,
     )
 
 

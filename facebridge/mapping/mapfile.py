@@ -8,9 +8,17 @@ all four tensors or none: `residual.in_weight` (d_source, h), `residual.in_bias`
 
     x @ weight + bias + relu(x @ in_weight + in_bias) @ out_weight + out_bias
 
-(then the service L2-normalises rows). `tensor_sha256` is the sha256 of the tensors' little-endian
-float32 bytes in the order of `TENSOR_ORDER` (weight, bias, then the four residual tensors when present),
-so an affine-only file keeps the digest it always had.
+(then the service L2-normalises rows). A map may also carry a per-template confidence predictor
+(facebridge/mapping/confidence.py), all four tensors or none: `confidence.source_weight` (d_source,),
+`confidence.target_weight` (d_target,), `confidence.norm_weight` (2,) and `confidence.bias` (1,), described
+by `MapMetadata.confidence`; with r the raw output above (before normalisation), the expected cosine
+between the translated template and the target model's own embedding of the same photo is
+
+    clip(x . source_weight + (r / |r|) . target_weight + [|r|, |r|^2] . norm_weight + bias, -1, 1)
+
+`tensor_sha256` is the sha256 of the tensors' little-endian float32 bytes in the order of `TENSOR_ORDER`
+(weight, bias, then the residual tensors, then the confidence tensors, each group when present), so a
+file without the optional groups keeps the digest it always had.
 
 A space's same-space calibration is a JSON file (`SpaceCalibration`). Loading checks names, shapes,
 dtypes, finiteness and the recorded sha256 of the tensors, so a truncated, corrupted or edited file is
@@ -38,7 +46,14 @@ MAP_SUFFIX = ".safetensors"
 SPACE_SUFFIX = ".space.json"
 AFFINE_NAMES = ("weight", "bias")
 RESIDUAL_NAMES = ("residual.in_weight", "residual.in_bias", "residual.out_weight", "residual.out_bias")
-TENSOR_ORDER = (*AFFINE_NAMES, *RESIDUAL_NAMES)  # the order tensor_sha256 hashes them in
+CONFIDENCE_NAMES = (
+    "confidence.source_weight",
+    "confidence.target_weight",
+    "confidence.norm_weight",
+    "confidence.bias",
+)
+CONFIDENCE_NORM_FEATURES = ("raw_norm", "raw_norm_squared")  # what confidence.norm_weight multiplies
+TENSOR_ORDER = (*AFFINE_NAMES, *RESIDUAL_NAMES, *CONFIDENCE_NAMES)  # the order tensor_sha256 hashes them in
 
 
 class MapFileError(ValueError):
@@ -83,6 +98,24 @@ class MapCalibration(BaseModel):
     mapped: Calibration = Field(description="mapped source vs mapped source")
 
 
+class ConfidenceInfo(BaseModel):
+    """How a map's confidence predictor was learned; the predictor itself is the confidence.* tensors."""
+
+    target: str = Field(
+        default="cosine between the translated template and the target model's embedding of the same photo"
+    )
+    features: list[str] = Field(description="what the predictor reads, in the order of its tensors")
+    rows: int = Field(description="held-out (out-of-fold) photos it was fitted on")
+    identities: int
+    heldout: str = Field(description="how the rows were kept out of the map that translated them")
+    alpha: float = Field(description="ridge penalty chosen by grouped cross-validation")
+    spearman: float | None = Field(
+        default=None,
+        description="Spearman of predicted and actual fidelity (predictor cross-validated by identity)",
+    )
+    mean_actual: float | None = Field(default=None, description="mean actual cosine of those rows")
+
+
 class MapMetadata(BaseModel):
     format: int = MAP_FORMAT
     source: SpaceRef
@@ -100,6 +133,9 @@ class MapMetadata(BaseModel):
     tensor_sha256: str = ""
     hidden: int | None = Field(
         default=None, gt=0, description="width of the residual MLP; absent for an affine map"
+    )
+    confidence: ConfidenceInfo | None = Field(
+        default=None, description="the per-template confidence predictor's provenance; absent without one"
     )
 
     @property
@@ -132,13 +168,34 @@ class ResidualTensors:
 
 
 @dataclass(frozen=True)
+class ConfidenceTensors:
+    """A map's per-template confidence predictor (formula in this module's docstring)."""
+
+    source_weight: np.ndarray  # float32 (d_source,)
+    target_weight: np.ndarray  # float32 (d_target,)
+    norm_weight: np.ndarray  # float32 (2,): raw output norm and its square
+    bias: np.ndarray  # float32 (1,)
+
+    def named(self) -> dict[str, np.ndarray]:
+        """The tensors under their file names, in TENSOR_ORDER."""
+        arrays = (self.source_weight, self.target_weight, self.norm_weight, self.bias)
+        return dict(zip(CONFIDENCE_NAMES, arrays, strict=True))
+
+    def as_float32(self) -> ConfidenceTensors:
+        arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in self.named().values()]
+        return ConfidenceTensors(*arrays)
+
+
+@dataclass(frozen=True)
 class MapTensors:
-    """What `load_map` returns: verified metadata and tensors; `residual` is None for an affine map."""
+    """What `load_map` returns: verified metadata and tensors; `residual` is None for an affine map,
+    `confidence` None for a map without a confidence predictor."""
 
     meta: MapMetadata
     weight: np.ndarray  # float32 (d_source, d_target)
     bias: np.ndarray  # float32 (d_target,)
     residual: ResidualTensors | None = None
+    confidence: ConfidenceTensors | None = None
 
 
 class SpaceCalibration(BaseModel):
@@ -160,10 +217,20 @@ def map_filename(source: str, target: str) -> str:
     return f"{source}__{target}{MAP_SUFFIX}"
 
 
-def tensor_digest(weight: np.ndarray, bias: np.ndarray, residual: ResidualTensors | None = None) -> str:
+def tensor_digest(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    residual: ResidualTensors | None = None,
+    confidence: ConfidenceTensors | None = None,
+) -> str:
     """sha256 over the tensors' float32 bytes in TENSOR_ORDER; affine maps hash weight and bias only."""
     digest = hashlib.sha256()
-    arrays = [weight, bias, *(residual.named().values() if residual is not None else ())]
+    arrays = [
+        weight,
+        bias,
+        *(residual.named().values() if residual is not None else ()),
+        *(confidence.named().values() if confidence is not None else ()),
+    ]
     for array in arrays:
         digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
     return digest.hexdigest()
@@ -175,20 +242,38 @@ def save_map(
     weight: np.ndarray,
     bias: np.ndarray,
     residual: ResidualTensors | None = None,
+    confidence: ConfidenceTensors | None = None,
+    confidence_info: ConfidenceInfo | None = None,
 ) -> MapMetadata:
-    """Write a map atomically; returns the metadata as stored (tensor sha256 and hidden width filled)."""
+    """Write a map atomically; returns the metadata as stored (tensor sha256 and hidden width filled).
+
+    `confidence` is the predictor's tensors (ConfidenceModel.tensors()) and `confidence_info` its
+    provenance (ConfidenceModel.info(); default: the metadata's own). Without `confidence` the file has no
+    predictor and any `meta.confidence` is dropped: a predictor learned for other weights would mislead.
+    """
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     bias = np.ascontiguousarray(bias, dtype=np.float32)
     residual = residual.as_float32() if residual is not None else None
+    confidence = confidence.as_float32() if confidence is not None else None
+    info = None if confidence is None else (confidence_info or meta.confidence)
+    if confidence is not None and info is None:
+        raise ValueError("confidence tensors need their ConfidenceInfo (confidence_info or meta.confidence)")
     meta = meta.model_copy(
         update={
-            "tensor_sha256": tensor_digest(weight, bias, residual),
+            "tensor_sha256": tensor_digest(weight, bias, residual, confidence),
             "hidden": residual.hidden if residual is not None else None,
+            "confidence": info,
         }
     )
-    tensors = {"weight": weight, "bias": bias, **(residual.named() if residual is not None else {})}
-    # affine files carry no `hidden` key, so their header reads as it always did
-    header = meta.model_dump_json(exclude={"hidden"} if meta.hidden is None else None)
+    tensors = {
+        "weight": weight,
+        "bias": bias,
+        **(residual.named() if residual is not None else {}),
+        **(confidence.named() if confidence is not None else {}),
+    }
+    # files without the optional parts carry no `hidden` / `confidence` key: their header reads as before
+    absent = {key for key in ("hidden", "confidence") if getattr(meta, key) is None}
+    header = meta.model_dump_json(exclude=absent or None)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: header})
     tmp.chmod(0o644)
@@ -221,25 +306,30 @@ def load_map(path: Path) -> MapTensors:
     residual = (
         ResidualTensors(*(tensors[n] for n in RESIDUAL_NAMES)) if RESIDUAL_NAMES[0] in tensors else None
     )
+    confidence = (
+        ConfidenceTensors(*(tensors[n] for n in CONFIDENCE_NAMES)) if CONFIDENCE_NAMES[0] in tensors else None
+    )
     _check_shapes(path, meta, weight, bias, residual)
-    digest = tensor_digest(weight, bias, residual)
+    _check_confidence(path, meta, confidence)
+    digest = tensor_digest(weight, bias, residual, confidence)
     if digest != meta.tensor_sha256:
         raise MapFileError(
             f"{path.name}: tensor sha256 {digest[:16]}… differs from the recorded {meta.tensor_sha256[:16]}…"
         )
     if meta.source.model == meta.target.model:
         raise MapFileError(f"{path.name}: source and target are the same space")
-    return MapTensors(meta, weight, bias, residual)
+    return MapTensors(meta, weight, bias, residual, confidence)
 
 
 def _check_names(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    """Exactly weight and bias, plus all four residual tensors or none: nothing is silently ignored."""
+    """Exactly weight and bias, plus all four residual (and confidence) tensors or none: nothing is
+    silently ignored."""
     names = set(tensors)
     unknown = sorted(names - set(TENSOR_ORDER))
     if unknown:
         raise MapFileError(
             f"{path.name}: unknown tensor(s) {unknown}; a map holds {list(AFFINE_NAMES)} "
-            f"and optionally {list(RESIDUAL_NAMES)}"
+            f"and optionally {list(RESIDUAL_NAMES)} and {list(CONFIDENCE_NAMES)}"
         )
     missing = [n for n in AFFINE_NAMES if n not in names]
     if missing:
@@ -248,6 +338,10 @@ def _check_names(path: Path, tensors: dict[str, np.ndarray]) -> None:
     if present and len(present) != len(RESIDUAL_NAMES):
         absent = [n for n in RESIDUAL_NAMES if n not in names]
         raise MapFileError(f"{path.name}: residual tensors come all four or none; missing {absent}")
+    present = [n for n in CONFIDENCE_NAMES if n in names]
+    if present and len(present) != len(CONFIDENCE_NAMES):
+        absent = [n for n in CONFIDENCE_NAMES if n not in names]
+        raise MapFileError(f"{path.name}: confidence tensors come all four or none; missing {absent}")
 
 
 def _check_arrays(path: Path, tensors: dict[str, np.ndarray]) -> None:
@@ -289,6 +383,23 @@ def _check_shapes(
             )
     if meta.hidden != h:
         raise MapFileError(f"{path.name}: residual hidden width {h}, the metadata records {meta.hidden}")
+
+
+def _check_confidence(path: Path, meta: MapMetadata, confidence: ConfidenceTensors | None) -> None:
+    """Confidence tensors agree with the dims, and come with their metadata (and only with it)."""
+    if confidence is None:
+        if meta.confidence is not None:
+            raise MapFileError(f"{path.name}: metadata describes a confidence predictor but no tensors")
+        return
+    if meta.confidence is None:
+        raise MapFileError(f"{path.name}: confidence tensors without their metadata")
+    wanted = ((meta.source.dim,), (meta.target.dim,), (len(CONFIDENCE_NORM_FEATURES),), (1,))
+    shapes = tuple(a.shape for a in confidence.named().values())
+    if shapes != wanted:
+        raise MapFileError(
+            f"{path.name}: confidence shapes {list(shapes)} are not (d_source,), (d_target,), (2,), (1,) "
+            f"for dims {(meta.source.dim, meta.target.dim)}"
+        )
 
 
 def save_space(path: Path, space: SpaceCalibration) -> None:

@@ -1,7 +1,8 @@
 """The migration job on Dask: Parquet partitions translated by workers, on a LocalCluster by default or
 on any scheduler (`--scheduler tcp://host:8786`), so a user with a cluster runs it unchanged.
 
-Each partition is written by the worker that translates it, as `part-NNNNNN.parquet` by an atomic rename;
+Each partition is written by the worker that translates it, as `part-NNNNNN.parquet` by an atomic rename
+(the same columns as the streaming job's, `confidence` included when the path has predictors);
 a partition whose part exists is skipped, so a killed run resumes. The driver then checks that the parts
 hold the input's ids in order, as the streaming job does.
 """
@@ -21,8 +22,14 @@ import pyarrow.parquet as pq
 
 from facebridge.mapping.bank import MapPath
 from facebridge.migration.galleries import ParquetGallery, embeddings_from_arrow
-from facebridge.migration.galleries import embedding_column as output_column
-from facebridge.migration.job import MANIFEST, MigrationResult, _write_atomic, job_description, part_name
+from facebridge.migration.job import (
+    MANIFEST,
+    MigrationResult,
+    _write_atomic,
+    job_description,
+    part_name,
+    translated_table,
+)
 
 
 def _translate_partition(
@@ -41,12 +48,9 @@ def _translate_partition(
         column = table.column(embedding_column)
         embeddings = embeddings_from_arrow(column)
         out = np.empty((len(embeddings), path.maps[-1].meta.target.dim), dtype=np.float32)
-        path.apply(embeddings, out)
         encoding = "binary" if pa.types.is_fixed_size_binary(column.type) else "list"
-        result = pa.Table.from_arrays(
-            [table.column(id_column).combine_chunks(), output_column(out, encoding)],
-            names=["id", "embedding"],
-        ).replace_schema_metadata(metadata)
+        ids = table.column(id_column).combine_chunks()
+        result = translated_table(path, ids, embeddings, out, encoding).replace_schema_metadata(metadata)
         tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
         pq.write_table(result, tmp, compression="NONE", use_dictionary=False, write_statistics=False)
         os.replace(tmp, final)

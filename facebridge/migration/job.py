@@ -1,12 +1,14 @@
 """The migration job: stream a gallery through a map into Parquet parts, resumable after a crash.
 
 OUTPUT is a folder: `part-NNNNNN.parquet` per input chunk (columns `id`, `embedding` as a fixed-size
-list of float32, or fixed-size binary when the input was; the maps' ids and tensor hashes in the schema
-metadata) and `_facebridge_migration.json`
-describing the job. A part appears only by an atomic rename once fully written, so after a crash every
-part present is whole: a resumed run skips them and writes the rest (no duplicates, nothing lost). The
-job ends by checking that the parts hold exactly the input's ids, in order, and only then marks the
-manifest complete. Memory is bounded by the chunk size, not the gallery size.
+list of float32, or fixed-size binary when the input was; `confidence`, float32, when every map of the
+path carries a confidence predictor: each row's expected cosine with the target model's own embedding,
+so the least reliable templates can be re-enrolled first; the maps' ids and tensor hashes in the schema
+metadata) and `_facebridge_migration.json` describing the job. A part appears only by an atomic rename
+once fully written, so after a crash every part present is whole: a resumed run skips them and writes
+the rest (no duplicates, nothing lost). The job ends by checking that the parts hold exactly the input's
+ids, in order, and only then marks the manifest complete. Memory is bounded by the chunk size, not the
+gallery size.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def job_description(gallery_path: Path, gallery: Gallery, path: MapPath, chunk_r
         "maps": [
             {"id": m.id, "file": Path(m.file).name, "tensor_sha256": m.meta.tensor_sha256} for m in path.maps
         ],
+        "confidence_column": path.has_confidence,
         "code_version": __version__,
     }
 
@@ -120,9 +123,7 @@ def migrate(
         # release the GIL); at most `PIPELINE_DEPTH` chunks are held at once, so memory stays bounded
         for chunk in prefetch(gallery.chunks(chunk_rows, skip=done), PIPELINE_DEPTH):
             out = np.empty((len(chunk.embeddings), dim_out), dtype=np.float32)
-            path.apply(chunk.embeddings, out)
-            embedding = embedding_column(out, gallery.encoding)
-            table = pa.Table.from_arrays([chunk.ids, embedding], names=["id", "embedding"])
+            table = translated_table(path, chunk.ids, chunk.embeddings, out, gallery.encoding)
             pending.append(
                 writer.submit(_write_part, table.replace_schema_metadata(metadata), output, chunk.index)
             )
@@ -140,6 +141,22 @@ def migrate(
     verify(gallery, output, chunk_rows, n_chunks)
     _write_atomic(manifest_path, json.dumps({**plan, "state": "complete", "parts": n_chunks}, indent=2))
     return MigrationResult(gallery.rows, n_chunks, len(done), time.perf_counter() - started, output)
+
+
+def translated_table(
+    path: MapPath, ids: pa.Array, embeddings: np.ndarray, out: np.ndarray, encoding: str
+) -> pa.Table:
+    """One part's columns: id, the translated embedding and, when the path has predictors, confidence."""
+    if path.has_confidence:
+        _, confidence = path.apply_with_confidence(embeddings, out)
+    else:
+        path.apply(embeddings, out)
+        confidence = None
+    columns, names = [ids, embedding_column(out, encoding)], ["id", "embedding"]
+    if confidence is not None:
+        columns.append(pa.array(confidence, type=pa.float32()))
+        names.append("confidence")
+    return pa.Table.from_arrays(columns, names=names)
 
 
 def _write_part(table: pa.Table, output: Path, index: int) -> int:

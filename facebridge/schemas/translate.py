@@ -37,3 +37,10 @@ class TranslateResponse(BaseModel):
     composed: bool = Field(description="true when no direct map exists and maps were chained")
     maps: list[MapUsed]
     embeddings: list[list[float]] = Field(description="L2-normalised, in the order sent")
+    confidence: list[float] | None = Field(
+        default=None,
+        description="per row, the expected cosine between the translated template and the target model's "
+        "own embedding of the same photo (a chain multiplies its hops'); null when a map of the path "
+        "has no confidence predictor. Re-enrol the least confident first, or hold them to a higher "
+        "threshold",
+    )
