@@ -1,0 +1,113 @@
+"""Refitting on a deployment's pairs: held-out subjects stay held out, the written map is what was
+scored, and a refit that is not better leaves the bank alone. Real embeddings of an LFW subset (three
+recognizers) play the deployment's recorded pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.population import Population, measure, pair_scores, verification_pairs
+from facebridge.evaluation.population_study import CALIBRATION_IMPOSTORS
+from facebridge.linalg import l2_normalize
+from facebridge.mapping.bank import apply_map_tensors
+from facebridge.mapping.mapfile import SpaceRef
+from facebridge.mapping.methods import make_map
+from facebridge.mapping.refit import (
+    DeploymentAdapter,
+    FittedTensors,
+    RefitPlan,
+    deployment_population,
+    refit,
+    subject_sides,
+)
+
+ARC, SIR = "arcface-mbf128", "sirius-mbf192"
+
+
+def _deployment(caches: dict[str, EmbeddingCache]) -> Population:
+    both = caches[ARC].detected & caches[SIR].detected
+    subjects = np.char.add("subject-", caches[ARC].identities[both].astype(str))
+    return deployment_population(
+        subjects, ARC, caches[ARC].embeddings[both], SIR, caches[SIR].embeddings[both]
+    )
+
+
+def _refs(deployment: Population) -> tuple[SpaceRef, SpaceRef]:
+    return (
+        SpaceRef(model=ARC, dim=deployment.clean[ARC].shape[1], sha256="a" * 64),
+        SpaceRef(model=SIR, dim=deployment.clean[SIR].shape[1], sha256="b" * 64),
+    )
+
+
+def test_subjects_keep_their_side_as_pairs_accumulate() -> None:
+    plan = RefitPlan(validation=0.2, heldout=0.2, seed=3)
+    early = np.array([f"s{i}" for i in range(200)])
+    later = np.concatenate([early, np.array([f"s{i}" for i in range(200, 400)]), early[:50]])
+    first, second = subject_sides(early, plan), subject_sides(later, plan)
+    np.testing.assert_array_equal(second[:200], first)  # nobody changes side when more pairs arrive
+    np.testing.assert_array_equal(second[400:], first[:50])  # a subject's new captures join its side
+    shares = np.bincount(second[:400], minlength=3) / 400
+    assert 0.1 < shares[1] < 0.3 and 0.1 < shares[2] < 0.3
+
+
+def test_refit_never_fits_on_held_out_subjects(subset_caches: dict[str, EmbeddingCache]) -> None:
+    deployment = _deployment(subset_caches)
+    plan = RefitPlan(methods=("ridge",), seed=0)
+    held = subject_sides(deployment.identities, plan) == 2
+    assert held.any()
+    poisoned = Population(
+        deployment.name,
+        deployment.paths,
+        deployment.identities,
+        {ARC: deployment.clean[ARC], SIR: deployment.clean[SIR].copy()},
+    )
+    # if the held-out subjects' targets reached the fit, this noise would change the map
+    poisoned.clean[SIR][held] = l2_normalize(np.random.default_rng(0).normal(size=(held.sum(), 192)))
+    clean = refit(deployment, *_refs(deployment), plan=plan)
+    dirty = refit(poisoned, *_refs(poisoned), plan=plan)
+    np.testing.assert_allclose(dirty.fitted.weight, clean.fitted.weight, atol=1e-6)
+    assert dirty.after.accuracy < clean.after.accuracy  # ... while the held-out score sees it
+    assert clean.split.heldout_subjects == len(np.unique(deployment.identities[held]))
+
+
+def test_refit_scores_the_map_it_writes_and_beats_a_poor_current_map(
+    subset_caches: dict[str, EmbeddingCache],
+) -> None:
+    deployment = _deployment(subset_caches)
+    rng = np.random.default_rng(1)
+    # a poor current map: ridge fitted on a fifth of the pairs with their targets shuffled within rows
+    poor = make_map("ridge").fit(deployment.clean[ARC][::5], rng.permutation(deployment.clean[SIR][::5]))
+    plan = RefitPlan(methods=("ridge",), adapter_alphas=(3.0,), seed=0)
+    result = refit(deployment, *_refs(deployment), current=FittedTensors.of(poor), plan=plan)
+    assert result.before is not None and result.improved
+    assert result.after.accuracy > result.before.accuracy
+    assert set(result.selection) == {"ridge", "adapter over the current map, alpha 3"}
+    assert result.calibration.thresholds["far_1e-3"].far_range is not None
+    fitted = result.fitted
+    held = deployment.subset(subject_sides(deployment.identities, plan) == 2)
+    pairs = verification_pairs(held.identities, CALIBRATION_IMPOSTORS, plan.seed)
+    written = l2_normalize(apply_map_tensors(held.clean[ARC], fitted.weight, fitted.bias, fitted.residual))
+    rescored = measure(*pair_scores(written.astype(np.float32), held.clean[SIR], pairs))
+    assert rescored.accuracy == pytest.approx(result.after.accuracy, abs=1e-4)  # the file is what was scored
+    assert fitted.meta.provenance.heldout_identities == result.split.heldout_subjects
+
+
+def test_too_few_subjects_is_a_clear_error(subset_caches: dict[str, EmbeddingCache]) -> None:
+    deployment = _deployment(subset_caches)
+    few = deployment.subset(np.isin(deployment.identities, np.unique(deployment.identities)[:3]))
+    with pytest.raises(ValueError, match="too few deployment subjects"):
+        refit(few, *_refs(few), plan=RefitPlan(methods=("ridge",)))
+
+
+def test_adapter_folds_into_an_ordinary_map(subset_caches: dict[str, EmbeddingCache]) -> None:
+    deployment = _deployment(subset_caches)
+    base = make_map("ridge").fit(deployment.clean[ARC], deployment.clean[SIR])
+    adapter = DeploymentAdapter(base.coef_, base.intercept_, None, alpha=3.0).fit(
+        deployment.clean[ARC][:200], deployment.clean[SIR][:200]
+    )
+    x = deployment.clean[ARC][200:220]
+    np.testing.assert_allclose(
+        adapter.transform(x), apply_map_tensors(x, adapter.coef_, adapter.intercept_), rtol=1e-6
+    )
