@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(default=30.0, gt=0, description="time to finish in-flight requests")
 
+    # the paired-template store (docs/pairs.md): off unless one of the two is set
+    pairs_db: Path | None = Field(default=None, description="SQLite file that records template pairs")
+    pairs_dsn: str | None = Field(
+        default=None, description="PostgreSQL DSN for the pair store (wins over pairs_db)", repr=False
+    )
+    pairs_retention_days: float = Field(default=180.0, ge=0, description="drop pairs older (0: keep)")
+    pairs_max_rows: int = Field(default=1_000_000, ge=0, description="most pairs per model pair (0: no cap)")
+    pairs_sqlite_sync: Literal["full", "normal"] = Field(
+        default="full",
+        description="full: each recorded pair is fsynced before the answer (survives a power cut); normal: "
+        "committed before the answer, synced at checkpoints (survives a crash of the service, saves an "
+        "fsync per request); erasure is always fsynced",
+    )
+
     @cached_property
     def manifest_path(self) -> Path:
         if self.manifest is not None:
