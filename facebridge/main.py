@@ -13,13 +13,14 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 
 from facebridge import __version__
-from facebridge.api import admin, embed, health, mappings, models, translate, verify
+from facebridge.api import admin, embed, health, mappings, models, pairs, translate, verify
 from facebridge.api.openapi import install_openapi
 from facebridge.config import Settings
 from facebridge.errors import install_problem_handlers
 from facebridge.logs import configure_logging
 from facebridge.metrics import MetricsMiddleware, metrics_endpoint, track_inventory
 from facebridge.middleware import RequestGuard
+from facebridge.pairs.store import PairStore
 from facebridge.security import KeyRing, require_api_key
 from facebridge.state import ServiceState
 
@@ -44,9 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.pairs = PairStore.from_settings(settings)  # None unless FACEBRIDGE_PAIRS_DB/_DSN is set
         state.start_loading()
         install_reload_signal(state)
-        yield
+        try:
+            yield
+        finally:
+            if state.pairs is not None:
+                state.pairs.close()
 
     app = FastAPI(
         title="facebridge",
@@ -89,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verify.router,
         mappings.router,
         admin.router,
+        pairs.router,
     ):
         app.include_router(router, dependencies=protected)
     install_openapi(app)

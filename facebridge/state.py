@@ -16,6 +16,7 @@ from facebridge.bridge import Bridge
 from facebridge.config import Settings
 from facebridge.errors import Problem
 from facebridge.mapping.bank import MappingBank
+from facebridge.pairs.store import PairStore
 from facebridge.vision.loading import open_registry
 from facebridge.vision.pipeline import FacePipeline
 from facebridge.vision.registry import ModelRegistry
@@ -31,6 +32,7 @@ class ServiceState:
     pipeline: FacePipeline | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
+    pairs: PairStore | None = None  # the paired-template store, when FACEBRIDGE_PAIRS_DB/_DSN is set
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> None:

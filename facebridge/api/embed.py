@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from facebridge.api.openapi import request_body
+from facebridge.api.pairs import RECORDED_HEADER, embed_and_record, recording_store
 from facebridge.bridge import Bridge, decode_base64
 from facebridge.config import Settings
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
@@ -35,6 +36,7 @@ OPENAPI_BODY = request_body(
                 "detection_threshold": {"type": "number", "minimum": 0, "maximum": 1},
                 "normalize": {"type": "boolean"},
                 "mode": {"type": "string", "enum": ["embedding", "full-network"]},
+                "record_subject": {"type": "string", "description": "record the pairs (see `record`)"},
             },
         },
     }
@@ -58,6 +60,8 @@ async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedO
             continue
         if key == "models":
             raw.setdefault("models", []).extend(v.strip() for v in value.split(",") if v.strip())
+        elif key == "record_subject":
+            raw["record"] = {"subject": value}
         else:
             raw[key] = value
     try:
@@ -102,7 +106,10 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOption
     responses={**PROBLEM_RESPONSES, 415: {"description": "Unsupported content type"}},
 )
 async def embed(
-    request: Request, bridge: Bridge = Depends(get_bridge), _: object = Depends(get_pipeline)
+    request: Request,
+    response: Response,
+    bridge: Bridge = Depends(get_bridge),
+    _: object = Depends(get_pipeline),
 ) -> EmbedResponse:
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
@@ -126,4 +133,9 @@ async def embed(
             f"{len(blobs)} images; the limit is {settings.max_images_per_request} per request",
             [FieldError(field="images", message="too many images")],
         )
+    store = recording_store(request, options)  # before any photo is decoded: 404 when recording is off
+    if store is not None:
+        answer, recorded = await run_in_threadpool(embed_and_record, bridge, store, blobs, options)
+        response.headers[RECORDED_HEADER] = str(recorded)
+        return answer
     return await run_in_threadpool(bridge.embed_images, blobs, options)

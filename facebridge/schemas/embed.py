@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from facebridge.schemas.pairs import RecordOption
 
 
 class EmbedOptions(BaseModel):
@@ -28,6 +30,27 @@ class EmbedOptions(BaseModel):
         description="embedding: the recognizer's own output; full-network: every layer pooled, "
         "standardised with the model's stored statistics and discretised to -1/0/1",
     )
+    record: RecordOption | None = Field(
+        default=None,
+        description="service only: also store each image's pair of embeddings (exactly two models, one "
+        "face per image: largest_only or aligned) under this opaque subject id in the pair store "
+        "(docs/pairs.md); the photo is never stored. Multipart: form field record_subject",
+    )
+
+    @field_validator("record")
+    @classmethod
+    def _record_needs_one_pair(cls, record: RecordOption | None, info: ValidationInfo) -> RecordOption | None:
+        """A recorded pair is one face seen by two models, as templates (declared last: sees the rest)."""
+        if record is None:
+            return record
+        models = info.data.get("models") or []
+        if len(models) != 2 or models[0] == models[1]:
+            raise ValueError("record needs exactly two different models (models: [A, B])")
+        if not (info.data.get("largest_only") or info.data.get("aligned")):
+            raise ValueError("record needs one face per image: set largest_only (or send aligned crops)")
+        if info.data.get("mode") != "embedding" or not info.data.get("normalize", True):
+            raise ValueError("record stores normalised templates: mode embedding, normalize true")
+        return record
 
 
 class Base64Image(BaseModel):
