@@ -4,15 +4,21 @@ recognizers) play the deployment's recorded pairs."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from facebridge.config import Settings
 from facebridge.embedding_cache import EmbeddingCache
 from facebridge.evaluation.population import Population, measure, pair_scores, verification_pairs
 from facebridge.evaluation.population_study import CALIBRATION_IMPOSTORS
 from facebridge.linalg import l2_normalize
-from facebridge.mapping.bank import apply_map_tensors
-from facebridge.mapping.mapfile import SpaceRef
+from facebridge.mapping.bank import MappingBank, apply_map_tensors
+from facebridge.mapping.mapfile import SpaceRef, map_filename
 from facebridge.mapping.methods import make_map
 from facebridge.mapping.refit import (
     DeploymentAdapter,
@@ -22,6 +28,9 @@ from facebridge.mapping.refit import (
     refit,
     subject_sides,
 )
+from facebridge.pairs.store import PairRow, PairStore
+
+from .conftest import MODELS_DIR
 
 ARC, SIR = "arcface-mbf128", "sirius-mbf192"
 
@@ -111,3 +120,42 @@ def test_adapter_folds_into_an_ordinary_map(subset_caches: dict[str, EmbeddingCa
     np.testing.assert_allclose(
         adapter.transform(x), apply_map_tensors(x, adapter.coef_, adapter.intercept_), rtol=1e-6
     )
+
+
+def test_refit_command_reads_the_store_and_writes_only_a_better_map(
+    subset_caches: dict[str, EmbeddingCache], maps_dir: Path, tmp_path: Path
+) -> None:
+    """`facebridge refit` on a real SQLite pair store: --dry-run writes nothing; a refit better than the
+    bank's composed-only path is written and loads in a fresh bank."""
+    manifest = Settings(models_dir=MODELS_DIR).load_manifest()
+    pins: dict[str, str] = {m: manifest.get(m).sha256 for m in (ARC, SIR)}  # type: ignore[union-attr,misc]
+    deployment = _deployment(subset_caches)
+    store = PairStore.open(tmp_path / "pairs.sqlite")
+    rows = [
+        PairRow(subject, ARC, pins[ARC], a, SIR, pins[SIR], b)
+        for subject, a, b in zip(
+            deployment.identities.tolist(), deployment.clean[ARC], deployment.clean[SIR], strict=True
+        )
+    ]
+    rows.append(
+        PairRow("stale", ARC, "0" * 64, rows[0].source_embedding, SIR, pins[SIR], rows[0].target_embedding)
+    )
+    assert store.record(rows) == len(rows)
+    store.close()
+    out = tmp_path / "maps"
+    shutil.copytree(maps_dir, out)
+    command = [
+        sys.executable, "-m", "facebridge", "refit", "--source", ARC, "--target", SIR,
+        "--pairs", str(tmp_path / "pairs.sqlite"), "--method", "ridge",
+        "--models-dir", str(MODELS_DIR), "--mappings-dir", str(out),
+    ]  # fmt: skip
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr
+    assert "skipping 1 of" in dry.stderr and "(--dry-run)" in dry.stdout
+    assert not (out / map_filename(ARC, SIR)).exists()
+    real = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert real.returncode == 0, real.stderr
+    assert "held-out deployment subjects" in real.stdout and "wrote" in real.stdout, real.stdout
+    bank = MappingBank.load(out, manifest)
+    assert not bank.refused and (ARC, SIR) in bank.maps
+    assert bank.maps[(ARC, SIR)].meta.provenance.dataset == "deployment"

@@ -33,16 +33,35 @@ def _base_population(args: argparse.Namespace, settings: Settings, models: list[
     return merge(parts) if len(parts) > 1 else parts[0]
 
 
-def _deployment(args: argparse.Namespace, settings: Settings) -> Population:
+def _deployment(args: argparse.Namespace, settings: Settings, pins: tuple[str, str]) -> Population:
+    """The recorded pairs of the two models, keeping only rows made by the pinned weights."""
     from facebridge.mapping.refit import deployment_population
-    from facebridge.pairs.store import open_store
+    from facebridge.pairs.store import PairStore
 
-    store = open_store(args.pairs) if args.pairs else open_store(settings)
+    if args.pairs:
+        remote = args.pairs.startswith(("postgresql://", "postgres://"))
+        store = PairStore.open(dsn=args.pairs) if remote else PairStore.open(args.pairs)
+    else:
+        configured = PairStore.from_settings(settings)
+        if configured is None:
+            raise SystemExit(
+                "error: no pair store: pass --pairs or set FACEBRIDGE_PAIRS_DB / FACEBRIDGE_PAIRS_DSN"
+            )
+        store = configured
     try:
         pairs = store.read(args.source, args.target)
     finally:
         store.close()
-    return deployment_population(pairs.subjects, args.source, pairs.source, args.target, pairs.target)
+    current = (pairs.source_sha256 == pins[0]) & (pairs.target_sha256 == pins[1])
+    if not current.all():
+        print(
+            f"skipping {int((~current).sum())} of {len(pairs)} pairs recorded with other weights than the "
+            "pinned ones (a model file changed since)",
+            file=sys.stderr,
+        )
+    return deployment_population(
+        pairs.subjects[current], args.source, pairs.source[current], args.target, pairs.target[current]
+    )
 
 
 def cmd_refit(args: argparse.Namespace) -> int:
@@ -62,7 +81,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
             print(f"error: no space or pinned manifest entry for {model}", file=sys.stderr)
             return 2
         refs.append(space or SpaceRef(model=model, dim=entry.dim, sha256=entry.sha256))  # type: ignore[union-attr,arg-type]
-    deployment = _deployment(args, settings)
+    deployment = _deployment(args, settings, (refs[0].sha256, refs[1].sha256))
     if len(deployment) == 0:
         print(f"error: no recorded pairs of {args.source} and {args.target}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ refit cannot train on people an earlier one held out.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
@@ -264,7 +265,7 @@ def refit(
             scores, labels = cross_scores(build(fit_part), val_part, s, t, val_pairs)
             selection[name] = selection_score(measure(scores, labels))
     choice = max(selection, key=lambda k: selection[k]) if selection else next(iter(builders))
-    deployment_train = merge([fit_part, val_part])
+    deployment_train = dataclasses.replace(merge([fit_part, val_part]), name=DEPLOYMENT)
     estimator = builders[choice](deployment_train)
     method = estimator.method
     train = (
