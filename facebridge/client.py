@@ -37,6 +37,7 @@ import pydantic
 from facebridge import __version__, exceptions
 from facebridge.schemas.catalog import MappingList, ModelList, ReloadAnswer
 from facebridge.schemas.embed import EmbedResponse
+from facebridge.schemas.pairs import PairsDeleted, PairsRecorded, PairStatsResponse
 from facebridge.schemas.problem import FieldError
 from facebridge.schemas.translate import TranslateResponse
 from facebridge.schemas.verify import Pair, Side, VerifyResponse
@@ -364,6 +365,30 @@ def _reload_call() -> _Call[ReloadAnswer]:
     return _Call("POST", "/admin/reload-mappings", _model(ReloadAnswer))
 
 
+def _record_pairs_call(pairs: Sequence[tuple[str, tuple[str, Any], tuple[str, Any]]]) -> _Call[PairsRecorded]:
+    body = {
+        "pairs": [
+            {
+                "subject": subject,
+                "a": {"model": a_model, "embedding": np.asarray(a, np.float32).tolist()},
+                "b": {"model": b_model, "embedding": np.asarray(b, np.float32).tolist()},
+            }
+            for subject, (a_model, a), (b_model, b) in pairs
+        ]
+    }
+    return _Call(
+        "POST", "/pairs", _model(PairsRecorded), content=_json_body(body), content_type="application/json"
+    )
+
+
+def _erase_call(subject: str) -> _Call[PairsDeleted]:
+    return _Call("DELETE", "/pairs", _model(PairsDeleted), params={"subject": subject})
+
+
+def _pair_stats_call() -> _Call[PairStatsResponse]:
+    return _Call("GET", "/pairs/stats", _model(PairStatsResponse))
+
+
 def _read_image(value: ImageInput, index: int) -> tuple[str, bytes, str]:
     if isinstance(value, os.PathLike):
         path = Path(value)
@@ -594,6 +619,7 @@ class _Base:
 
 
 def _embed_options(
+    record_subject: str | None,
     detector: str | None,
     aligned: bool | None,
     largest_only: bool | None,
@@ -603,6 +629,7 @@ def _embed_options(
     mode: Literal["embedding", "full-network"] | None,
 ) -> dict[str, Any]:
     return {
+        "record_subject": record_subject,
         "detector": detector,
         "aligned": aligned,
         "largest_only": largest_only,
@@ -682,6 +709,17 @@ class Client(_Base):
         """Have the service reload its mappings folder (atomically)."""
         return self._send(_reload_call())
 
+    def record_pairs(self, pairs: Sequence[tuple[str, tuple[str, Any], tuple[str, Any]]]) -> PairsRecorded:
+        """Store templates of one capture by two models: (subject, (model_a, emb_a), (model_b, emb_b))."""
+        return self._send(_record_pairs_call(pairs))
+
+    def erase_subject(self, subject: str) -> PairsDeleted:
+        """Erase every recorded pair of `subject` (DELETE /pairs?subject=)."""
+        return self._send(_erase_call(subject))
+
+    def pair_stats(self) -> PairStatsResponse:
+        return self._send(_pair_stats_call())
+
     def embed(
         self,
         images: ImageInput | Sequence[ImageInput],
@@ -694,10 +732,11 @@ class Client(_Base):
         detection_threshold: float | None = None,
         normalize: bool | None = None,
         mode: Literal["embedding", "full-network"] | None = None,
+        record_subject: str | None = None,
     ) -> EmbedResponse:
         """Detect, align and embed the faces of one photo or a batch (multipart); None: service default."""
         options = _embed_options(
-            detector, aligned, largest_only, max_faces, detection_threshold, normalize, mode
+            record_subject, detector, aligned, largest_only, max_faces, detection_threshold, normalize, mode
         )
         return self._send(_embed_call(images, models, options))
 
@@ -819,6 +858,17 @@ class AsyncClient(_Base):
         """Have the service reload its mappings folder (atomically)."""
         return await self._send(_reload_call())
 
+    async def record_pairs(
+        self, pairs: Sequence[tuple[str, tuple[str, Any], tuple[str, Any]]]
+    ) -> PairsRecorded:
+        return await self._send(_record_pairs_call(pairs))
+
+    async def erase_subject(self, subject: str) -> PairsDeleted:
+        return await self._send(_erase_call(subject))
+
+    async def pair_stats(self) -> PairStatsResponse:
+        return await self._send(_pair_stats_call())
+
     async def embed(
         self,
         images: ImageInput | Sequence[ImageInput],
@@ -831,10 +881,11 @@ class AsyncClient(_Base):
         detection_threshold: float | None = None,
         normalize: bool | None = None,
         mode: Literal["embedding", "full-network"] | None = None,
+        record_subject: str | None = None,
     ) -> EmbedResponse:
         """Detect, align and embed the faces of one photo or a batch (multipart); None: service default."""
         options = _embed_options(
-            detector, aligned, largest_only, max_faces, detection_threshold, normalize, mode
+            record_subject, detector, aligned, largest_only, max_faces, detection_threshold, normalize, mode
         )
         return await self._send(_embed_call(images, models, options))
 

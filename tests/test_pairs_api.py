@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from facebridge.client import Client
 from facebridge.config import Settings
 from facebridge.main import create_app
 from facebridge.pairs import PairStore, SchemaTooNew
@@ -431,3 +432,23 @@ def test_a_killed_server_loses_no_acknowledged_row(
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} acknowledged row(s) lost, e.g. {sorted(missing)[:5]}"
     assert len(stored) >= len(acknowledged)  # a commit whose answer never left may be there too
+
+
+def test_the_client_records_counts_and_erases_pairs(recording: tuple[LiveServer, Target], lfw: Path) -> None:
+    """facebridge.client: record_pairs, embed(record_subject=...), pair_stats and erase_subject."""
+    live, target = recording
+    rng = np.random.default_rng(7)
+    with Client(live.url, API_KEYS[0]) as client:
+        answer = client.record_pairs(
+            [("client-subject", (A, rng.normal(size=128)), (B, rng.normal(size=192))) for _ in range(3)]
+        )
+        assert answer.recorded == 3
+        photo = lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
+        embedded = client.embed(photo, [A, B], largest_only=True, record_subject="client-subject")
+        assert len(embedded.results[0].faces) == 1
+        counts = {(e.source_model, e.target_model): e for e in client.pair_stats().model_pairs}
+        assert counts[(A, B) if A < B else (B, A)].pairs >= 4
+        assert client.erase_subject("client-subject").deleted == 4
+    store = target.open()
+    assert "client-subject" not in store.read(A, B).subjects.tolist()
+    store.close()
