@@ -71,7 +71,9 @@ def embed_one(client: Client, photo: Path, model: str) -> np.ndarray | None:
     return np.asarray(faces[0].embeddings[0].embedding, np.float32)
 
 
-def migrate_and_authenticate(client: Client, gallery: dict[str, list[Path]], reenrol: float, seed: int) -> str:
+def migrate_and_authenticate(
+    client: Client, gallery: dict[str, list[Path]], reenrol: float, seed: int
+) -> str:
     """Steps 3-4: enrol each gallery person's first photo with A, translate, re-enrol the least
     confident share with B, then verify every other photo (B) against every gallery template."""
     names, enrolled, probes = [], [], []
@@ -85,8 +87,12 @@ def migrate_and_authenticate(client: Client, gallery: dict[str, list[Path]], ree
     moved = client.translate(np.stack(enrolled), A, B)
     confidence = moved.confidence
     templates = moved.embeddings.copy()
-    count = int(round(reenrol * len(templates)))
-    order = np.argsort(confidence) if confidence is not None else np.random.default_rng(seed).permutation(len(templates))
+    count = round(reenrol * len(templates))
+    order = (
+        np.argsort(confidence)
+        if confidence is not None
+        else np.random.default_rng(seed).permutation(len(templates))
+    )
     for index in order[:count]:
         native = embed_one(client, gallery[names[index]][0], B)
         if native is not None:
@@ -125,7 +131,10 @@ def main() -> int:
     recorded, gallery = people(args.photos, args.seed)
     with Client(args.url, os.environ.get("FACEBRIDGE_API_KEY"), timeout=300) as client:
         started = time.time()
-        print(f"before the refit: {migrate_and_authenticate(client, gallery, args.reenrol, args.seed)}", flush=True)
+        print(
+            f"before the refit: {migrate_and_authenticate(client, gallery, args.reenrol, args.seed)}",
+            flush=True,
+        )
         n = record(client, recorded, args.captures)
         print(f"recorded {n} captures of {len(recorded)} people ({time.time() - started:.0f} s)", flush=True)
         command = [sys.executable, "-m", "facebridge", "refit", "--source", A, "--target", B]
