@@ -158,4 +158,7 @@ def test_refit_command_reads_the_store_and_writes_only_a_better_map(
     assert "held-out deployment subjects" in real.stdout and "wrote" in real.stdout, real.stdout
     bank = MappingBank.load(out, manifest)
     assert not bank.refused and (ARC, SIR) in bank.maps
-    assert bank.maps[(ARC, SIR)].meta.provenance.dataset == "deployment"
+    refitted = bank.maps[(ARC, SIR)]
+    assert refitted.meta.provenance.dataset == "deployment"
+    confidence = refitted.confidence(deployment.clean[ARC][:5])  # the predictor travelled with the map
+    assert confidence is not None and confidence.shape == (5,)

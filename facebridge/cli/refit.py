@@ -120,7 +120,16 @@ def cmd_refit(args: argparse.Namespace) -> int:
         return 2
     path = out / map_filename(args.source, args.target)
     fitted = result.fitted
-    save_map(path, fitted.meta, fitted.weight, fitted.bias, fitted.residual)
+    confidence = fitted.confidence
+    save_map(
+        path,
+        fitted.meta,
+        fitted.weight,
+        fitted.bias,
+        fitted.residual,
+        confidence.tensors() if confidence is not None else None,
+        confidence.info("the refit's held-out deployment subjects") if confidence is not None else None,
+    )
     print(f"wrote {path}; a running service loads it on POST /admin/reload-mappings or SIGHUP")
     return 0
 

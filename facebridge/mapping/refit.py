@@ -46,6 +46,7 @@ from facebridge.linalg import l2_normalize
 from facebridge.mapping.bank import apply_map_tensors
 from facebridge.mapping.bank_fit import FittedBankMap, _fitted_scalars, _residual, merge
 from facebridge.mapping.calibration import Calibration, calibrate
+from facebridge.mapping.confidence import ConfidenceModel
 from facebridge.mapping.mapfile import (
     FitProvenance,
     MapCalibration,
@@ -334,7 +335,19 @@ def refit(
         MapCalibration(cross=calibration, mapped=mapped_calibration),
         plan,
     )
+    fitted.confidence = _confidence(estimator, held_part, s, t)
     return RefitResult(method, choice, selection, before, after, calibration, enough, split, fitted)
+
+
+def _confidence(estimator: Any, held: Population, source: str, target: str) -> ConfidenceModel | None:
+    """The per-template confidence predictor, learned on the held-out subjects' rows (never in the
+    map's fit); None when they are too few to learn from."""
+    raw = np.asarray(estimator.transform(held.clean[source]), np.float32)
+    actual = np.sum(l2_normalize(raw) * held.clean[target], axis=1)
+    try:
+        return ConfidenceModel().fit(held.clean[source], raw, actual, held.identities)
+    except ValueError:
+        return None
 
 
 def subject_bootstrap(
