@@ -169,7 +169,8 @@ class Bridge:
         return set(self.bank.spaces) | (set(registry.status) if registry is not None else set())
 
     def _check_model(self, model: str, field: str) -> None:
-        if model not in self.known_models():
+        registry = self.pipeline.registry if self.pipeline is not None else None
+        if model not in self.bank.spaces and (registry is None or model not in registry.status):
             raise UnknownModel(f"{field}: no model or space {model!r}", field)
 
     def _space_dim(self, model: str) -> int | None:
@@ -214,6 +215,13 @@ class Bridge:
             matrix = check_matrix(np.asarray(embeddings, dtype=np.float32), field, dim, len(embeddings) or 1)
         else:
             matrix = parse_matrix(list(embeddings), field, dim, max(len(embeddings), 1))
+        return self.translate_along(path, matrix, out, confidence)
+
+    def translate_along(
+        self, path: MapPath, matrix: np.ndarray, out: np.ndarray | None = None, confidence: bool = True
+    ) -> Translation:
+        """`translate` for a path already resolved (`map_path`) and rows already checked
+        (`check_matrix` / `parse_matrix`): the service's routes do both before choosing a thread."""
         if confidence and path.has_confidence:
             result, expected = path.apply_with_confidence(matrix, out)
         else:

@@ -20,12 +20,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from facebridge.api.openapi import request_body
-from facebridge.bridge import Bridge
+from facebridge.bridge import Bridge, Translation
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.schemas.translate import TranslateRequest, TranslateResponse
 from facebridge.state import get_bridge, state_of
-from facebridge.vectors import check_matrix
+from facebridge.vectors import check_matrix, parse_matrix
 
 router = APIRouter(tags=["translate"])
 
@@ -178,10 +178,14 @@ async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> R
     rows = len(payload.embeddings)
     observe_batch("/translate", rows)
     _check_rows(rows, settings.max_embeddings_per_request, "embeddings")
-    if rows <= 64:  # small products finish faster than a hop to a worker thread
-        result = bridge.translate(payload.embeddings, path.source, path.target)
-    else:
-        result = await run_in_threadpool(bridge.translate, payload.embeddings, path.source, path.target)
+
+    def run() -> Translation:
+        dim = path.maps[0].meta.source.dim
+        matrix = parse_matrix(payload.embeddings, "embeddings", dim, settings.max_embeddings_per_request)
+        return bridge.translate_along(path, matrix)
+
+    # small products finish faster than a hop to a worker thread
+    result = run() if rows <= 64 else await run_in_threadpool(run)
     answer = {
         "source": result.source,
         "target": result.target,
@@ -223,11 +227,9 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
     observe_batch("/translate", len(matrix))
     buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
     if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
-        result = bridge.translate(matrix, source, target, out, "body", with_confidence)
+        result = bridge.translate_along(path, matrix, out, with_confidence)
     else:
-        result = await run_in_threadpool(
-            bridge.translate, matrix, source, target, out, "body", with_confidence
-        )
+        result = await run_in_threadpool(bridge.translate_along, path, matrix, out, with_confidence)
     headers = {
         "X-Facebridge-Maps": ",".join(path.ids),
         "X-Facebridge-Composed": str(path.composed).lower(),
