@@ -273,16 +273,21 @@ def refit(
         _pool(base, deployment_train) if not isinstance(estimator, DeploymentAdapter) else deployment_train
     )
     held_pairs = verification_pairs(held_part.identities, CALIBRATION_IMPOSTORS, plan.seed)
-    scores, labels = cross_scores(estimator, held_part, s, t, held_pairs)
+    # the held-out rows are translated once; cross scores, quality, calibrations and the confidence
+    # predictor all read this one result
+    raw_held = estimator.transform(held_part.clean[s])
+    mapped_held = l2_normalize(raw_held).astype(np.float32)
+    scores, labels = pair_scores(mapped_held, held_part.clean[t], held_pairs)
+    mapped_scores, mapped_labels = pair_scores(mapped_held, mapped_held, held_pairs)
     after = measure(scores, labels)
     before = None
     if current is not None:
         moved = apply_current(current, held_part.clean[s]).astype(np.float32)
         before = measure(*pair_scores(moved, held_part.clean[t], held_pairs))
 
-    quality = _heldout_quality(estimator, held_part, s, t, held_pairs, after)
-    mapped_held = l2_normalize(np.asarray(estimator.transform(held_part.clean[s]), np.float32))
-    mapped_scores, mapped_labels = pair_scores(mapped_held, mapped_held, held_pairs)
+    quality = _heldout_quality(
+        raw_held, held_part, s, t, held_pairs, after, measure(mapped_scores, mapped_labels)
+    )
     held_subjects = len(np.unique(held_part.identities))
     enough = held_subjects >= plan.min_heldout_subjects and int(labels.sum()) >= plan.min_heldout_genuine
     if enough:
@@ -335,14 +340,13 @@ def refit(
         MapCalibration(cross=calibration, mapped=mapped_calibration),
         plan,
     )
-    fitted.confidence = _confidence(estimator, held_part, s, t)
+    fitted.confidence = _confidence(np.asarray(raw_held, np.float32), held_part, s, t)
     return RefitResult(method, choice, selection, before, after, calibration, enough, split, fitted)
 
 
-def _confidence(estimator: Any, held: Population, source: str, target: str) -> ConfidenceModel | None:
+def _confidence(raw: np.ndarray, held: Population, source: str, target: str) -> ConfidenceModel | None:
     """The per-template confidence predictor, learned on the held-out subjects' rows (never in the
-    map's fit); None when they are too few to learn from."""
-    raw = np.asarray(estimator.transform(held.clean[source]), np.float32)
+    map's fit; `raw`: their translation before normalisation); None when they are too few."""
     actual = np.sum(l2_normalize(raw) * held.clean[target], axis=1)
     try:
         return ConfidenceModel().fit(held.clean[source], raw, actual, held.identities)
@@ -396,18 +400,20 @@ def subject_bootstrap(
 
 
 def _heldout_quality(
-    estimator: Any,
+    raw_mapped: np.ndarray,
     held: Population,
     source: str,
     target: str,
     pairs: PairSample,
     cross: PopulationMetrics,
+    moved: PopulationMetrics,
 ) -> MapQuality:
-    raw = np.asarray(estimator.transform(held.clean[source]), np.float64)
+    """Quality on the held-out rows from their translation before normalisation (`raw_mapped`) and
+    the cross and mapped-vs-mapped metrics already measured on them."""
+    raw = np.asarray(raw_mapped, np.float64)
     truth = held.clean[target].astype(np.float64)
     mapped = l2_normalize(raw)
     native = {m: measure(*pair_scores(held.clean[m], held.clean[m], pairs)) for m in (source, target)}
-    moved = measure(*pair_scores(mapped.astype(np.float32), mapped.astype(np.float32), pairs))
     return MapQuality(
         mean_cosine=float(np.mean(np.sum(mapped * truth, axis=1))),
         r2=float(1.0 - ((raw - truth) ** 2).sum() / ((truth - truth.mean(axis=0)) ** 2).sum()),
