@@ -115,7 +115,7 @@ def main() -> int:
         },
     }
     if args.postgres:
-        from tests.test_pairs_store import PostgresCluster
+        from tests.postgres_server import PostgresCluster
 
         cluster = PostgresCluster()
         targets["postgresql"] = {"FACEBRIDGE_PAIRS_DSN": cluster.store_dsn()}

@@ -32,6 +32,8 @@ LFW = SHARED / "datasets" / "lfw"
 MODELS_DIR = ROOT / "models"
 RECOGNIZERS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]
 DETECTORS = ["yunet", "scrfd-500m"]
+# the `postgres` fixture (a throw-away PostgreSQL server per session) for every module
+pytest_plugins = ["tests.postgres_server"]
 
 
 def _require(path: Path, what: str) -> None:

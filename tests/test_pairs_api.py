@@ -29,13 +29,7 @@ from facebridge.paths import shipped_manifest
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import API_KEYS, LFW, MODELS_DIR, LiveServer
-from .test_pairs_store import (  # noqa: F401 (postgres: the session fixture)
-    EXPECTED_COLUMNS,
-    Target,
-    make_target,
-    postgres,
-    schema_of,
-)
+from .test_pairs_store import EXPECTED_COLUMNS, Target, make_target, schema_of
 
 A, B, C = "arcface-mbf128", "sirius-mbf192", "faceplugin-mbf512"
 DIMS = {A: 128, B: 192, C: 512}

@@ -10,6 +10,12 @@ from facebridge.cli.common import add_settings_options, settings_from
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.input.startswith(("postgresql://", "postgres://")):
+        return migrate_postgres(args)
+    if args.output is None:
+        print("a Parquet or .npy gallery needs an OUTPUT folder", file=sys.stderr)
+        return 2
+    args.input, args.output = Path(args.input), Path(args.output)
     from facebridge.migration.memory import reuse_freed_buffers
 
     reuse_freed_buffers()  # before pyarrow loads
@@ -46,15 +52,86 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate_postgres(args: argparse.Namespace) -> int:
+    """`facebridge migrate ... postgresql://...?table=&id=&column= --to-column NAME` (see
+    facebridge/migration/postgres.py); one-line errors for a bad URL, server, table or column."""
+    from facebridge.mapping.bank import MappingBank
+    from facebridge.migration.pg_table import TableError, TableRef
+    from facebridge.migration.postgres import MigrationError, PostgresMigration
+
+    try:
+        import psycopg
+    except ImportError:
+        print(
+            "PostgreSQL galleries need psycopg 3: pip install 'facebridge[pairs-postgres]'", file=sys.stderr
+        )
+        return 2
+    settings = settings_from(args)
+    bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
+    path = bank.find_path(args.source, args.target)
+    if path is None:
+        print(f"no map or chain of maps from {args.source} to {args.target}", file=sys.stderr)
+        return 2
+    if not args.to_column:
+        print("a PostgreSQL gallery needs --to-column (the new column to fill)", file=sys.stderr)
+        return 2
+    try:
+        ref = TableRef.parse(args.input, args.id_column_pg, args.column)
+        job = PostgresMigration(
+            ref, path, args.to_column, args.to_type, args.batch_rows, args.strict, args.max_passes,
+            progress=not args.quiet,
+        )  # fmt: skip
+        if args.dry_run:
+            print("\n".join(job.dry_run()))
+            return 0
+        if args.swap:
+            retire_as = args.retire_as or f"{ref.column}_{_slug(args.source)}"
+            verification = job.swap(retire_as, args.swap_also or [])
+            print(
+                f"swapped: {ref.qualified}.{ref.column} now holds the {args.target} templates; the "
+                f"{args.source} ones are kept in {retire_as}. {verification.describe()}"
+            )
+            return 0
+        result = job.run()
+    except (TableError, MigrationError) as exc:
+        print(f"facebridge migrate: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, TableError) else 1
+    except psycopg.Error as exc:
+        print(f"facebridge migrate: PostgreSQL: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    rate = result.rows_written / result.seconds if result.seconds else float("inf")
+    resumed = f", resumed after {result.resumed_from!r}" if result.resumed_from else ""
+    print(
+        f"{result.rows_written} rows translated into {ref.qualified}.{args.to_column} via "
+        f"{' then '.join(path.ids)} in {result.batches} batches, {result.passes} passes{resumed} "
+        f"({result.seconds:.1f} s, {rate:,.0f} rows/s)"
+    )
+    for key, reason in result.problems[:20]:
+        print(f"  not translated: {ref.id_column}={key}: {reason}")
+    if len(result.problems) > 20:
+        print(f"  ... {len(result.problems) - 20} more, all in facebridge_migration_problems")
+    print(result.verification.describe())
+    return 0 if result.verification.ok else 1
+
+
+def _slug(model: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in model.lower())
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     migrate = sub.add_parser(
-        "migrate", help="translate a gallery of templates (Parquet or .npy) into Parquet parts, resumable"
+        "migrate",
+        help="translate a gallery of templates: Parquet or .npy into Parquet parts, or a PostgreSQL "
+        "table's column into a new column, resumable",
     )
     migrate.add_argument("--source", required=True)
     migrate.add_argument("--target", required=True)
-    migrate.add_argument("input", type=Path, help="a .parquet file or a .npy matrix")
     migrate.add_argument(
-        "output", type=Path, help="a folder for the Parquet parts (resumes if it holds some)"
+        "input",
+        help="a .parquet file, a .npy matrix, or postgresql://user@host/db?table=T&id=KEY&column=C",
+    )
+    migrate.add_argument(
+        "output", nargs="?", help="a folder for the Parquet parts (resumes if it holds some)"
     )
     migrate.add_argument("--id-column", default="id")
     migrate.add_argument("--embedding-column", default="embedding")
@@ -71,5 +148,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "--scheduler", help="Dask scheduler address (default: a LocalCluster on this machine)"
     )
     migrate.add_argument("--workers", type=int, help="LocalCluster worker processes (default: CPU count)")
+    pg = migrate.add_argument_group("PostgreSQL galleries")
+    pg.add_argument("--to-column", help="the column to fill with translated templates (added if missing)")
+    pg.add_argument(
+        "--to-type", choices=["real[]", "double precision[]", "vector", "bytea"],
+        help="its type when it is added (default: the source column's)",
+    )  # fmt: skip
+    pg.add_argument("--id", dest="id_column_pg", help="the table's unique key (or ?id= in the URL)")
+    pg.add_argument("--column", help="the source template column (or ?column= in the URL)")
+    pg.add_argument("--batch-rows", type=int, default=5_000, help="rows per batch and transaction")
+    pg.add_argument("--max-passes", type=int, default=5, help="passes over rows that changed meanwhile")
+    pg.add_argument("--strict", action="store_true", help="stop at the first value that cannot be translated")
+    pg.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
+    pg.add_argument(
+        "--swap", action="store_true",
+        help="switch over in one transaction: the source column is renamed to --retire-as and the "
+        "translated column takes its name",
+    )  # fmt: skip
+    pg.add_argument("--retire-as", help="the source column's new name at --swap (default: COLUMN_SOURCE)")
+    pg.add_argument(
+        "--swap-also", action="append", metavar="SQL",
+        help="a statement run in the swap's transaction (e.g. the identity system's model setting)",
+    )  # fmt: skip
     add_settings_options(migrate)
     migrate.set_defaults(func=cmd_migrate)

@@ -1,0 +1,606 @@
+"""In-place migration of a PostgreSQL gallery: a new column filled with translated templates, resumable.
+
+The table keeps its source column untouched. The migration adds (if missing) four nullable columns,
+named after `--to-column` (say `template_b`):
+
+- `template_b`: the translated template, of the source column's kind (`real[]`, `double precision[]`,
+  `vector(n)`, `bytea`) unless told otherwise;
+- `template_b_confidence` (`real`): each row's expected cosine with the target model's own embedding,
+  when every map of the path carries a confidence predictor;
+- `template_b_source_md5` (`bytea`): md5 of the source value the row was translated from. A row is
+  *stale* when this differs from the source's current md5, so a row inserted or updated while the
+  migration runs is seen and translated again, and a rerun skips every row already done;
+- `template_b_batch` (`integer`): the batch that wrote it, for the checksums.
+
+Work goes in batches walked by key (keyset pagination: `WHERE id > last ORDER BY id LIMIT n`). Each
+batch is one transaction: read the stale rows (binary COPY out), translate them in numpy, binary COPY
+into a temporary table, lock the rows whose source is still what was read, UPDATE ... FROM, check on
+the server that count and checksum of what landed equal what was sent, and record the batch and the
+cursor in `facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
+flight; a rerun continues from the cursor. After the keyset pass, passes from the start pick up rows
+changed behind the cursor, until one finds nothing (or `max_passes`, then the remaining ids are
+reported). Values that cannot be translated (NULL, wrong dimension, NaN) are recorded per id in
+`facebridge_migration_problems` and left NULL (fatal with `strict`).
+
+`swap` switches the identity system over in one transaction (see docs/identity-system.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from tqdm import tqdm
+
+from facebridge import __version__
+from facebridge.mapping.bank import MapPath
+from facebridge.migration import pg_codec
+from facebridge.migration.pg_codec import ColumnKind
+from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
+
+JOBS = "facebridge_migrations"
+BATCHES = "facebridge_migration_batches"
+PROBLEMS = "facebridge_migration_problems"
+STAGING = "facebridge_staging"
+PROGRESS_SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
+        job text PRIMARY KEY, description jsonb NOT NULL, state text NOT NULL, cursor text,
+        started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz)""",
+    f"""CREATE TABLE IF NOT EXISTS {BATCHES} (
+        job text NOT NULL, batch integer NOT NULL, pass integer NOT NULL, first_id text, last_id text,
+        rows integer NOT NULL, hash_sum numeric NOT NULL, written_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job, batch))""",
+    f"""CREATE TABLE IF NOT EXISTS {PROBLEMS} (
+        job text NOT NULL, id text NOT NULL, reason text NOT NULL, source_md5 bytea,
+        found_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, id))""",
+]
+
+
+class MigrationError(RuntimeError):
+    """The migration cannot go on (another run holds the job, strict mode met a bad value, ...)."""
+
+
+@dataclass(frozen=True)
+class TargetColumns:
+    """The names of the columns a migration into `name` fills."""
+
+    name: str
+
+    @property
+    def confidence(self) -> str:
+        return f"{self.name}_confidence"
+
+    @property
+    def source_md5(self) -> str:
+        return f"{self.name}_source_md5"
+
+    @property
+    def batch(self) -> str:
+        return f"{self.name}_batch"
+
+
+@dataclass
+class Verification:
+    """The final check: every row translated from its current source or listed as a problem, and
+    each batch's rows and checksum on the server equal to what the batch sent."""
+
+    rows: int
+    translated: int
+    problems: int
+    stale: int
+    batches: int
+    mismatches: list[str] = field(default_factory=list)
+    deleted: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.stale == 0 and not self.mismatches and self.translated + self.problems == self.rows
+
+    def describe(self) -> str:
+        verdict = "checked" if self.ok else "CHECK FAILED"
+        text = (
+            f"{verdict}: {self.rows} rows, {self.translated} translated, {self.problems} with problems, "
+            f"{self.stale} stale; {self.batches} batch checksums compared"
+        )
+        if self.deleted:
+            text += f"; {self.deleted} translated rows deleted from the table since"
+        return text + "".join(f"\n  {m}" for m in self.mismatches)
+
+
+@dataclass
+class PgMigrationResult:
+    rows_written: int
+    batches: int
+    passes: int
+    problems: list[tuple[str, str]]
+    seconds: float
+    verification: Verification
+    resumed_from: str | None
+
+
+class PostgresMigration:
+    """Translate `ref`'s template column with `path` into `to_column` of the same table."""
+
+    def __init__(
+        self,
+        ref: TableRef,
+        path: MapPath,
+        to_column: str,
+        to_kind: str | None = None,
+        batch_rows: int = 5_000,
+        strict: bool = False,
+        max_passes: int = 5,
+        progress: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if to_column in (ref.column, ref.id_column):
+            raise TableError(f"--to-column {to_column} would overwrite the table's own column")
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be at least 1")
+        self.ref, self.path, self.to = ref, path, TargetColumns(to_column)
+        self.to_kind, self.batch_rows, self.strict = to_kind, batch_rows, strict
+        self.max_passes, self.progress, self.on_batch = max_passes, progress, on_batch
+        self.dim_in = path.maps[0].meta.source.dim
+        self.dim_out = path.maps[-1].meta.target.dim
+        self.job = f"{ref.qualified}.{ref.column}->{to_column}"
+
+    # ------------------------------------------------------------------------------------- connection
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.ref.dsn, autocommit=True)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TableError(f"cannot connect to {self.ref.where}: {first}") from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------------------------- SQL parts
+    def _sql(self, text: str, **extra: sql.Composable) -> sql.Composed:
+        """`text` with the table's identifiers filled in: {t} {id} {src} {to} {conf} {md5} {batch}
+        {id_type}, {src_digest} (md5 of the source's binary form, '' for NULL), {stale} and
+        {to_hash} (the 64-bit row hash of the translated value)."""
+        parts: dict[str, sql.Composable] = {
+            "t": self.ref.identifier(),
+            "id": sql.Identifier(self.ref.id_column),
+            "src": sql.Identifier(self.ref.column),
+            "to": sql.Identifier(self.to.name),
+            "conf": sql.Identifier(self.to.confidence),
+            "md5": sql.Identifier(self.to.source_md5),
+            "batch": sql.Identifier(self.to.batch),
+            "id_type": sql.SQL(self.columns.id_type),
+            **extra,
+        }
+        src_send = _send(self.columns.kind, sql.SQL("t.{}").format(parts["src"]))
+        parts["src_digest"] = sql.SQL(
+            "(CASE WHEN t.{src} IS NULL THEN '\\x'::bytea ELSE decode(md5({send}), 'hex') END)"
+        ).format(src=parts["src"], send=src_send)
+        parts["stale"] = sql.SQL("(t.{md5} IS NULL OR t.{md5} <> {digest})").format(
+            md5=parts["md5"], digest=parts["src_digest"]
+        )
+        to_send = _send(self.target_kind, sql.SQL("t.{}").format(parts["to"]))
+        parts["to_hash"] = sql.SQL("(('x' || left(md5({}), 16))::bit(64)::bigint)").format(to_send)
+        return sql.SQL(text).format(**{k: v for k, v in parts.items() if "{" + k + "}" in text})
+
+    # ------------------------------------------------------------------------------------- plan
+    def inspect(self, conn: Any) -> None:
+        """Read the catalogue and settle the target column's kind."""
+        with conn.cursor() as cursor:
+            self.columns: TableColumns = inspect_table(cursor, self.ref)
+        existing = self.columns.type_of(self.to.name)
+        if existing is not None:
+            self.target_kind = ColumnKind.from_sql_type(existing)
+            if self.to_kind and self.to_kind != self.target_kind.name:
+                raise TableError(f"{self.to.name} exists as {existing}, not {self.to_kind}")
+        else:
+            self.target_kind = ColumnKind(self.to_kind) if self.to_kind else self.columns.kind
+        if self.target_kind.name == "vector" or self.columns.kind.name == "vector":
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+                if cursor.fetchone() is None:
+                    raise TableError("a vector column needs the pgvector extension: CREATE EXTENSION vector")
+
+    def description(self) -> dict[str, Any]:
+        return {
+            "table": self.ref.qualified,
+            "id": self.ref.id_column,
+            "column": self.ref.column,
+            "column_type": self.columns.source_type,
+            "to_column": self.to.name,
+            "to_type": self.target_kind.sql_type(self.dim_out),
+            "source": self.path.source,
+            "target": self.path.target,
+            "maps": [
+                {"id": m.id, "file": m.file.rsplit("/", 1)[-1], "tensor_sha256": m.meta.tensor_sha256}
+                for m in self.path.maps
+            ],
+            "confidence_column": self.path.has_confidence,
+            "code_version": __version__,
+        }
+
+    def dry_run(self) -> list[str]:
+        """What a run would do, read in a read-only transaction: nothing is written."""
+        with self.connect() as conn:
+            conn.read_only = True
+            self.inspect(conn)
+            lines = [
+                f"table {self.ref.qualified} in {self.ref.where}: key {self.ref.id_column} "
+                f"({self.columns.id_type}), templates {self.ref.column} ({self.columns.source_type})",
+                f"maps: {' then '.join(self.path.ids)} ({self.path.source} -> {self.path.target}, "
+                f"{self.dim_in} -> {self.dim_out} values)",
+            ]
+            wanted = self._target_columns()
+            to_add = [f"{name} {kind}" for name, kind in wanted if self.columns.type_of(name) is None]
+            lines.append("would add columns: " + (", ".join(to_add) if to_add else "none (all present)"))
+            with conn.cursor() as cursor:
+                cursor.execute(self._sql("SELECT count(*) FROM {t} t"))
+                (rows,) = cursor.fetchone()
+                done = 0
+                if not to_add:
+                    cursor.execute(self._sql("SELECT count(*) FROM {t} t WHERE NOT {stale}"))
+                    (done,) = cursor.fetchone()
+                cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
+                job = None
+                if cursor.fetchone()[0] is not None:
+                    cursor.execute(f"SELECT state, cursor FROM {JOBS} WHERE job = %s", (self.job,))
+                    job = cursor.fetchone()
+            batches = -(-(rows - done) // self.batch_rows)
+            lines.append(
+                f"{rows} rows, {done} already translated from their current source; would translate "
+                f"{rows - done} in about {batches} batches of {self.batch_rows}"
+            )
+            lines.append(
+                f"progress in {JOBS} (job {self.job!r}): "
+                + (f"state {job[0]}, cursor {job[1]!r}" if job else "no earlier run")
+            )
+            lines.append(f"{self.ref.column} is never altered; switch over with --swap when done")
+        return lines
+
+    def _target_columns(self) -> list[tuple[str, str]]:
+        wanted = [(self.to.name, self.target_kind.sql_type(self.dim_out))]
+        if self.path.has_confidence:
+            wanted.append((self.to.confidence, "real"))
+        wanted += [(self.to.source_md5, "bytea"), (self.to.batch, "integer")]
+        return wanted
+
+    # ------------------------------------------------------------------------------------- run
+    def run(self) -> PgMigrationResult:
+        started = time.perf_counter()
+        with self.connect() as conn:
+            self.inspect(conn)
+            self._prepare(conn)
+            self._prepare_staging(conn)
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.job,))
+                if not cursor.fetchone()[0]:
+                    raise MigrationError(f"another migration of {self.job} is running")
+            try:
+                return self._run_locked(conn, started)
+            finally:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.job,))
+
+    def _prepare(self, conn: Any) -> None:
+        """Progress tables, the target columns and the job row; a job of other maps is refused."""
+        with conn.transaction(), conn.cursor() as cursor:
+            for statement in PROGRESS_SCHEMA:
+                cursor.execute(statement)
+            for name, kind in self._target_columns():
+                cursor.execute(
+                    self._sql("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + kind, c=sql.Identifier(name))
+                )
+            cursor.execute(f"SELECT description, state FROM {JOBS} WHERE job = %s FOR UPDATE", (self.job,))
+            found = cursor.fetchone()
+            plan = self.description()
+            if found is None:
+                cursor.execute(
+                    f"INSERT INTO {JOBS} (job, description, state) VALUES (%s, %s, 'running')",
+                    (self.job, json.dumps(plan)),
+                )
+                return
+            previous, state = found
+            if state == "swapped":
+                raise MigrationError(f"{self.job} was already swapped in; nothing to migrate")
+            keys = ("source", "target", "maps", "to_type", "confidence_column")
+            if {k: previous.get(k) for k in keys} != {k: plan[k] for k in keys}:
+                raise MigrationError(
+                    f"{self.to.name} was filled by another map ({[m['id'] for m in previous['maps']]}); "
+                    f"migrate into another column, or drop {self.to.name}* and the job's rows in {JOBS}"
+                )
+            cursor.execute(
+                f"UPDATE {JOBS} SET description = %s, state = 'running', updated_at = now() WHERE job = %s",
+                (json.dumps(plan), self.job),
+            )
+
+    def _run_locked(self, conn: Any, started: float) -> PgMigrationResult:
+        with conn.cursor() as cursor:
+            cursor.execute(f"SELECT cursor FROM {JOBS} WHERE job = %s", (self.job,))
+            resumed_from = cursor.fetchone()[0]
+            cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
+            self._next_batch = first_batch = int(cursor.fetchone()[0]) + 1
+            cursor.execute(self._sql("SELECT count(*), count(t.{md5}) FROM {t} t"))
+            rows, done = cursor.fetchone()
+        written, passes, problems = 0, 0, []
+        bar = tqdm(
+            total=rows, initial=done, unit="row", unit_scale=True, disable=not self.progress,
+            desc=f"{self.path.source} -> {self.path.target}",
+        )  # fmt: skip
+        with bar:
+            start_after = resumed_from
+            while passes < self.max_passes:
+                passes += 1
+                found, after = 0, start_after
+                while (batch := self._one_batch(conn, after, passes)) is not None:
+                    after, count, batch_problems = batch
+                    found += count
+                    problems += batch_problems
+                    bar.update(count)
+                written += found
+                self._set_cursor(conn, None)  # the next pass starts from the first key
+                # a pass from the first key that found nothing proves every row current; a pass that
+                # found rows (or began mid-table) is followed by one from the start, for rows inserted
+                # or updated behind the cursor meanwhile
+                if found == 0 and start_after is None:
+                    break
+                start_after = None
+        with conn.transaction():
+            verification = self.verify(conn)
+            state = "complete" if verification.ok else "incomplete"
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {JOBS} SET state = %s, finished_at = now(), updated_at = now() WHERE job = %s",
+                    (state, self.job),
+                )
+        return PgMigrationResult(
+            written, self._next_batch - first_batch, passes, problems, time.perf_counter() - started,
+            verification, resumed_from,
+        )  # fmt: skip
+
+    def _set_cursor(self, conn: Any, value: str | None) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (value, self.job)
+            )
+
+    def _one_batch(
+        self, conn: Any, after: str | None, pass_number: int
+    ) -> tuple[str, int, list[tuple[str, str]]] | None:
+        """Read, translate and write the next stale rows after key `after`, in one transaction.
+        Returns (last key read, rows changed, problems) or None when no stale row is left."""
+        after_clause = (
+            self._sql("AND t.{id} > {after}::{id_type}", after=sql.Literal(after)) if after else sql.SQL("")
+        )
+        select = self._sql(
+            "COPY (SELECT t.{id}::text, t.{src} FROM {t} t WHERE {stale} {after_clause} ORDER BY t.{id} "
+            "LIMIT {limit}) TO STDOUT (FORMAT BINARY)",
+            after_clause=after_clause,
+            limit=sql.Literal(self.batch_rows),
+        )
+        with conn.transaction(), conn.cursor() as cursor:
+            with cursor.copy(select) as copy:
+                stream = b"".join(bytes(block) for block in copy)
+            rows = pg_codec.parse_copy(stream, 2)
+            if not rows:
+                return None
+            ids = [(r[0] or b"").decode() for r in rows]
+            sources = [r[1] for r in rows]
+            decoded = pg_codec.decode_templates(sources, self.columns.kind, self.dim_in)
+            if decoded.problems and self.strict:
+                listed = "; ".join(f"{ids[i]}: {why}" for i, why in sorted(decoded.problems.items())[:10])
+                raise MigrationError(f"{len(decoded.problems)} rows cannot be translated ({listed})")
+            values: list[bytes | None] = [None] * len(rows)
+            confidences: list[bytes | None] = [None] * len(rows)
+            if len(decoded.good):
+                out = np.empty((len(decoded.good), self.dim_out), dtype=np.float32)
+                translated, confidence = self.path.apply_with_confidence(decoded.matrix, out)
+                encoded = pg_codec.encode_templates(translated, self.target_kind)
+                conf_bytes = pg_codec.float4(confidence) if confidence is not None else None
+                for position, index in enumerate(decoded.good.tolist()):
+                    values[index] = encoded[position]
+                    if conf_bytes is not None:
+                        confidences[index] = conf_bytes[position]
+            digests = [pg_codec.digest(s) for s in sources]
+            staging = pg_codec.build_copy(
+                [(i.encode(), v, c, d) for i, v, c, d in zip(ids, values, confidences, digests, strict=True)]
+            )
+            copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGING))
+            with cursor.copy(copy_in) as copy:
+                copy.write(staging)
+            cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING)))
+            # lock the rows whose source is still the value translated; others stay stale for a later pass
+            cursor.execute(
+                self._sql(
+                    "SELECT s.id, t.{batch}, CASE WHEN t.{to} IS NULL THEN NULL ELSE {to_hash} END "
+                    "FROM {t} t JOIN {staging} s ON t.{id} = s.id::{id_type} "
+                    "WHERE {src_digest} = s.source_md5 FOR UPDATE OF t",
+                    staging=sql.Identifier(STAGING),
+                )
+            )
+            locked = cursor.fetchall()
+            locked_ids = [row[0] for row in locked]
+            batch = self._next_batch
+            if locked_ids:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE {t} t SET {to} = s.value, {conf_set} {md5} = s.source_md5, "
+                        "{batch} = CASE WHEN s.value IS NULL THEN NULL ELSE {number} END "
+                        "FROM {staging} s WHERE t.{id} = s.id::{id_type} AND s.id = ANY(%s)",
+                        staging=sql.Identifier(STAGING),
+                        number=sql.Literal(batch),
+                        conf_set=self._sql("{conf} = s.confidence,")
+                        if self.path.has_confidence
+                        else sql.SQL(""),
+                    ),
+                    (locked_ids,),
+                )
+            position_of = {key: index for index, key in enumerate(ids)}
+            sent = [values[position_of[key]] for key in locked_ids]
+            sent_rows = sum(1 for v in sent if v is not None)
+            sent_sum = sum(pg_codec.row_hash(v) for v in sent if v is not None)
+            cursor.execute(
+                self._sql(
+                    "SELECT count(*), coalesce(sum({to_hash}), 0) FROM {t} t "
+                    "JOIN {staging} s ON t.{id} = s.id::{id_type} WHERE t.{batch} = {number}",
+                    staging=sql.Identifier(STAGING),
+                    number=sql.Literal(batch),
+                )
+            )
+            landed_rows, landed_sum = cursor.fetchone()
+            if (landed_rows, int(landed_sum)) != (sent_rows, sent_sum):
+                raise MigrationError(
+                    f"batch {batch}: the server holds {landed_rows} rows (checksum {landed_sum}) where "
+                    f"{sent_rows} were sent (checksum {sent_sum}); nothing of this batch was kept"
+                )
+            self._record(cursor, batch, pass_number, ids, locked, sent_rows, sent_sum, decoded, digests)
+            cursor.execute(
+                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (ids[-1], self.job)
+            )
+            cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING)))
+        self._next_batch += 1
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        locked_set = set(locked_ids)
+        problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in locked_set]
+        return ids[-1], len(locked_ids), problems
+
+    def _record(
+        self,
+        cursor: Any,
+        batch: int,
+        pass_number: int,
+        ids: list[str],
+        locked: list[tuple[str, int | None, int | None]],
+        rows: int,
+        hash_sum: int,
+        decoded: pg_codec.DecodedBatch,
+        digests: list[bytes],
+    ) -> None:
+        """The batch's checksum, the rows it took over from earlier batches, and its problems."""
+        cursor.execute(
+            f"INSERT INTO {BATCHES} (job, batch, pass, first_id, last_id, rows, hash_sum) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (self.job, batch, pass_number, ids[0], ids[-1], rows, hash_sum),
+        )
+        taken: dict[int, tuple[int, int]] = {}
+        for _, old_batch, old_hash in locked:
+            if old_batch is not None and old_hash is not None:
+                count, total = taken.get(old_batch, (0, 0))
+                taken[old_batch] = (count + 1, total + int(old_hash))
+        for old_batch, (count, total) in taken.items():
+            cursor.execute(
+                f"UPDATE {BATCHES} SET rows = rows - %s, hash_sum = hash_sum - %s "
+                "WHERE job = %s AND batch = %s",
+                (count, total, self.job, old_batch),
+            )
+        locked_ids = [row[0] for row in locked]
+        cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, locked_ids))
+        locked_set = set(locked_ids)
+        bad = [
+            (self.job, ids[i], why, digests[i]) for i, why in decoded.problems.items() if ids[i] in locked_set
+        ]
+        if bad:
+            cursor.executemany(
+                f"INSERT INTO {PROBLEMS} (job, id, reason, source_md5) VALUES (%s, %s, %s, %s)", bad
+            )
+
+    # ------------------------------------------------------------------------------------- checks
+    def verify(self, conn: Any) -> Verification:
+        """Counts over the whole table and every batch's rows and checksum, recomputed on the server."""
+        with conn.cursor() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT count(*), count(t.{to}), count(*) FILTER (WHERE {stale}), "
+                    "count(*) FILTER (WHERE t.{md5} IS NOT NULL AND t.{to} IS NULL) FROM {t} t"
+                )
+            )
+            rows, translated, stale, problems = cursor.fetchone()
+            cursor.execute(
+                self._sql(
+                    "SELECT t.{batch}, count(*), sum({to_hash}) FROM {t} t "
+                    "WHERE t.{to} IS NOT NULL GROUP BY 1"
+                )
+            )
+            on_server = {b: (n, int(s)) for b, n, s in cursor.fetchall()}
+            cursor.execute(f"SELECT batch, rows, hash_sum FROM {BATCHES} WHERE job = %s", (self.job,))
+            recorded = {b: (n, int(s)) for b, n, s in cursor.fetchall()}
+        result = Verification(rows, translated, problems, stale, len(recorded))
+        for batch, (count, total) in sorted(recorded.items()):
+            found_count, found_total = on_server.pop(batch, (0, 0))
+            if (found_count, found_total) == (count, total):
+                continue
+            if found_count < count:
+                result.deleted += count - found_count  # rows removed by the application since
+            else:
+                result.mismatches.append(
+                    f"batch {batch}: {found_count} rows with checksum {found_total} on the server, "
+                    f"{count} rows with checksum {total} written"
+                )
+        for batch, (count, _) in sorted(on_server.items(), key=lambda item: item[0] or 0):
+            result.mismatches.append(f"{count} rows carry batch {batch}, which this job never wrote")
+        return result
+
+    # ------------------------------------------------------------------------------------- swap
+    def swap(self, retire_as: str, also: list[str]) -> Verification:
+        """In one transaction: block writers, translate whatever changed since, check, then rename
+        the source column to `retire_as` and the translated one to the source's name, and run
+        `also` (e.g. the identity system's own "current model" setting)."""
+        with self.connect() as conn:
+            self.inspect(conn)
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
+                found = None
+                if cursor.fetchone()[0] is not None:
+                    cursor.execute(f"SELECT state FROM {JOBS} WHERE job = %s", (self.job,))
+                    found = cursor.fetchone()
+                if found is None or found[0] not in ("complete", "incomplete"):
+                    state = found[0] if found else "never run"
+                    raise MigrationError(f"{self.job} is {state}; run the migration to the end first")
+                cursor.execute(self._sql("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"))
+                self._prepare_staging(conn)
+                cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
+                self._next_batch = int(cursor.fetchone()[0]) + 1
+                after: str | None = None
+                while (batch := self._one_batch(conn, after, 0)) is not None:
+                    after = batch[0]
+                verification = self.verify(conn)
+                if not verification.ok:
+                    raise MigrationError("not swapped: " + verification.describe())
+                if retire_as in self.columns.existing:
+                    raise MigrationError(f"not swapped: {self.ref.qualified} has a column {retire_as}")
+                cursor.execute(
+                    self._sql("ALTER TABLE {t} RENAME COLUMN {src} TO {r}", r=sql.Identifier(retire_as))
+                )
+                cursor.execute(self._sql("ALTER TABLE {t} RENAME COLUMN {to} TO {src}"))
+                for statement in also:
+                    cursor.execute(statement.encode())
+                cursor.execute(
+                    f"UPDATE {JOBS} SET state = 'swapped', updated_at = now(), "
+                    "description = description || jsonb_build_object('retired_as', %s::text) WHERE job = %s",
+                    (retire_as, self.job),
+                )
+        return verification
+
+    def _prepare_staging(self, conn: Any) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} "
+                    "(id text, value {}, confidence real, source_md5 bytea)"
+                ).format(sql.Identifier(STAGING), sql.SQL(self.target_kind.sql_type(self.dim_out)))
+            )
+
+
+def _send(kind: ColumnKind, expression: sql.Composable) -> sql.Composable:
+    function = kind.send_function()
+    return expression if function is None else sql.SQL(function + "({})").format(expression)
