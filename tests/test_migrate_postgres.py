@@ -88,7 +88,7 @@ def create_gallery(dsn: str, x: np.ndarray, kind: str = "real[]", key: str = "bi
     return ids
 
 
-def read_column(dsn: str, column: str, kind: str = "real[]") -> dict[Any, np.ndarray | None]:
+def read_column(dsn: str, column: str, kind: str = "real[]") -> dict[Any, Any]:
     """Every row's value of `column`, decoded by psycopg (text for vector, floats for arrays)."""
     with psycopg.connect(dsn) as conn:
         if kind == "vector":
@@ -113,7 +113,7 @@ def expected_by_id(path: MapPath, ids: list[Any], x: np.ndarray) -> dict[Any, np
     return dict(zip(ids, path.apply(x), strict=True))
 
 
-def assert_translated(got: dict[Any, np.ndarray | None], expected: dict[Any, np.ndarray]) -> None:
+def assert_translated(got: dict[Any, Any], expected: dict[Any, np.ndarray]) -> None:
     assert set(got) >= set(expected)
     keys = list(expected)
     missing = [k for k in keys if got[k] is None]
@@ -121,6 +121,16 @@ def assert_translated(got: dict[Any, np.ndarray | None], expected: dict[Any, np.
     np.testing.assert_allclose(
         np.stack([got[k] for k in keys]), np.stack([expected[k] for k in keys]), rtol=0, atol=2e-6
     )
+
+
+COLUMN_TYPE = (
+    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+    "WHERE attrelid = 'faces'::regclass AND attname = 'template_b'"
+)
+COLUMNS = (
+    "SELECT column_name FROM information_schema.columns "
+    "WHERE table_name = 'faces' AND table_schema = current_schema()"
+)
 
 
 def fetch(dsn: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -144,6 +154,7 @@ def test_200k_templates_migrate_exactly_and_the_source_is_untouched(dsn: str, pa
     assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))
     # the confidence column is the map's own predictor, row for row
     _, confidence = path.apply_with_confidence(x)
+    assert confidence is not None
     stored = dict(fetch(dsn, "SELECT user_id, template_b_confidence FROM faces"))
     np.testing.assert_allclose([stored[k] for k in ids], confidence, atol=1e-6)
     # what was recorded: the map's id and tensor hash, every batch with its checksum
@@ -174,7 +185,9 @@ def test_sigkill_half_way_then_rerun_redoes_at_most_one_batch(dsn: str, path: Ma
         if committed >= 15:
             break
         time.sleep(0.02)
-    assert process.poll() is None, f"the migration ended before it could be killed: {process.stderr.read()!r}"
+    assert process.poll() is None, (
+        f"the migration ended before it could be killed: {process.communicate()[1]!r}"
+    )
     os.kill(process.pid, signal.SIGKILL)
     process.wait(30)
     rows_before = fetch(dsn, f"SELECT coalesce(sum(rows), 0) FROM {BATCHES}")[0][0]
@@ -219,12 +232,17 @@ def test_inserts_and_updates_during_the_migration_are_picked_up(dsn: str, path: 
         finally:
             finished.set()
 
+    def pace(batch: int) -> None:
+        """Let the writer start with the first batch and slow the first pass while it writes."""
+        started.set()
+        if not finished.is_set():
+            time.sleep(0.01)
+
     thread = threading.Thread(target=writer)
     thread.start()
     job = PostgresMigration(
-        TableRef.parse(url(dsn)), path, "template_b", batch_rows=500, progress=False,
-        on_batch=lambda b: (started.set(), time.sleep(0.01 if not finished.is_set() else 0)),
-    )  # fmt: skip
+        TableRef.parse(url(dsn)), path, "template_b", batch_rows=500, progress=False, on_batch=pace
+    )
     result = job.run()
     thread.join(60)
     assert not errors, errors
@@ -234,7 +252,7 @@ def test_inserts_and_updates_during_the_migration_are_picked_up(dsn: str, path: 
     # every row, old or new, translated from the value it holds now
     current = read_column(dsn, "template")
     keys = list(current)
-    matrix = np.stack([current[k] for k in keys])  # type: ignore[misc]
+    matrix = np.stack([current[k] for k in keys])
     assert len(keys) == n + 400
     assert_translated(read_column(dsn, "template_b"), dict(zip(keys, path.apply(matrix), strict=True)))
 
@@ -284,10 +302,7 @@ def test_bytea_gallery_with_uuid_keys(dsn: str, path: MapPath) -> None:
     ids = create_gallery(dsn, x, kind="bytea", key="uuid")
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "700")
     assert done.returncode == 0, done.stderr
-    assert fetch(
-        dsn,
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'faces'::regclass AND attname = 'template_b'",
-    ) == [("bytea",)]
+    assert fetch(dsn, COLUMN_TYPE) == [("bytea",)]
     assert_translated(read_column(dsn, "template_b", "bytea"), expected_by_id(path, ids, x))
 
 
@@ -301,8 +316,7 @@ def test_pgvector_gallery(postgres: PostgresCluster, dsn: str, path: MapPath) ->
     ids = create_gallery(dsn, x, kind="vector")
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "600")
     assert done.returncode == 0, done.stderr
-    column_type = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'faces'::regclass AND attname = 'template_b'"
-    assert fetch(dsn, column_type) == [("vector(192)",)]
+    assert fetch(dsn, COLUMN_TYPE) == [("vector(192)",)]
     assert_translated(read_column(dsn, "template_b", "vector"), expected_by_id(path, ids, x))
     # pgvector's own operator agrees: the translated rows are unit length
     norms = fetch(dsn, "SELECT min(vector_norm(template_b)), max(vector_norm(template_b)) FROM faces")[0]
@@ -325,13 +339,7 @@ def test_swap_switches_over_in_one_transaction(dsn: str, path: MapPath) -> None:
     swapped = cli(url(dsn), "--to-column", "template_b", "--swap", "--swap-also", also)
     assert swapped.returncode == 0, swapped.stderr
     assert "template_arcface_mbf128" in swapped.stdout
-    columns = {
-        r[0]
-        for r in fetch(
-            dsn,
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'faces' AND table_schema = current_schema()",
-        )
-    }
+    columns = {r[0] for r in fetch(dsn, COLUMNS)}
     assert {"template", "template_arcface_mbf128"} <= columns and "template_b" not in columns
     assert fetch(dsn, "SELECT value FROM settings") == [(TARGET,)]
     got = read_column(dsn, "template")
@@ -348,11 +356,7 @@ def test_dry_run_writes_nothing(dsn: str) -> None:
     shown = cli(url(dsn), "--to-column", "template_b", "--dry-run")
     assert shown.returncode == 0, shown.stderr
     assert "would add columns: template_b real[]" in shown.stdout and "50 rows" in shown.stdout
-    columns = fetch(
-        dsn,
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'faces' AND table_schema = current_schema()",
-    )
-    assert columns == [(3,)]
+    assert len(fetch(dsn, COLUMNS)) == 3
     assert fetch(dsn, f"SELECT to_regclass('{JOBS}')") == [(None,)]
 
 
