@@ -12,7 +12,8 @@ What it plays, against a real PostgreSQL and a running facebridge service:
    with model A: the migration must pick them up.
 4. **Swap**: `facebridge migrate --swap` renames the columns and flips `identity.settings` to B in one
    transaction.
-5. **After**: native B /verify between the migrated templates and the B probes.
+5. **After**: NEW people enrol with model B alone; native B /verify between all stored templates
+   (migrated and new) and the B probes.
 
 It prints, per phase, the threshold each answer stated and the genuine and impostor acceptance, and
 exits 1 unless every phase accepts genuine attempts and rejects impostors at the rates the service
@@ -50,6 +51,7 @@ LFW_DIR = Path(os.environ.get("LFW_DIR", "/lfw"))
 PEOPLE = int(os.environ.get("PEOPLE", "300"))
 LATE = int(os.environ.get("LATE", "20"))
 UPDATED = int(os.environ.get("UPDATED", "20"))
+NEW = int(os.environ.get("NEW", "20"))
 FAR = float(os.environ.get("FAR", "0.001"))
 BATCH_ROWS = int(os.environ.get("BATCH_ROWS", "20"))
 TAR_TOLERANCE = float(os.environ.get("TAR_TOLERANCE", "0.03"))
@@ -92,20 +94,21 @@ class Phase:
 
 
 # ------------------------------------------------------------------------------------------- people
-def choose_people() -> tuple[list[Person], list[Person]]:
-    """PEOPLE + LATE people of LFW with at least two photos, drawn with SEED: enrolled at the start and
-    enrolled while the migration runs."""
+def choose_people() -> tuple[list[Person], list[Person], list[Person]]:
+    """PEOPLE + LATE + NEW people of LFW with at least two photos, drawn with SEED: enrolled at the
+    start, while the migration runs, and with model B after the swap."""
     folders = sorted(p for p in LFW_DIR.iterdir() if p.is_dir())
     usable = [f for f in folders if len(list(f.glob("*.jpg"))) >= 2]
-    if len(usable) < PEOPLE + LATE:
-        raise SystemExit(f"{LFW_DIR} has {len(usable)} people with two photos; {PEOPLE + LATE} are needed")
-    picked = np.random.default_rng(SEED).choice(len(usable), PEOPLE + LATE, replace=False)
+    wanted = PEOPLE + LATE + NEW
+    if len(usable) < wanted:
+        raise SystemExit(f"{LFW_DIR} has {len(usable)} people with two photos; {wanted} are needed")
+    picked = np.random.default_rng(SEED).choice(len(usable), wanted, replace=False)
     people = []
     for number, index in enumerate(sorted(picked.tolist())):
         photos = sorted(usable[index].glob("*.jpg"))
         other = photos[2] if len(photos) > 2 else None
         people.append(Person(number + 1, usable[index].name, photos[0], photos[1], other))
-    return people[:PEOPLE], people[PEOPLE:]
+    return people[:PEOPLE], people[PEOPLE : PEOPLE + LATE], people[PEOPLE + LATE :]
 
 
 def embed_all(client: Client, photos: list[Path], models: list[str]) -> list[dict[str, list[float]] | None]:
@@ -221,7 +224,7 @@ def main() -> int:
             time.sleep(2)
     conn = psycopg.connect(DATABASE_URL, autocommit=True)
     create_schema(conn)
-    people, late = choose_people()
+    people, late, new = choose_people()
     started = time.perf_counter()
     enrolled = embed_all(client, [p.enrol for p in people + late], [MODEL_A])
     probes = embed_all(client, [p.probe for p in people + late], [MODEL_A, MODEL_B])
@@ -283,9 +286,17 @@ def main() -> int:
     if swap.returncode != 0:
         return 1
 
-    # ---- after: native B against the migrated templates, late enrolments included
-    everyone = active + late_ok
-    after = Phase("after", f"{MODEL_B} template (migrated) vs {MODEL_B} probe")
+    # ---- after: new people enrol with B alone; native B against migrated and new templates
+    new_templates = embed_all(client, [p.enrol for p in new], [MODEL_B])
+    new_probes = embed_all(client, [p.probe for p in new], [MODEL_A, MODEL_B])
+    new_ok = []
+    for person, embedded, probe in zip(new, new_templates, new_probes, strict=True):
+        if embedded and probe:
+            enrol(conn, person, embedded[MODEL_B])
+            probe_of[person.user_id] = probe
+            new_ok.append(person)
+    everyone = active + late_ok + new_ok
+    after = Phase("after", f"{MODEL_B} template (migrated or new) vs {MODEL_B} probe")
     for claimed, whose, genuine in attempts(everyone):
         after.add(genuine, authenticate(client, conn, claimed, probe_of[whose][MODEL_B], MODEL_B))
     setting = conn.execute("SELECT value FROM identity.settings WHERE name = 'model'").fetchone()
@@ -311,8 +322,8 @@ def main() -> int:
     print(
         f"\n{during.during_migration} of the {len(during.genuine) + len(during.impostor)} 'during' "
         f"attempts ran while `facebridge migrate` was running; {len(late_ok)} people enrolled and "
-        f"{len([w for w in re_enrolled if w])} re-enrolled meanwhile; stored templates now belong to "
-        f"{stored_model}"
+        f"{len([w for w in re_enrolled if w])} re-enrolled meanwhile, {len(new_ok)} enrolled with "
+        f"{MODEL_B} after the swap; stored templates now belong to {stored_model}"
     )
     # After the swap the stored templates are translations, so the rates to hold are the map's
     # cross-model ones (stated in the 'during' answers), not those of native B enrolments.

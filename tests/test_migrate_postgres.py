@@ -328,6 +328,7 @@ def test_swap_switches_over_in_one_transaction(dsn: str, path: MapPath) -> None:
     x = unit_rows(1_000, 128, seed=9)
     ids = create_gallery(dsn, x)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE faces ALTER COLUMN template SET NOT NULL")
         conn.execute("CREATE TABLE settings (name text PRIMARY KEY, value text)")
         conn.execute("INSERT INTO settings VALUES ('model', %s)", (SOURCE,))
     early = cli(url(dsn), "--to-column", "template_b", "--swap")
@@ -346,6 +347,14 @@ def test_swap_switches_over_in_one_transaction(dsn: str, path: MapPath) -> None:
     assert_translated(got, {**expected_by_id(path, ids, x), 5000: path.apply(x[:1])[0]})
     retired = read_column(dsn, "template_arcface_mbf128")
     np.testing.assert_array_equal(retired[3], x[3])
+    # the identity system enrols with the new model alone: the retired column now accepts NULL, the
+    # new one keeps the NOT NULL the old one had
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO faces (user_id, template) VALUES (6000, %s)", (path.apply(x[:1])[0].tolist(),)
+        )
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("INSERT INTO faces (user_id) VALUES (6001)")
     refused = cli(url(dsn), "--to-column", "template_b")
     assert refused.returncode == 1 and "already swapped" in refused.stderr
 

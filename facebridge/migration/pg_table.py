@@ -54,7 +54,9 @@ class TableRef:
             )
         assert table and id_column and column
         schema, _, name = table.rpartition(".")
-        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment))
+        dsn = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)
+        )
         return cls(dsn, schema or None, name, id_column, column)
 
     @property

@@ -579,9 +579,24 @@ class PostgresMigration:
                 if retire_as in self.columns.existing:
                     raise MigrationError(f"not swapped: {self.ref.qualified} has a column {retire_as}")
                 cursor.execute(
+                    "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+                    (self.ref.identifier().as_string(cursor), self.ref.column),
+                )
+                not_null = bool(cursor.fetchone()[0])
+                cursor.execute(
                     self._sql("ALTER TABLE {t} RENAME COLUMN {src} TO {r}", r=sql.Identifier(retire_as))
                 )
                 cursor.execute(self._sql("ALTER TABLE {t} RENAME COLUMN {to} TO {src}"))
+                if not_null:
+                    # new enrolments write only the new column: the retired one must accept NULL, and
+                    # the new one keeps the guarantee the old one gave (where no row lacks a template)
+                    cursor.execute(
+                        self._sql(
+                            "ALTER TABLE {t} ALTER COLUMN {r} DROP NOT NULL", r=sql.Identifier(retire_as)
+                        )
+                    )
+                    if verification.problems == 0:
+                        cursor.execute(self._sql("ALTER TABLE {t} ALTER COLUMN {src} SET NOT NULL"))
                 for statement in also:
                     cursor.execute(statement.encode())
                 cursor.execute(
