@@ -376,23 +376,48 @@ class PostgresMigration:
     def _one_batch(
         self, conn: Any, after: str | None, pass_number: int
     ) -> tuple[str, int, list[tuple[str, str]]] | None:
-        """Read, translate and write the next stale rows after key `after`, in one transaction.
-        Returns (last key read, rows changed, problems) or None when no stale row is left."""
+        """Read, translate and write the stale rows among the next `batch_rows` keys after `after`, in
+        one transaction. Returns (last key of that window, rows changed, problems), or None past the
+        last key.
+
+        The window is cut on the key alone (an index range), then filtered for stale rows: asking for
+        "the next n stale rows" instead lets the planner scan and hash the whole table per batch."""
         after_clause = (
             self._sql("AND t.{id} > {after}::{id_type}", after=sql.Literal(after)) if after else sql.SQL("")
         )
-        select = self._sql(
-            "COPY (SELECT t.{id}::text, t.{src} FROM {t} t WHERE {stale} {after_clause} ORDER BY t.{id} "
-            "LIMIT {limit}) TO STDOUT (FORMAT BINARY)",
-            after_clause=after_clause,
-            limit=sql.Literal(self.batch_rows),
-        )
         with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT t.{id}::text FROM {t} t WHERE true {after_clause} ORDER BY t.{id} "
+                    "OFFSET {skip} LIMIT 1",
+                    after_clause=after_clause,
+                    skip=sql.Literal(self.batch_rows - 1),
+                )
+            )
+            found_end = cursor.fetchone()
+            window_end: str | None = found_end[0] if found_end else None
+            upper = (
+                self._sql("AND t.{id} <= {end}::{id_type}", end=sql.Literal(window_end))
+                if window_end is not None
+                else sql.SQL("")
+            )
+            select = self._sql(
+                "COPY (SELECT t.{id}::text, t.{src} FROM {t} t WHERE {stale} {after_clause} {upper} "
+                "ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
+                after_clause=after_clause,
+                upper=upper,
+            )
             with cursor.copy(select) as copy:
                 stream = b"".join(bytes(block) for block in copy)
             rows = pg_codec.parse_copy(stream, 2)
             if not rows:
-                return None
+                if window_end is None:
+                    return None
+                cursor.execute(
+                    f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
+                    (window_end, self.job),
+                )
+                return window_end, 0, []
             ids = [(r[0] or b"").decode() for r in rows]
             sources = [r[1] for r in rows]
             decoded = pg_codec.decode_templates(sources, self.columns.kind, self.dim_in)
@@ -464,7 +489,8 @@ class PostgresMigration:
                 )
             self._record(cursor, batch, pass_number, ids, locked, sent_rows, sent_sum, decoded, digests)
             cursor.execute(
-                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (ids[-1], self.job)
+                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
+                (window_end or ids[-1], self.job),
             )
             cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING)))
         self._next_batch += 1
@@ -472,7 +498,7 @@ class PostgresMigration:
             self.on_batch(batch)
         locked_set = set(locked_ids)
         problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in locked_set]
-        return ids[-1], len(locked_ids), problems
+        return window_end or ids[-1], len(locked_ids), problems
 
     def _record(
         self,
