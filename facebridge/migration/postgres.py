@@ -14,7 +14,7 @@ named after `--to-column` (say `template_b`):
 
 Work goes in batches walked by key (keyset pagination: `WHERE id > last ORDER BY id LIMIT n`). Each
 batch is one transaction: read the stale rows (binary COPY out), translate them in numpy, binary COPY
-into a temporary table, lock the rows whose source is still what was read, UPDATE ... FROM, check on
+into a temporary table, lock the rows not written since they were read, UPDATE ... FROM, check on
 the server that count and checksum of what landed equal what was sent, and record the batch and the
 cursor in `facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
 flight; a rerun continues from the cursor. After the keyset pass, passes from the start pick up rows
@@ -402,14 +402,14 @@ class PostgresMigration:
                 else sql.SQL("")
             )
             select = self._sql(
-                "COPY (SELECT t.{id}::text, t.{src} FROM {t} t WHERE {stale} {after_clause} {upper} "
-                "ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
+                "COPY (SELECT t.{id}::text, t.{src}, t.xmin::text FROM {t} t "
+                "WHERE {stale} {after_clause} {upper} ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
                 after_clause=after_clause,
                 upper=upper,
             )
             with cursor.copy(select) as copy:
                 stream = b"".join(bytes(block) for block in copy)
-            rows = pg_codec.parse_copy(stream, 2)
+            rows = pg_codec.parse_copy(stream, 3)
             if not rows:
                 if window_end is None:
                     return None
@@ -437,18 +437,24 @@ class PostgresMigration:
                         confidences[index] = conf_bytes[position]
             digests = [pg_codec.digest(s) for s in sources]
             staging = pg_codec.build_copy(
-                [(i.encode(), v, c, d) for i, v, c, d in zip(ids, values, confidences, digests, strict=True)]
+                [
+                    (i.encode(), v, c, d, r[2])
+                    for i, v, c, d, r in zip(ids, values, confidences, digests, rows, strict=True)
+                ]
             )
             copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGING))
             with cursor.copy(copy_in) as copy:
                 copy.write(staging)
-            cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING)))
-            # lock the rows whose source is still the value translated; others stay stale for a later pass
+            # statistics of the key alone (the join's planning needs no more; array statistics would
+            # cost more than the batch)
+            cursor.execute(sql.SQL("ANALYZE {} (id)").format(sql.Identifier(STAGING)))
+            # lock the rows nobody wrote since they were read (same row version, xmin); a row changed in
+            # between keeps its old source md5, so it stays stale and a later pass translates it
             cursor.execute(
                 self._sql(
                     "SELECT s.id, t.{batch}, CASE WHEN t.{to} IS NULL THEN NULL ELSE {to_hash} END "
                     "FROM {t} t JOIN {staging} s ON t.{id} = s.id::{id_type} "
-                    "WHERE {src_digest} = s.source_md5 FOR UPDATE OF t",
+                    "WHERE t.xmin::text = s.row_version FOR UPDATE OF t",
                     staging=sql.Identifier(STAGING),
                 )
             )
@@ -637,7 +643,7 @@ class PostgresMigration:
             cursor.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE IF NOT EXISTS {} "
-                    "(id text, value {}, confidence real, source_md5 bytea)"
+                    "(id text, value {}, confidence real, source_md5 bytea, row_version text)"
                 ).format(sql.Identifier(STAGING), sql.SQL(self.target_kind.sql_type(self.dim_out)))
             )
 
