@@ -448,33 +448,28 @@ class PostgresMigration:
             # statistics of the key alone (the join's planning needs no more; array statistics would
             # cost more than the batch)
             cursor.execute(sql.SQL("ANALYZE {} (id)").format(sql.Identifier(STAGING)))
-            # lock the rows nobody wrote since they were read (same row version, xmin); a row changed in
-            # between keeps its old source md5, so it stays stale and a later pass translates it
+            # one statement writes the rows nobody changed since they were read (same row version,
+            # xmin; a row changed in between keeps its old source md5, so it stays stale and a later
+            # pass translates it) and returns, for rows an earlier batch had written, that batch and
+            # the hash of the value replaced (the statement's snapshot: the version just updated)
+            batch = self._next_batch
             cursor.execute(
                 self._sql(
-                    "SELECT s.id, t.{batch}, CASE WHEN t.{to} IS NULL THEN NULL ELSE {to_hash} END "
-                    "FROM {t} t JOIN {staging} s ON t.{id} = s.id::{id_type} "
-                    "WHERE t.xmin::text = s.row_version FOR UPDATE OF t",
+                    "WITH updated AS (UPDATE {t} t SET {to} = s.value, {conf_set} {md5} = s.source_md5, "
+                    "{batch} = CASE WHEN s.value IS NULL THEN NULL ELSE {number} END "
+                    "FROM {staging} s WHERE t.{id} = s.id::{id_type} AND t.xmin::text = s.row_version "
+                    "RETURNING s.id), "
+                    "replaced AS (SELECT s.id, t.{batch} AS batch, "
+                    "CASE WHEN t.{to} IS NULL THEN NULL ELSE {to_hash} END AS hash "
+                    "FROM {t} t JOIN {staging} s ON t.{id} = s.id::{id_type} WHERE t.{batch} IS NOT NULL) "
+                    "SELECT u.id, r.batch, r.hash FROM updated u LEFT JOIN replaced r ON r.id = u.id",
                     staging=sql.Identifier(STAGING),
+                    number=sql.Literal(batch),
+                    conf_set=self._sql("{conf} = s.confidence,") if self.path.has_confidence else sql.SQL(""),
                 )
             )
             locked = cursor.fetchall()
             locked_ids = [row[0] for row in locked]
-            batch = self._next_batch
-            if locked_ids:
-                cursor.execute(
-                    self._sql(
-                        "UPDATE {t} t SET {to} = s.value, {conf_set} {md5} = s.source_md5, "
-                        "{batch} = CASE WHEN s.value IS NULL THEN NULL ELSE {number} END "
-                        "FROM {staging} s WHERE t.{id} = s.id::{id_type} AND s.id = ANY(%s)",
-                        staging=sql.Identifier(STAGING),
-                        number=sql.Literal(batch),
-                        conf_set=self._sql("{conf} = s.confidence,")
-                        if self.path.has_confidence
-                        else sql.SQL(""),
-                    ),
-                    (locked_ids,),
-                )
             position_of = {key: index for index, key in enumerate(ids)}
             sent = [values[position_of[key]] for key in locked_ids]
             sent_rows = sum(1 for v in sent if v is not None)
