@@ -14,7 +14,7 @@ named after `--to-column` (say `template_b`):
 
 Work goes in batches walked by key (keyset pagination: `WHERE id > last ORDER BY id LIMIT n`). Each
 batch is one transaction: read the stale rows (binary COPY out), translate them in numpy, binary COPY
-into a temporary table, lock the rows not written since they were read, UPDATE ... FROM, check on
+into a temporary table, UPDATE ... FROM it the rows not written since they were read, check on
 the server that count and checksum of what landed equal what was sent, and record the batch and the
 cursor in `facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
 flight; a rerun continues from the cursor. After the keyset pass, passes from the start pick up rows
