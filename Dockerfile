@@ -27,7 +27,7 @@ COPY facebridge ./facebridge
 COPY models/manifest.toml ./models/manifest.toml
 COPY mappings ./mappings
 COPY scripts/install.sh ./scripts/install.sh
-RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS=pairs-postgres FACEBRIDGE_EDITABLE=0 \
+RUN VENV=/opt/venv PYTHON=python3 FACEBRIDGE_EXTRAS=postgres FACEBRIDGE_EDITABLE=0 \
     FACEBRIDGE_GPU="$([ "$FLAVOR" = gpu ] && echo 1 || echo 0)" bash scripts/install.sh \
     && /opt/venv/bin/python -m pip uninstall -y pip setuptools wheel >/dev/null
 COPY models ./models

@@ -46,7 +46,7 @@ class PostgresCluster:
         try:
             import psycopg
         except ImportError as exc:
-            raise RuntimeError("psycopg is not installed: pip install 'facebridge[pairs-postgres]'") from exc
+            raise RuntimeError("psycopg is not installed: pip install 'facebridge[postgres]'") from exc
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="facebridge-pg-"))
         self.data = self.root / "data"

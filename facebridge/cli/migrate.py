@@ -63,7 +63,7 @@ def migrate_postgres(args: argparse.Namespace) -> int:
         import psycopg
     except ImportError:
         print(
-            "PostgreSQL galleries need psycopg 3: pip install 'facebridge[pairs-postgres]'", file=sys.stderr
+            "PostgreSQL galleries need psycopg 3: pip install 'facebridge[postgres]'", file=sys.stderr
         )
         return 2
     settings = settings_from(args)

@@ -6,7 +6,7 @@ A row holds an opaque subject id, both models' ids and weight hashes, both embed
 and a UTC time: never a photo, a crop, a name or a box. Two back-ends sit behind one interface:
 
 - SQLite (a file; WAL journal, `synchronous=FULL`, `secure_delete=ON`), the default;
-- PostgreSQL (psycopg 3, the `pairs-postgres` extra) when a DSN is given.
+- PostgreSQL (psycopg 3, the `postgres` extra) when a DSN is given.
 
 Every write commits before `record` returns, so an answer sent after it names only durable rows.
 """
@@ -322,7 +322,7 @@ class PostgresBackend(Backend):
             import psycopg
         except ImportError as exc:
             raise PairStoreError(
-                "FACEBRIDGE_PAIRS_DSN needs psycopg 3: pip install 'facebridge[pairs-postgres]'"
+                "FACEBRIDGE_PAIRS_DSN needs psycopg 3: pip install 'facebridge[postgres]'"
             ) from exc
         self._psycopg = psycopg
         self.dsn = dsn
