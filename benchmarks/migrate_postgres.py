@@ -9,7 +9,9 @@ RSS sampled every 0.2 s:
 
 - `facebridge migrate ... gallery.parquet OUT` (Parquet parts out);
 - `facebridge migrate ... postgresql://...?table=faces_<kind>&id=user_id&column=template
-  --to-column template_b` (new column filled in place, with confidence, checksums and the final check).
+  --to-column template_b` (new column filled in place, with confidence, checksums and the final check),
+  then the same with `--swap` (the switch-over transaction: writers wait while it looks again for rows
+  changed since, repeats the full check and renames the columns).
 
     python benchmarks/migrate_postgres.py [--rows 1000000] [--kinds real[],bytea,vector] [--batch-rows 10000]
 """
@@ -122,7 +124,7 @@ def main() -> None:
     ]
     work = Path(tempfile.mkdtemp(prefix="facebridge-pg-bench-"))
     cluster = PostgresCluster()
-    rows: list[tuple[str, float, float, float | None, str]] = []
+    rows: list[tuple[str, float, float, float | None, float | None, str]] = []
     try:
         import psycopg
 
@@ -137,7 +139,7 @@ def main() -> None:
         parquet = work / "gallery.parquet"
         write_parquet(args.rows, parquet)
         seconds, peak, _ = timed([*facebridge, str(parquet), str(work / "parts")])
-        rows.append(("Parquet (fixed-size list) -> Parquet parts", seconds, peak, None, ""))
+        rows.append(("Parquet (fixed-size list) -> Parquet parts", seconds, peak, None, None, ""))
         print(f"parquet: {seconds:.1f} s", flush=True)
         shutil.rmtree(work / "parts")
         for kind in args.kinds.split(","):
@@ -149,16 +151,10 @@ def main() -> None:
             command = [*facebridge, url, "--to-column", "template_b", "--batch-rows", str(args.batch_rows)]
             seconds, peak, output = timed(command)
             check = next(line for line in output.splitlines() if line.startswith("checked"))
-            rows.append(
-                (
-                    f"PostgreSQL {pg_codec.ColumnKind(kind).sql_type(DIM)} -> new column",
-                    seconds,
-                    peak,
-                    load,
-                    check,
-                )
-            )
-            print(f"{kind}: {seconds:.1f} s ({check})", flush=True)
+            swap, _, _ = timed([*command, "--swap"])
+            name = f"PostgreSQL {pg_codec.ColumnKind(kind).sql_type(DIM)} -> new column"
+            rows.append((name, seconds, peak, load, swap, check))
+            print(f"{kind}: {seconds:.1f} s, swap {swap:.1f} s ({check})", flush=True)
             with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
                 conn.execute(f"DROP TABLE {table_name(kind)}")
                 conn.execute("CHECKPOINT")
@@ -167,15 +163,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base = rows[0][1]
     print(f"\n{args.rows:,} templates, {SOURCE} -> {TARGET}, batches of {args.batch_rows:,} rows\n")
-    print("| gallery | seconds | rows/s | vs Parquet | peak RSS MiB | load (COPY) s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, seconds, peak, loaded, _ in rows:
+    print("| gallery | seconds | rows/s | vs Parquet | peak RSS MiB | load (COPY) s | --swap s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, seconds, peak, loaded, swapped, _ in rows:
         load_text = f"{loaded:.1f}" if loaded is not None else "-"
+        swap_text = f"{swapped:.1f}" if swapped is not None else "-"
         print(
             f"| {name} | {seconds:.1f} | {args.rows / seconds:,.0f} | {base / seconds:.2f}x "
-            f"| {peak:.0f} | {load_text} |"
+            f"| {peak:.0f} | {load_text} | {swap_text} |"
         )
-    for name, _, _, _, check in rows[1:]:
+    for name, _, _, _, _, check in rows[1:]:
         print(f"{name}: {check}")
 
 

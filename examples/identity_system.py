@@ -7,6 +7,7 @@ What it plays, against a real PostgreSQL and a running facebridge service:
 2. **Before**: each person authenticates with another photo of themselves (genuine) and with a photo
    of the next person claiming to be them (impostor), captured with model A: native A /verify.
 3. **During**: the capture devices now run model B. `facebridge migrate` fills `template_b` in place
+   (BATCH_ROWS rows a batch, PAUSE seconds between batches, as a gentle production run would)
    while authentications go on, each comparing the stored A template with the B probe across models
    (/verify with two models). Meanwhile LATE new people are enrolled and UPDATED people re-enrolled
    with model A: the migration must pick them up.
@@ -53,10 +54,12 @@ LATE = int(os.environ.get("LATE", "20"))
 UPDATED = int(os.environ.get("UPDATED", "20"))
 NEW = int(os.environ.get("NEW", "20"))
 FAR = float(os.environ.get("FAR", "0.001"))
-BATCH_ROWS = int(os.environ.get("BATCH_ROWS", "20"))
+BATCH_ROWS = int(os.environ.get("BATCH_ROWS", "10"))
+PAUSE = float(os.environ.get("PAUSE", "0.25"))  # between batches: the migration then spans the attempts
 TAR_TOLERANCE = float(os.environ.get("TAR_TOLERANCE", "0.03"))
 SEED = int(os.environ.get("SEED", "0"))
 TABLE = "identity.people"
+JOB = f"{TABLE}.template->template_b"  # how facebridge migrate names the job
 
 
 @dataclass
@@ -210,6 +213,19 @@ def run_migration(extra: list[str]) -> subprocess.Popen[str]:
     )
 
 
+def wait_until_running(conn: psycopg.Connection, migration: subprocess.Popen[str]) -> None:
+    """Until the migration has registered its job (the process first loads the maps)."""
+    deadline = time.monotonic() + 120
+    while migration.poll() is None and time.monotonic() < deadline:
+        try:
+            row = conn.execute(f"SELECT state FROM facebridge_migrations WHERE job = '{JOB}'").fetchone()
+            if row is not None and row[0] == "running":
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        time.sleep(0.05)
+
+
 # ------------------------------------------------------------------------------------------- main
 def main() -> int:
     client = Client(URL, API_KEY, timeout=120)
@@ -251,7 +267,9 @@ def main() -> int:
 
     # ---- during: B probes against A templates while the migration runs; enrolments go on with A
     during = Phase("during", f"{MODEL_A} template vs {MODEL_B} probe (cross-model)")
-    migration = run_migration(["--batch-rows", str(BATCH_ROWS)])
+    migration = run_migration(["--batch-rows", str(BATCH_ROWS), "--pause", str(PAUSE)])
+    wait_until_running(conn, migration)
+    attempt_times: list[float] = []
     late_ok = [p for p in late if p.user_id in templates and p.user_id in probe_of]
     writes = [("enrol", p, templates[p.user_id]) for p in late_ok] + [
         ("re-enrol", p, e[MODEL_A]) for p, e in zip(updates, re_enrolled, strict=True) if e
@@ -260,11 +278,11 @@ def main() -> int:
     done = 0
     while done < len(round_) or migration.poll() is None:
         claimed, whose, genuine = round_[done % len(round_)]
-        running = migration.poll() is None
+        attempted_at = time.time()
         result = authenticate(client, conn, claimed, probe_of[whose][MODEL_B], MODEL_B)
         if done < len(round_):
             during.add(genuine, result)
-            during.during_migration += running
+            attempt_times.append(attempted_at)
         if writes and done % 5 == 0:
             _, person, template = writes.pop(0)
             enrol(conn, person, template)
@@ -276,6 +294,15 @@ def main() -> int:
     if migration.returncode != 0:
         print(f"migration failed ({migration.returncode})")
         return 1
+    # the migration's own record of when it ran (the database's clock, on this host)
+    window = conn.execute(
+        "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM facebridge_migrations "
+        "WHERE job = %s",
+        (JOB,),
+    ).fetchone()
+    if window is not None:
+        began, ended = float(window[0]), float(window[1])
+        during.during_migration = sum(began <= t <= ended for t in attempt_times)
 
     # ---- swap: the columns and the model setting change in one transaction
     swap = run_migration(
@@ -321,7 +348,8 @@ def main() -> int:
         )
     print(
         f"\n{during.during_migration} of the {len(during.genuine) + len(during.impostor)} 'during' "
-        f"attempts ran while `facebridge migrate` was running; {len(late_ok)} people enrolled and "
+        f"attempts ran between the migration's start and end in facebridge_migrations; "
+        f"{len(late_ok)} people enrolled and "
         f"{len([w for w in re_enrolled if w])} re-enrolled meanwhile, {len(new_ok)} enrolled with "
         f"{MODEL_B} after the swap; stored templates now belong to {stored_model}"
     )

@@ -62,9 +62,7 @@ def migrate_postgres(args: argparse.Namespace) -> int:
     try:
         import psycopg
     except ImportError:
-        print(
-            "PostgreSQL galleries need psycopg 3: pip install 'facebridge[postgres]'", file=sys.stderr
-        )
+        print("PostgreSQL galleries need psycopg 3: pip install 'facebridge[postgres]'", file=sys.stderr)
         return 2
     settings = settings_from(args)
     bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
@@ -79,7 +77,7 @@ def migrate_postgres(args: argparse.Namespace) -> int:
         ref = TableRef.parse(args.input, args.id_column_pg, args.column)
         job = PostgresMigration(
             ref, path, args.to_column, args.to_type, args.batch_rows, args.strict, args.max_passes,
-            progress=not args.quiet,
+            progress=not args.quiet, pause=args.pause,
         )  # fmt: skip
         if args.dry_run:
             print("\n".join(job.dry_run()))
@@ -157,6 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     pg.add_argument("--id", dest="id_column_pg", help="the table's unique key (or ?id= in the URL)")
     pg.add_argument("--column", help="the source template column (or ?column= in the URL)")
     pg.add_argument("--batch-rows", type=int, default=5_000, help="rows per batch and transaction")
+    pg.add_argument(
+        "--pause", type=float, default=0.0, metavar="SECONDS",
+        help="sleep between batches, to spare a busy production database (default 0)",
+    )  # fmt: skip
     pg.add_argument("--max-passes", type=int, default=5, help="passes over rows that changed meanwhile")
     pg.add_argument("--strict", action="store_true", help="stop at the first value that cannot be translated")
     pg.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")

@@ -138,6 +138,7 @@ class PostgresMigration:
         strict: bool = False,
         max_passes: int = 5,
         progress: bool = True,
+        pause: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if to_column in (ref.column, ref.id_column):
@@ -147,6 +148,7 @@ class PostgresMigration:
         self.ref, self.path, self.to = ref, path, TargetColumns(to_column)
         self.to_kind, self.batch_rows, self.strict = to_kind, batch_rows, strict
         self.max_passes, self.progress, self.on_batch = max_passes, progress, on_batch
+        self.pause = pause  # seconds between batches: a gentler load on a busy production database
         self.dim_in = path.maps[0].meta.source.dim
         self.dim_out = path.maps[-1].meta.target.dim
         self.job = f"{ref.qualified}.{ref.column}->{to_column}"
@@ -346,6 +348,8 @@ class PostgresMigration:
                     found += count
                     problems += batch_problems
                     bar.update(count)
+                    if self.pause and count:
+                        time.sleep(self.pause)
                 written += found
                 self._set_cursor(conn, None)  # the next pass starts from the first key
                 # a pass from the first key that found nothing proves every row current; a pass that
