@@ -257,6 +257,20 @@ def test_inserts_and_updates_during_the_migration_are_picked_up(dsn: str, path: 
     assert_translated(read_column(dsn, "template_b"), dict(zip(keys, path.apply(matrix), strict=True)))
 
 
+def test_a_rerun_translates_only_rows_whose_template_changed(dsn: str, path: MapPath) -> None:
+    """Writes to other columns move a row's version but not its source: not translated again."""
+    x = unit_rows(2_000, 128, seed=13)
+    ids = create_gallery(dsn, x)
+    assert cli(url(dsn), "--to-column", "template_b").returncode == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE faces SET name = 'renamed' WHERE user_id < 500")
+        conn.execute("UPDATE faces SET template = %s WHERE user_id = 7", (x[8].tolist(),))
+    again = cli(url(dsn), "--to-column", "template_b")
+    assert again.returncode == 0 and again.stdout.startswith("1 rows translated"), again.stdout
+    x[7] = x[8]
+    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))
+
+
 # ---------------------------------------------------------------------------------------------- bad values
 def test_bad_values_are_reported_per_id_and_fatal_only_when_strict(dsn: str, path: MapPath) -> None:
     x = unit_rows(300, 128, seed=6)

@@ -1,6 +1,6 @@
 """In-place migration of a PostgreSQL gallery: a new column filled with translated templates, resumable.
 
-The table keeps its source column untouched. The migration adds (if missing) four nullable columns,
+The table keeps its source column untouched. The migration adds (if missing) five nullable columns,
 named after `--to-column` (say `template_b`):
 
 - `template_b`: the translated template, of the source column's kind (`real[]`, `double precision[]`,
@@ -10,6 +10,10 @@ named after `--to-column` (say `template_b`):
 - `template_b_source_md5` (`bytea`): md5 of the source value the row was translated from. A row is
   *stale* when this differs from the source's current md5, so a row inserted or updated while the
   migration runs is seen and translated again, and a rerun skips every row already done;
+- `template_b_row_version` (`bigint`): the row version (xmin) the migration's own write gave the row.
+  Any later write to the row changes its xmin, so rows whose xmin still equals it are known unchanged
+  without reading (and detoasting) their source: the passes after the first and the checks hash only
+  the rows some other write touched;
 - `template_b_batch` (`integer`): the batch that wrote it, for the checksums.
 
 Work goes in batches walked by key (keyset pagination: `WHERE id > last ORDER BY id LIMIT n`). Each
@@ -80,6 +84,10 @@ class TargetColumns:
     @property
     def source_md5(self) -> str:
         return f"{self.name}_source_md5"
+
+    @property
+    def row_version(self) -> str:
+        return f"{self.name}_row_version"
 
     @property
     def batch(self) -> str:
@@ -181,6 +189,7 @@ class PostgresMigration:
             "conf": sql.Identifier(self.to.confidence),
             "md5": sql.Identifier(self.to.source_md5),
             "batch": sql.Identifier(self.to.batch),
+            "version": sql.Identifier(self.to.row_version),
             "id_type": sql.SQL(self.columns.id_type),
             **extra,
         }
@@ -188,9 +197,10 @@ class PostgresMigration:
         parts["src_digest"] = sql.SQL(
             "(CASE WHEN t.{src} IS NULL THEN '\\x'::bytea ELSE decode(md5({send}), 'hex') END)"
         ).format(src=parts["src"], send=src_send)
-        parts["stale"] = sql.SQL("(t.{md5} IS NULL OR t.{md5} <> {digest})").format(
-            md5=parts["md5"], digest=parts["src_digest"]
-        )
+        # never written by the migration, or written again since (xmin moved) with another source
+        parts["stale"] = sql.SQL(
+            "(t.{md5} IS NULL OR (t.{version} IS DISTINCT FROM t.xmin::text::bigint AND t.{md5} <> {digest}))"
+        ).format(md5=parts["md5"], version=parts["version"], digest=parts["src_digest"])
         to_send = _send(self.target_kind, sql.SQL("t.{}").format(parts["to"]))
         parts["to_hash"] = sql.SQL("(('x' || left(md5({}), 16))::bit(64)::bigint)").format(to_send)
         return sql.SQL(text).format(**{k: v for k, v in parts.items() if "{" + k + "}" in text})
@@ -273,7 +283,7 @@ class PostgresMigration:
         wanted = [(self.to.name, self.target_kind.sql_type(self.dim_out))]
         if self.path.has_confidence:
             wanted.append((self.to.confidence, "real"))
-        wanted += [(self.to.source_md5, "bytea"), (self.to.batch, "integer")]
+        wanted += [(self.to.source_md5, "bytea"), (self.to.row_version, "bigint"), (self.to.batch, "integer")]
         return wanted
 
     # ------------------------------------------------------------------------------------- run
@@ -460,6 +470,7 @@ class PostgresMigration:
             cursor.execute(
                 self._sql(
                     "WITH updated AS (UPDATE {t} t SET {to} = s.value, {conf_set} {md5} = s.source_md5, "
+                    "{version} = pg_current_xact_id()::text::bigint % 4294967296, "
                     "{batch} = CASE WHEN s.value IS NULL THEN NULL ELSE {number} END "
                     "FROM {staging} s WHERE t.{id} = s.id::{id_type} AND t.xmin::text = s.row_version "
                     "RETURNING s.id), "
