@@ -335,6 +335,10 @@ def test_pgvector_gallery(postgres: PostgresCluster, dsn: str, path: MapPath) ->
     # pgvector's own operator agrees: the translated rows are unit length
     norms = fetch(dsn, "SELECT min(vector_norm(template_b)), max(vector_norm(template_b)) FROM faces")[0]
     assert 0.9999 < norms[0] <= norms[1] < 1.0001
+    # another kind for the new column: vector source, bytea target (a second, separate job)
+    done = cli(url(dsn), "--to-column", "template_c", "--to-type", "bytea")
+    assert done.returncode == 0, done.stderr
+    assert_translated(read_column(dsn, "template_c", "bytea"), expected_by_id(path, ids, x))
 
 
 # ---------------------------------------------------------------------------------------------- swap
