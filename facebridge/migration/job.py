@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from tqdm import tqdm
 from facebridge import __version__
 from facebridge.mapping.bank import MapPath
 from facebridge.migration.galleries import Gallery, embedding_column
+from facebridge.migration.pipeline import prefetch
 
 MANIFEST = "_facebridge_migration.json"
 PIPELINE_DEPTH = 2
@@ -166,40 +165,6 @@ def _write_part(table: pa.Table, output: Path, index: int) -> int:
     pq.write_table(table, tmp, compression="NONE", use_dictionary=False, write_statistics=False)
     os.replace(tmp, final)
     return index
-
-
-def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
-    """Run `items` in a thread, `depth` ahead of the consumer; its exceptions re-raise here."""
-    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put(("end", None))
-        except BaseException as exc:  # handed to the consumer
-            slots.put(("error", exc))
-
-    thread = threading.Thread(target=produce, name="gallery-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = slots.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
 
 
 def verify(gallery: Gallery, output: Path, chunk_rows: int, n_chunks: int) -> None:

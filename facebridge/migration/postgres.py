@@ -16,11 +16,12 @@ named after `--to-column` (say `template_b`):
   the rows some other write touched;
 - `template_b_batch` (`integer`): the batch that wrote it, for the checksums.
 
-Work goes in batches walked by key (keyset pagination: `WHERE id > last ORDER BY id LIMIT n`). Each
-batch is one transaction: read the stale rows (binary COPY out), translate them in numpy, binary COPY
-into a temporary table, UPDATE ... FROM it the rows not written since they were read, check on
-the server that count and checksum of what landed equal what was sent, and record the batch and the
-cursor in `facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
+Work goes in windows of `batch_rows` keys walked in order (keyset pagination: `WHERE id > last ORDER
+BY id`). A second connection reads the stale rows of the next windows (binary COPY out) while the
+first writes the current one in one transaction: translate in numpy, binary COPY into a temporary
+table, UPDATE ... FROM it the rows not written since they were read (same xmin), check on the server
+that count and checksum of what landed equal what was sent, and record the batch and the cursor in
+`facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
 flight; a rerun continues from the cursor. After the keyset pass, passes from the start pick up rows
 changed behind the cursor, until one finds nothing (or `max_passes`, then the remaining ids are
 reported). Values that cannot be translated (NULL, wrong dimension, NaN) are recorded per id in
@@ -47,11 +48,13 @@ from facebridge.mapping.bank import MapPath
 from facebridge.migration import pg_codec
 from facebridge.migration.pg_codec import ColumnKind
 from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
+from facebridge.migration.pipeline import prefetch
 
 JOBS = "facebridge_migrations"
 BATCHES = "facebridge_migration_batches"
 PROBLEMS = "facebridge_migration_problems"
 STAGING = "facebridge_staging"
+READ_AHEAD = 2  # windows read ahead of the one being written (memory: a few batches)
 PROGRESS_SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {JOBS} (
         job text PRIMARY KEY, description jsonb NOT NULL, state text NOT NULL, cursor text,
@@ -92,6 +95,19 @@ class TargetColumns:
     @property
     def batch(self) -> str:
         return f"{self.name}_batch"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The stale rows (key as text, source in binary form, row version) among one range of keys."""
+
+    end: str | None  # the range's last key; None: it runs to the table's end
+    rows: list[list[bytes | None]]
+
+    @property
+    def last_key(self) -> str:
+        """Where the next window starts (the range's end, or its last row when open-ended)."""
+        return self.end if self.end is not None else (self.rows[-1][0] or b"").decode()
 
 
 @dataclass
@@ -298,7 +314,8 @@ class PostgresMigration:
                 if not cursor.fetchone()[0]:
                     raise MigrationError(f"another migration of {self.job} is running")
             try:
-                return self._run_locked(conn, started)
+                with self.connect() as reader:
+                    return self._run_locked(conn, reader, started)
             finally:
                 with conn.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.job,))
@@ -335,7 +352,7 @@ class PostgresMigration:
                 (json.dumps(plan), self.job),
             )
 
-    def _run_locked(self, conn: Any, started: float) -> PgMigrationResult:
+    def _run_locked(self, conn: Any, reader: Any, started: float) -> PgMigrationResult:
         with conn.cursor() as cursor:
             cursor.execute(f"SELECT cursor FROM {JOBS} WHERE job = %s", (self.job,))
             resumed_from = cursor.fetchone()[0]
@@ -352,9 +369,10 @@ class PostgresMigration:
             start_after = resumed_from
             while passes < self.max_passes:
                 passes += 1
-                found, after = 0, start_after
-                while (batch := self._one_batch(conn, after, passes)) is not None:
-                    after, count, batch_problems = batch
+                found = 0
+                # the next windows are read on a second connection while this one writes
+                for window in prefetch(self._windows(reader, start_after), READ_AHEAD):
+                    _, count, batch_problems = self._write_window(conn, window, passes)
                     found += count
                     problems += batch_problems
                     bar.update(count)
@@ -390,16 +408,27 @@ class PostgresMigration:
     def _one_batch(
         self, conn: Any, after: str | None, pass_number: int
     ) -> tuple[str, int, list[tuple[str, str]]] | None:
-        """Read, translate and write the stale rows among the next `batch_rows` keys after `after`, in
-        one transaction. Returns (last key of that window, rows changed, problems), or None past the
-        last key.
+        """Read and write the next window after key `after` in one transaction (the swap's way: its
+        lock covers both). Returns what `_write_window` does, or None past the last key."""
+        with conn.transaction():
+            window = self._read_window(conn, after)
+            return None if window is None else self._write_window(conn, window, pass_number)
+
+    def _windows(self, conn: Any, after: str | None) -> Iterator[Window]:
+        """Every window from key `after` to the last key, read on `conn` (the reader's connection)."""
+        while (window := self._read_window(conn, after)) is not None:
+            yield window
+            after = window.last_key
+
+    def _read_window(self, conn: Any, after: str | None) -> Window | None:
+        """The stale rows among the next `batch_rows` keys after `after` (None past the last key).
 
         The window is cut on the key alone (an index range), then filtered for stale rows: asking for
         "the next n stale rows" instead lets the planner scan and hash the whole table per batch."""
         after_clause = (
             self._sql("AND t.{id} > {after}::{id_type}", after=sql.Literal(after)) if after else sql.SQL("")
         )
-        with conn.transaction(), conn.cursor() as cursor:
+        with conn.cursor() as cursor:
             cursor.execute(
                 self._sql(
                     "SELECT t.{id}::text FROM {t} t WHERE true {after_clause} ORDER BY t.{id} "
@@ -423,15 +452,25 @@ class PostgresMigration:
             )
             with cursor.copy(select) as copy:
                 stream = b"".join(bytes(block) for block in copy)
-            rows = pg_codec.parse_copy(stream, 3)
+        rows = pg_codec.parse_copy(stream, 3)
+        if not rows and window_end is None:
+            return None
+        return Window(window_end, rows)
+
+    def _write_window(
+        self, conn: Any, window: Window, pass_number: int
+    ) -> tuple[str, int, list[tuple[str, str]]]:
+        """Translate a window's rows and write those nobody changed since they were read, in one
+        transaction with the batch's record, checksum check and the cursor. Returns (last key of the
+        window, rows changed, problems)."""
+        rows = window.rows
+        with conn.transaction(), conn.cursor() as cursor:
             if not rows:
-                if window_end is None:
-                    return None
                 cursor.execute(
                     f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
-                    (window_end, self.job),
+                    (window.last_key, self.job),
                 )
-                return window_end, 0, []
+                return window.last_key, 0, []
             ids = [(r[0] or b"").decode() for r in rows]
             sources = [r[1] for r in rows]
             decoded = pg_codec.decode_templates(sources, self.columns.kind, self.dim_in)
@@ -506,7 +545,7 @@ class PostgresMigration:
             self._record(cursor, batch, pass_number, ids, locked, sent_rows, sent_sum, decoded, digests)
             cursor.execute(
                 f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
-                (window_end or ids[-1], self.job),
+                (window.last_key, self.job),
             )
             cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING)))
         self._next_batch += 1
@@ -514,7 +553,7 @@ class PostgresMigration:
             self.on_batch(batch)
         locked_set = set(locked_ids)
         problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in locked_set]
-        return window_end or ids[-1], len(locked_ids), problems
+        return window.last_key, len(locked_ids), problems
 
     def _record(
         self,
