@@ -522,10 +522,10 @@ class PostgresMigration:
                     conf_set=self._sql("{conf} = s.confidence,") if self.path.has_confidence else sql.SQL(""),
                 )
             )
-            locked = cursor.fetchall()
-            locked_ids = [row[0] for row in locked]
+            updated = cursor.fetchall()
+            updated_ids = [row[0] for row in updated]
             position_of = {key: index for index, key in enumerate(ids)}
-            sent = [values[position_of[key]] for key in locked_ids]
+            sent = [values[position_of[key]] for key in updated_ids]
             sent_rows = sum(1 for v in sent if v is not None)
             sent_sum = sum(pg_codec.row_hash(v) for v in sent if v is not None)
             cursor.execute(
@@ -542,7 +542,7 @@ class PostgresMigration:
                     f"batch {batch}: the server holds {landed_rows} rows (checksum {landed_sum}) where "
                     f"{sent_rows} were sent (checksum {sent_sum}); nothing of this batch was kept"
                 )
-            self._record(cursor, batch, pass_number, ids, locked, sent_rows, sent_sum, decoded, digests)
+            self._record(cursor, batch, pass_number, ids, updated, sent_rows, sent_sum, decoded, digests)
             cursor.execute(
                 f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
                 (window.last_key, self.job),
@@ -551,9 +551,9 @@ class PostgresMigration:
         self._next_batch += 1
         if self.on_batch is not None:
             self.on_batch(batch)
-        locked_set = set(locked_ids)
-        problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in locked_set]
-        return window.last_key, len(locked_ids), problems
+        updated_set = set(updated_ids)
+        problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in updated_set]
+        return window.last_key, len(updated_ids), problems
 
     def _record(
         self,
@@ -561,7 +561,7 @@ class PostgresMigration:
         batch: int,
         pass_number: int,
         ids: list[str],
-        locked: list[tuple[str, int | None, int | None]],
+        updated: list[tuple[str, int | None, int | None]],
         rows: int,
         hash_sum: int,
         decoded: pg_codec.DecodedBatch,
@@ -574,7 +574,7 @@ class PostgresMigration:
             (self.job, batch, pass_number, ids[0], ids[-1], rows, hash_sum),
         )
         taken: dict[int, tuple[int, int]] = {}
-        for _, old_batch, old_hash in locked:
+        for _, old_batch, old_hash in updated:
             if old_batch is not None and old_hash is not None:
                 count, total = taken.get(old_batch, (0, 0))
                 taken[old_batch] = (count + 1, total + int(old_hash))
@@ -584,11 +584,13 @@ class PostgresMigration:
                 "WHERE job = %s AND batch = %s",
                 (count, total, self.job, old_batch),
             )
-        locked_ids = [row[0] for row in locked]
-        cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, locked_ids))
-        locked_set = set(locked_ids)
+        updated_ids = [row[0] for row in updated]
+        cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, updated_ids))
+        updated_set = set(updated_ids)
         bad = [
-            (self.job, ids[i], why, digests[i]) for i, why in decoded.problems.items() if ids[i] in locked_set
+            (self.job, ids[i], why, digests[i])
+            for i, why in decoded.problems.items()
+            if ids[i] in updated_set
         ]
         if bad:
             cursor.executemany(
