@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facebridge.cli.common import add_settings_options, settings_from
+
+if TYPE_CHECKING:
+    from facebridge.mapping.bank import MapPath
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -20,16 +24,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     reuse_freed_buffers()  # before pyarrow loads
 
-    from facebridge.mapping.bank import MappingBank
     from facebridge.migration.galleries import open_gallery
     from facebridge.migration.job import migrate
 
-    settings = settings_from(args)
-    mappings = settings.mappings_dir
-    bank = MappingBank.load(mappings, settings.load_manifest())
-    path = bank.find_path(args.source, args.target)
+    path = map_path(args)
     if path is None:
-        print(f"no map or chain of maps from {args.source} to {args.target} in {mappings}", file=sys.stderr)
         return 2
     if args.engine == "dask":
         from facebridge.migration.distributed import migrate_dask
@@ -52,10 +51,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def map_path(args: argparse.Namespace) -> MapPath | None:
+    """The map (or chain) from --source to --target in the configured bank; None, said on stderr,
+    where there is none."""
+    from facebridge.mapping.bank import MappingBank
+
+    settings = settings_from(args)
+    mappings = settings.mappings_dir
+    path = MappingBank.load(mappings, settings.load_manifest()).find_path(args.source, args.target)
+    if path is None:
+        print(f"no map or chain of maps from {args.source} to {args.target} in {mappings}", file=sys.stderr)
+    return path
+
+
 def migrate_postgres(args: argparse.Namespace) -> int:
     """`facebridge migrate ... postgresql://...?table=&id=&column= --to-column NAME` (see
     facebridge/migration/postgres.py); one-line errors for a bad URL, server, table or column."""
-    from facebridge.mapping.bank import MappingBank
     from facebridge.migration.pg_table import TableError, TableRef
     from facebridge.migration.postgres import MigrationError, PostgresMigration
 
@@ -64,11 +75,8 @@ def migrate_postgres(args: argparse.Namespace) -> int:
     except ImportError:
         print("PostgreSQL galleries need psycopg 3: pip install 'facebridge[postgres]'", file=sys.stderr)
         return 2
-    settings = settings_from(args)
-    bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
-    path = bank.find_path(args.source, args.target)
+    path = map_path(args)
     if path is None:
-        print(f"no map or chain of maps from {args.source} to {args.target}", file=sys.stderr)
         return 2
     if not args.to_column:
         print("a PostgreSQL gallery needs --to-column (the new column to fill)", file=sys.stderr)

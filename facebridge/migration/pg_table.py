@@ -24,10 +24,6 @@ class TableError(ValueError):
     """The URL, the table or one of its columns cannot be migrated; the message is one line."""
 
 
-def is_postgres_url(text: str) -> bool:
-    return text.startswith(("postgresql://", "postgres://"))
-
-
 @dataclass(frozen=True)
 class TableRef:
     dsn: str

@@ -278,11 +278,7 @@ class PostgresMigration:
                 if not to_add:
                     cursor.execute(self._sql("SELECT count(*) FROM {t} t WHERE NOT {stale}"))
                     (done,) = cursor.fetchone()
-                cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
-                job = None
-                if cursor.fetchone()[0] is not None:
-                    cursor.execute(f"SELECT state, cursor FROM {JOBS} WHERE job = %s", (self.job,))
-                    job = cursor.fetchone()
+                job = self._job_row(cursor)
             batches = -(-(rows - done) // self.batch_rows)
             lines.append(
                 f"{rows} rows, {done} already translated from their current source; would translate "
@@ -356,8 +352,7 @@ class PostgresMigration:
         with conn.cursor() as cursor:
             cursor.execute(f"SELECT cursor FROM {JOBS} WHERE job = %s", (self.job,))
             resumed_from = cursor.fetchone()[0]
-            cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
-            self._next_batch = first_batch = int(cursor.fetchone()[0]) + 1
+            self._next_batch = first_batch = self._next_batch_number(cursor)
             cursor.execute(self._sql("SELECT count(*), count(t.{md5}) FROM {t} t"))
             rows, done = cursor.fetchone()
         written, passes, problems = 0, 0, []
@@ -379,7 +374,8 @@ class PostgresMigration:
                     if self.pause and count:
                         time.sleep(self.pause)
                 written += found
-                self._set_cursor(conn, None)  # the next pass starts from the first key
+                with conn.cursor() as cursor:
+                    self._set_cursor(cursor, None)  # the next pass starts from the first key
                 # a pass from the first key that found nothing proves every row current; a pass that
                 # found rows (or began mid-table) is followed by one from the start, for rows inserted
                 # or updated behind the cursor meanwhile
@@ -399,11 +395,22 @@ class PostgresMigration:
             verification, resumed_from,
         )  # fmt: skip
 
-    def _set_cursor(self, conn: Any, value: str | None) -> None:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (value, self.job)
-            )
+    def _set_cursor(self, cursor: Any, value: str | None) -> None:
+        """Where a resumed run starts (None: from the first key)."""
+        cursor.execute(f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (value, self.job))
+
+    def _next_batch_number(self, cursor: Any) -> int:
+        cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
+        return int(cursor.fetchone()[0]) + 1
+
+    def _job_row(self, cursor: Any) -> tuple[str, str | None] | None:
+        """This job's (state, cursor), or None where it never ran (the progress tables may not exist)."""
+        cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
+        if cursor.fetchone()[0] is None:
+            return None
+        cursor.execute(f"SELECT state, cursor FROM {JOBS} WHERE job = %s", (self.job,))
+        row = cursor.fetchone()
+        return None if row is None else (row[0], row[1])
 
     def _one_batch(
         self, conn: Any, after: str | None, pass_number: int
@@ -466,10 +473,7 @@ class PostgresMigration:
         rows = window.rows
         with conn.transaction(), conn.cursor() as cursor:
             if not rows:
-                cursor.execute(
-                    f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
-                    (window.last_key, self.job),
-                )
+                self._set_cursor(cursor, window.last_key)
                 return window.last_key, 0, []
             ids = [(r[0] or b"").decode() for r in rows]
             sources = [r[1] for r in rows]
@@ -542,18 +546,16 @@ class PostgresMigration:
                     f"batch {batch}: the server holds {landed_rows} rows (checksum {landed_sum}) where "
                     f"{sent_rows} were sent (checksum {sent_sum}); nothing of this batch was kept"
                 )
-            self._record(cursor, batch, pass_number, ids, updated, sent_rows, sent_sum, decoded, digests)
-            cursor.execute(
-                f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s",
-                (window.last_key, self.job),
-            )
+            # problems of rows written now (a row changed since it was read is judged by a later pass)
+            updated_set = set(updated_ids)
+            problems = [(i, why) for i, why in sorted(decoded.problems.items()) if ids[i] in updated_set]
+            self._record(cursor, batch, pass_number, ids, updated, sent_rows, sent_sum, problems, digests)
+            self._set_cursor(cursor, window.last_key)
             cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING)))
         self._next_batch += 1
         if self.on_batch is not None:
             self.on_batch(batch)
-        updated_set = set(updated_ids)
-        problems = [(ids[i], why) for i, why in sorted(decoded.problems.items()) if ids[i] in updated_set]
-        return window.last_key, len(updated_ids), problems
+        return window.last_key, len(updated_ids), [(ids[i], why) for i, why in problems]
 
     def _record(
         self,
@@ -564,7 +566,7 @@ class PostgresMigration:
         updated: list[tuple[str, int | None, int | None]],
         rows: int,
         hash_sum: int,
-        decoded: pg_codec.DecodedBatch,
+        problems: list[tuple[int, str]],
         digests: list[bytes],
     ) -> None:
         """The batch's checksum, the rows it took over from earlier batches, and its problems."""
@@ -586,12 +588,7 @@ class PostgresMigration:
             )
         updated_ids = [row[0] for row in updated]
         cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, updated_ids))
-        updated_set = set(updated_ids)
-        bad = [
-            (self.job, ids[i], why, digests[i])
-            for i, why in decoded.problems.items()
-            if ids[i] in updated_set
-        ]
+        bad = [(self.job, ids[i], why, digests[i]) for i, why in problems]
         if bad:
             cursor.executemany(
                 f"INSERT INTO {PROBLEMS} (job, id, reason, source_md5) VALUES (%s, %s, %s, %s)", bad
@@ -641,18 +638,13 @@ class PostgresMigration:
         with self.connect() as conn:
             self.inspect(conn)
             with conn.transaction(), conn.cursor() as cursor:
-                cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
-                found = None
-                if cursor.fetchone()[0] is not None:
-                    cursor.execute(f"SELECT state FROM {JOBS} WHERE job = %s", (self.job,))
-                    found = cursor.fetchone()
+                found = self._job_row(cursor)
                 if found is None or found[0] not in ("complete", "incomplete"):
                     state = found[0] if found else "never run"
                     raise MigrationError(f"{self.job} is {state}; run the migration to the end first")
                 cursor.execute(self._sql("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"))
                 self._prepare_staging(conn)
-                cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
-                self._next_batch = int(cursor.fetchone()[0]) + 1
+                self._next_batch = self._next_batch_number(cursor)
                 after: str | None = None
                 while (batch := self._one_batch(conn, after, 0)) is not None:
                     after = batch[0]
