@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.migration import run_measured  # noqa: E402
 from facebridge.migration import pg_codec  # noqa: E402
 from facebridge.migration.galleries import embedding_column  # noqa: E402
 from tests.postgres_server import PostgresCluster  # noqa: E402
@@ -84,25 +83,6 @@ def table_name(kind: str) -> str:
     return "faces_" + kind.replace("[]", "_array").replace(" ", "_")
 
 
-def timed(command: list[str]) -> tuple[float, float, str]:
-    """Seconds, peak RSS (MiB) of the process tree, and the output of `command`."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watched = psutil.Process(process.pid)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    output = process.stdout.read() if process.stdout else ""
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output}")
-    return time.perf_counter() - started, peak / 2**20, output
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,7 +118,7 @@ def main() -> None:
                 has_vector = False
         parquet = work / "gallery.parquet"
         write_parquet(args.rows, parquet)
-        seconds, peak, _ = timed([*facebridge, str(parquet), str(work / "parts")])
+        seconds, peak, _ = run_measured([*facebridge, str(parquet), str(work / "parts")])
         rows.append(("Parquet (fixed-size list) -> Parquet parts", seconds, peak, None, None, ""))
         print(f"parquet: {seconds:.1f} s", flush=True)
         shutil.rmtree(work / "parts")
@@ -149,9 +129,9 @@ def main() -> None:
             load = load_table(cluster.dsn(), args.rows, kind)
             url = f"{cluster.dsn()}?table={table_name(kind)}&id=user_id&column=template"
             command = [*facebridge, url, "--to-column", "template_b", "--batch-rows", str(args.batch_rows)]
-            seconds, peak, output = timed(command)
+            seconds, peak, output = run_measured(command)
             check = next(line for line in output.splitlines() if line.startswith("checked"))
-            swap, _, _ = timed([*command, "--swap"])
+            swap, _, _ = run_measured([*command, "--swap"])
             name = f"PostgreSQL {pg_codec.ColumnKind(kind).sql_type(DIM)} -> new column"
             rows.append((name, seconds, peak, load, swap, check))
             print(f"{kind}: {seconds:.1f} s, swap {swap:.1f} s ({check})", flush=True)

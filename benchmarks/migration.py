@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,25 +96,27 @@ def write_npy(rows: int, npy: Path) -> None:
     del matrix
 
 
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of the process tree."""
+def run_measured(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) of the process tree, and its output (stdout and stderr, kept in a
+    file so a chatty command never blocks on a full pipe)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = psutil.Process(process.pid)
-    peak = 0.0
-    while process.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        root = psutil.Process(process.pid)
+        peak = 0.0
+        while process.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        seconds = time.perf_counter() - start
+        log.seek(0)
+        output = log.read()
     if process.returncode != 0:
-        raise RuntimeError(
-            f"{command[:4]} failed: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
-        )
-    return seconds, peak
+        raise RuntimeError(f"{command[:4]} failed: {output[-2000:]}")
+    return seconds, peak, output
 
 
 def evict(*paths: Path) -> None:
@@ -165,7 +168,7 @@ def main() -> int:
 
     def measure(name: str, command: list[str], inputs: list[Path]) -> None:
         evict(*inputs)
-        results[name] = run_measured(command)
+        results[name] = run_measured(command)[:2]
         print(f"{name}: {results[name][0]:.1f} s, peak RSS {results[name][1]:.0f} MiB", flush=True)
 
     measure("numpy (mmap .npy, chunked matmul)", numpy_run, [npy])
