@@ -57,6 +57,18 @@ PROBLEM_TYPES: dict[type[ex.FacebridgeError], tuple[int, str, str]] = {
 }
 
 
+def check_batch_size(count: int, limit: int, field: str, noun: str, detail: str | None = None) -> None:
+    """413 `batch-too-large` when one request carries more `noun` (in `field`) than `limit` allows."""
+    if count > limit:
+        raise Problem(
+            413,
+            "batch-too-large",
+            f"Too many {noun}",
+            detail or f"{count} {noun}; the limit is {limit}",
+            [FieldError(field=field, message=f"too many {noun}")],
+        )
+
+
 def problem_from(error: ex.FacebridgeError) -> Problem:
     """The problem a domain error becomes: the table entry of its class (or nearest base class)."""
     kind = next(k for k in type(error).__mro__ if k in PROBLEM_TYPES)

@@ -13,7 +13,7 @@ from facebridge.api.openapi import request_body
 from facebridge.api.pairs import RECORDED_HEADER, embed_and_record, recording_store
 from facebridge.bridge import Bridge, decode_base64
 from facebridge.config import Settings
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
+from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
 from facebridge.state import get_bridge, get_pipeline, state_of
@@ -125,14 +125,10 @@ async def embed(
             "send multipart/form-data (field 'images') or application/json",
         )
     observe_batch("/embed", len(blobs))
-    if len(blobs) > settings.max_images_per_request:
-        raise Problem(
-            413,
-            "batch-too-large",
-            "Too many images",
-            f"{len(blobs)} images; the limit is {settings.max_images_per_request} per request",
-            [FieldError(field="images", message="too many images")],
-        )
+    limit = settings.max_images_per_request
+    check_batch_size(
+        len(blobs), limit, "images", "images", f"{len(blobs)} images; the limit is {limit} per request"
+    )
     store = recording_store(request, options)  # before any photo is decoded: 404 when recording is off
     if store is not None:
         answer, recorded = await run_in_threadpool(embed_and_record, bridge, store, blobs, options)

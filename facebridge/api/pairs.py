@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter
 
 from facebridge.bridge import Bridge
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem
+from facebridge.errors import PROBLEM_RESPONSES, Problem, check_batch_size
 from facebridge.exceptions import (
     ModelNotReady,
     NonFinite,
@@ -194,14 +194,7 @@ async def record_pairs(
 ) -> PairsRecorded:
     limit = state_of(request).settings.max_pairs_per_request
     observe_batch("/pairs", len(body.pairs))
-    if len(body.pairs) > limit:
-        raise Problem(
-            413,
-            "batch-too-large",
-            "Too many pairs",
-            f"{len(body.pairs)} pairs; the limit is {limit}",
-            [FieldError(field="pairs", message="too many pairs")],
-        )
+    check_batch_size(len(body.pairs), limit, "pairs", "pairs")
     rows = pair_rows(bridge, body.pairs)
     recorded = await run_in_threadpool(record_rows, store, rows)
     PAIRS_RECORDED.labels("/pairs").inc(recorded)

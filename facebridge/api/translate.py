@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from facebridge.api.openapi import request_body
 from facebridge.bridge import Bridge, Translation
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
+from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.schemas.translate import TranslateRequest, TranslateResponse
 from facebridge.state import get_bridge, state_of
@@ -265,11 +265,4 @@ def _flag(value: str | None, field: str) -> bool:
 
 
 def _check_rows(rows: int, limit: int, field: str) -> None:
-    if rows > limit:
-        raise Problem(
-            413,
-            "batch-too-large",
-            "Too many embeddings",
-            f"{field}: {rows} embeddings; the limit is {limit}",
-            [FieldError(field=field, message="too many embeddings")],
-        )
+    check_batch_size(rows, limit, field, "embeddings", f"{field}: {rows} embeddings; the limit is {limit}")

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from facebridge.api.openapi import request_body
 from facebridge.bridge import Bridge
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, validation_problem
+from facebridge.errors import PROBLEM_RESPONSES, check_batch_size, validation_problem
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT
 from facebridge.metrics import observe_batch
 from facebridge.schemas.verify import VerifyRequest, VerifyResponse, VerifyResult
@@ -39,14 +39,7 @@ async def verify(request: Request, bridge: Bridge = Depends(get_bridge)) -> Veri
     pairs = body.all_pairs()
     observe_batch("/verify", len(pairs))
     limit = state_of(request).settings.max_pairs_per_request
-    if len(pairs) > limit:
-        raise Problem(
-            413,
-            "batch-too-large",
-            "Too many pairs",
-            f"{len(pairs)} pairs; the limit is {limit}",
-            [FieldError(field="pairs", message="too many pairs")],
-        )
+    check_batch_size(len(pairs), limit, "pairs", "pairs")
 
     def run() -> list[VerifyResult]:
         return bridge.verify_pairs(
