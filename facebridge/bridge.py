@@ -19,10 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from facebridge.cohort.scoring import ScoreRule, Units, comparison_key
 from facebridge.config import Settings
 from facebridge.exceptions import (
     FacebridgeError,
@@ -37,12 +38,22 @@ from facebridge.exceptions import (
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT, Calibration
 from facebridge.mapping.compare import ComparisonPlan, plan_comparison, resolve_threshold
+from facebridge.schemas.calibration import (
+    CalibrationReport,
+    CalibrationSetInfo,
+    CohortSummary,
+    ComparisonInForce,
+    DriftInfo,
+)
 from facebridge.schemas.embed import DetectorInfo, Embedding, EmbedOptions, EmbedResponse, Face, ImageResult
 from facebridge.schemas.translate import MapUsed, TranslateResponse
 from facebridge.schemas.verify import (
     FAR_POINTS,
     CalibrationData,
+    CalibrationInForce,
+    CohortInfo,
     Pair,
+    ScoreNormalization,
     Side,
     ThresholdAnswer,
     VerifyResult,
@@ -147,7 +158,7 @@ class Bridge:
         programs that translate or verify templates and never see a photo.
         """
         settings = settings or Settings()
-        bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
+        bank = MappingBank.from_settings(settings)
         if not load_models:
             return cls(bank, None, settings)
         from facebridge.vision.loading import open_registry
@@ -246,10 +257,16 @@ class Bridge:
         operating_point_name: str | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Literal["auto", "none"] = "auto",
     ) -> VerifyResult:
         """Are `a` and `b` the same person? Each side is a template or a photo of its model."""
         return self.verify_pairs(
-            [(a, b)], far=far, operating_point_name=operating_point_name, threshold=threshold, space=space
+            [(a, b)],
+            far=far,
+            operating_point_name=operating_point_name,
+            threshold=threshold,
+            space=space,
+            normalization=normalization,
         )[0]
 
     def verify_pairs(
@@ -260,8 +277,13 @@ class Bridge:
         operating_point_name: str | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Literal["auto", "none"] = "auto",
     ) -> list[VerifyResult]:
-        """Verify a batch; pairs of the same two models are scored together in one matrix product."""
+        """Verify a batch; pairs of the same two models are scored together in one matrix product.
+
+        With a cohort serving a comparison (and `normalization="auto"`) scores are AS-normalised and
+        judged with normalised thresholds; every result states both scores and the calibration used.
+        """
         point = operating_point(far, operating_point_name)
         if space is not None and space not in self.bank.spaces:
             raise UnknownModel(f"space: no space {space!r}", "space")
@@ -275,23 +297,29 @@ class Bridge:
             where = f"pairs[{indices[0]}]"
             try:
                 plan = plan_comparison(self.bank, model_a, model_b, space)
-                answer = threshold_answer(*resolve_threshold(plan, point, threshold))
+                rule = self.bank.scoring.rule(self.bank, plan, normalization)
+                answer, units = _judgement(plan, rule, point, threshold)
             except FacebridgeError as error:
                 raise error.at(where) from None
-            a = np.stack([vectors[(i, "a")] for i in indices])
-            b = np.stack([vectors[(i, "b")] for i in indices])
-            scores = _score_group(plan, a, b)
+            a, b = _in_space(plan, vectors, indices)
+            raw = np.einsum("ij,ij->i", a, b)
+            normalized = rule.normalize(raw, a, b)
+            decided = normalized if units == "as-norm" and normalized is not None else raw
             maps = [m.id for m in maps_used(plan.path)] if plan.path is not None else []
-            for i, score in zip(indices, scores, strict=True):
+            stated = _stated(rule, threshold is not None, units)
+            for k, i in enumerate(indices):
                 results[i] = VerifyResult(
                     index=i,
-                    score=float(score),
-                    match=bool(score >= answer.threshold),
+                    score=float(decided[k]),
+                    raw_score=float(raw[k]),
+                    normalized_score=None if normalized is None else float(normalized[k]),
+                    match=bool(decided[k] >= answer.threshold),
                     calibrated=plan.calibrated or threshold is not None,
                     comparison=plan.kind,
                     space=plan.space,
                     translated=plan.translate_side,
                     maps=maps,
+                    **stated,
                     **answer.model_dump(),
                 )
         return [r for r in results if r is not None]
@@ -330,6 +358,71 @@ class Bridge:
             raise error.at(f"{where}.image") from None
         vector: np.ndarray = face.embeddings[0].vector
         return vector
+
+    def comparisons_in_force(self) -> list[ComparisonInForce]:
+        """What judges each same-space and direct-map comparison now: units, calibration, cohorts."""
+        plans = [plan_comparison(self.bank, s, s) for s in sorted(self.bank.space_calibrations)]
+        plans += [plan_comparison(self.bank, a, b, b) for (a, b) in sorted(self.bank.maps)]
+        comparisons = []
+        for plan in plans:
+            rule = self.bank.scoring.rule(self.bank, plan)
+            comparisons.append(
+                ComparisonInForce(
+                    comparison=comparison_key(plan) or plan.space,
+                    units=rule.units,
+                    source=rule.source,
+                    file=rule.calibration_file,
+                    cohorts=sorted({use.cohort.id for use in rule.cohorts}),
+                    note=rule.note,
+                )
+            )
+        return comparisons
+
+    def calibration_report(self) -> CalibrationReport:
+        """The calibrations and cohorts in force, what judges each comparison, and the drift watch."""
+        from facebridge.cohort.drift import drift_of
+
+        scoring = self.bank.scoring
+        comparisons = self.comparisons_in_force()
+        cohort_files = {c.file for c in scoring.cohorts.values()} | set(scoring.sets)
+        return CalibrationReport(
+            calibration_sets=[
+                CalibrationSetInfo(
+                    file=file,
+                    kind=found.kind,
+                    populations=found.populations,
+                    normalization=found.normalization,
+                    comparisons=len(found.entries),
+                    created=found.created,
+                )
+                for file, found in scoring.sets.items()
+            ],
+            cohorts=[
+                CohortSummary(id=c.id, file=c.file, space=c.meta.space, provenance=c.meta.provenance)
+                for _, c in sorted(scoring.cohorts.items())
+            ],
+            comparisons=comparisons,
+            drift=[
+                DriftInfo(
+                    comparison=d.comparison,
+                    operating_point=d.operating_point,
+                    nominal_far=d.nominal_far,
+                    threshold=d.threshold,
+                    estimated_far=d.estimated_far,
+                    interval=d.interval,
+                    ratio=d.ratio,
+                    off=d.off,
+                    pairs=d.pairs,
+                    cohorts=list(d.cohorts),
+                )
+                for d in drift_of(self.bank)
+            ],
+            refused=[
+                f"{r.file}: {r.reason}"
+                for r in self.bank.refused
+                if r.file.endswith((".cohort.safetensors", ".calibration.json")) or r.file in cohort_files
+            ],
+        )
 
     # ---------------------------------------------------------------- embed
     def embed(
@@ -452,13 +545,63 @@ def _as_pair(pair: Pair | tuple[FaceInput, FaceInput]) -> tuple[_Side, _Side]:
     return _as_side(pair[0]), _as_side(pair[1])
 
 
-def _score_group(plan: ComparisonPlan, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _in_space(
+    plan: ComparisonPlan, vectors: dict[tuple[int, str], np.ndarray], indices: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of a group as unit rows in the comparison space (the translated side mapped)."""
+    a = np.stack([vectors[(i, "a")] for i in indices])
+    b = np.stack([vectors[(i, "b")] for i in indices])
     if plan.path is not None:
         if plan.translate_side == "a":
             a = plan.path.apply(a)
         else:
             b = plan.path.apply(b)
-    return np.einsum("ij,ij->i", a, b)
+    return a, b
+
+
+def _judgement(
+    plan: ComparisonPlan, rule: ScoreRule, point: str, raw_threshold: float | None
+) -> tuple[ThresholdAnswer, Units]:
+    """The threshold answer and the units it is in: a caller's raw threshold, the rule's calibration,
+    or the plan's shipped raw one."""
+    if raw_threshold is not None:
+        return threshold_answer(raw_threshold, "custom", None), "cosine"
+    if rule.calibration is None:
+        return threshold_answer(*resolve_threshold(plan, point, None)), "cosine"
+    return threshold_answer(rule.calibration.thresholds[point].threshold, point, rule.calibration), rule.units
+
+
+def _stated(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
+    """What a result says about the normalisation and calibration behind its decision."""
+    normalization = None
+    if rule.can_normalize:
+        normalization = ScoreNormalization(
+            top_k=rule.top_k,
+            cohorts=[
+                CohortInfo(
+                    id=use.cohort.id,
+                    model=use.cohort.model,
+                    size=len(use.cohort),
+                    kind=use.cohort.meta.provenance.kind,
+                    source=use.cohort.meta.provenance.source,
+                    side=use.side,
+                    via=list(use.via),
+                )
+                for use in rule.cohorts
+            ],
+        )
+    if custom:
+        calibration = CalibrationInForce(
+            source="custom", file=None, units="cosine", note="a raw cosine threshold given by the caller"
+        )
+    else:
+        calibration = CalibrationInForce(
+            source=rule.source,
+            file=rule.calibration_file,
+            units=units,
+            note=rule.note,
+        )
+    return {"normalization": normalization, "calibration": calibration}
 
 
 def decode_base64(text: str, max_bytes: int, where: str = "image") -> bytes:

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     micro_batch_max: int = Field(default=32, gt=0, description="/embed: most crops in one micro-batch")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     mappings_dir: Path = Field(default_factory=default_mappings_dir)
+    cohort_dir: Path | None = Field(
+        default=None,
+        description="cohort files (facebridge cohort build) of the deployment's own people: scores are "
+        "AS-normalised against them; reloaded with the maps",
+    )
+    calibration_file: Path | None = Field(
+        default=None,
+        description="a deployment calibration (facebridge calibrate) that overrides the shipped thresholds",
+    )
     max_embeddings_per_request: int = Field(default=100_000, gt=0)
     max_pairs_per_request: int = Field(default=10_000, gt=0)
     max_request_bytes: int = Field(default=256 * 1024 * 1024, gt=0)

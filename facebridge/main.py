@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 
 from facebridge import __version__
-from facebridge.api import admin, embed, health, mappings, models, pairs, translate, verify
+from facebridge.api import admin, calibration, embed, health, mappings, models, pairs, translate, verify
 from facebridge.api.openapi import install_openapi
 from facebridge.config import Settings
 from facebridge.errors import install_problem_handlers
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         translate.router,
         verify.router,
         mappings.router,
+        calibration.router,
         admin.router,
         pairs.router,
     ):

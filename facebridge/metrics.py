@@ -37,6 +37,25 @@ ERRORS = Counter("facebridge_errors_total", "problem+json answers by problem typ
 MAPS_LOADED = Gauge("facebridge_maps_loaded", "map files loaded and serving")
 MAPS_REFUSED = Gauge("facebridge_maps_refused", "map files refused at load")
 MODELS_LOADED = Gauge("facebridge_models_loaded", "model files loaded")
+ESTIMATED_FAR = Gauge(
+    "facebridge_estimated_far",
+    "FAR the shipped raw threshold is estimated to reach on the loaded cohort's population",
+    ["comparison", "operating_point"],
+)
+NOMINAL_FAR = Gauge(
+    "facebridge_nominal_far",
+    "FAR the shipped raw threshold was calibrated for",
+    ["comparison", "operating_point"],
+)
+
+
+def publish_drift(estimates: list[tuple[str, str, float, float]]) -> None:
+    """(comparison, operating point, estimated FAR, nominal FAR) rows replace the previous ones."""
+    ESTIMATED_FAR.clear()
+    NOMINAL_FAR.clear()
+    for comparison, point, estimated, nominal in estimates:
+        ESTIMATED_FAR.labels(comparison, point).set(estimated)
+        NOMINAL_FAR.labels(comparison, point).set(nominal)
 
 
 def observe_batch(route: str, size: int) -> None:

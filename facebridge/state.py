@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from facebridge.bridge import Bridge
+from facebridge.cohort.drift import drift_of, warn_about_drift
 from facebridge.config import Settings
 from facebridge.errors import Problem
 from facebridge.mapping.bank import MappingBank
+from facebridge.metrics import publish_drift
 from facebridge.pairs.store import PairStore
 from facebridge.vision.loading import open_registry
 from facebridge.vision.pipeline import FacePipeline
@@ -38,7 +40,8 @@ class ServiceState:
     def load(self) -> None:
         try:
             # maps first: translating needs no ONNX file, and they load in milliseconds
-            self.bank = MappingBank.load(self.settings.mappings_dir, self.settings.load_manifest())
+            self.bank = MappingBank.from_settings(self.settings)
+            watch_drift(self.bank)
             registry = open_registry(self.settings)
             self.registry = registry
             self.pipeline = FacePipeline(
@@ -68,10 +71,11 @@ class ServiceState:
         `swap=False` only reports what would load.
         """
         with self._reload_lock:
-            fresh = MappingBank.load(self.settings.mappings_dir, self.settings.load_manifest())
+            fresh = MappingBank.from_settings(self.settings)
             if not swap:
                 return fresh
             self.bank = fresh
+            watch_drift(fresh)
             log.info("mappings reloaded: %d map(s), %d refused", len(fresh.maps), len(fresh.refused))
             return fresh
 
@@ -79,6 +83,13 @@ class ServiceState:
         thread = threading.Thread(target=self.load, name="facebridge-model-loader", daemon=True)
         thread.start()
         return thread
+
+
+def watch_drift(bank: MappingBank) -> None:
+    """Estimate the shipped thresholds' FAR on the cohorts' population: gauges and log warnings."""
+    estimates = drift_of(bank)
+    publish_drift([(d.comparison, d.operating_point, d.estimated_far, d.nominal_far) for d in estimates])
+    warn_about_drift(estimates)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread,

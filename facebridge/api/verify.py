@@ -43,7 +43,11 @@ async def verify(request: Request, bridge: Bridge = Depends(get_bridge)) -> Veri
 
     def run() -> list[VerifyResult]:
         return bridge.verify_pairs(
-            pairs, operating_point_name=body.point(), threshold=body.threshold, space=body.space
+            pairs,
+            operating_point_name=body.point(),
+            threshold=body.threshold,
+            space=body.space,
+            normalization=body.normalization,
         )
 
     has_images = any(p.a.image is not None or p.b.image is not None for p in pairs)

@@ -18,6 +18,7 @@ from facebridge.cli.common import add_settings_options, settings_from
 
 if TYPE_CHECKING:
     from facebridge.config import Settings
+    from facebridge.mapping.bank import MappingBank
 
 # distributions that install the same top-level package: only one of each family may be present
 TWIN_FAMILIES = {
@@ -147,16 +148,62 @@ def check_models(report: Report, settings: Settings) -> None:
 def check_maps(report: Report, settings: Settings) -> None:
     from facebridge.mapping.bank import MappingBank
 
-    bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
+    bank = MappingBank.from_settings(settings)
     report.say(
         f"maps in {settings.mappings_dir}: {len(bank.maps)} loaded, "
         f"{len(bank.space_calibrations)} space calibrations, {len(bank.refused)} refused"
     )
     for refused in bank.refused:
+        if refused.file.endswith((".cohort.safetensors", ".calibration.json")):
+            report.problem(
+                f"{refused.file} refused: {refused.reason}",
+                "rebuild it (facebridge cohort build / facebridge calibrate) or remove it; the rest serves",
+            )
+            continue
         report.problem(
             f"map file {refused.file} refused: {refused.reason}",
             "refit it (facebridge fit) or remove it; the other maps keep serving",
         )
+    check_population(report, settings, bank)
+
+
+def check_population(report: Report, settings: Settings, bank: MappingBank) -> None:
+    """Cohorts and calibrations in force, and the drift watch: how far the shipped thresholds' FAR is
+    estimated to be from nominal on the cohort's population."""
+    from facebridge.cohort.drift import drift_of
+
+    scoring = bank.scoring
+    for file, found in scoring.sets.items():
+        report.say(
+            f"calibration set {file}: {found.kind}, {len(found.entries)} comparisons, on {found.dataset}"
+        )
+    if not scoring.cohorts:
+        where = settings.cohort_dir or "(FACEBRIDGE_COHORT_DIR unset)"
+        report.say(
+            f"no cohort loaded from {where}: thresholds are the shipped population's; on other people "
+            "their FAR can be far off (docs/thresholds.md): facebridge cohort build"
+        )
+        return
+    for model, cohort in sorted(scoring.cohorts.items()):
+        p = cohort.meta.provenance
+        report.say(
+            f"cohort {cohort.id} ({model}): {len(cohort)} templates from {p.kind} {p.source}, {p.created}"
+        )
+    for estimate in drift_of(bank):
+        if estimate.operating_point != "far_1e-3":
+            continue
+        line = (
+            f"drift {estimate.comparison}: the shipped far_1e-3 threshold is estimated at FAR "
+            f"{estimate.estimated_far:.1e} on this cohort ({estimate.ratio:.1f}x nominal)"
+        )
+        if estimate.off:
+            report.problem(
+                line,
+                "answers use AS-norm thresholds where a cohort serves the comparison; for raw ones, "
+                "calibrate on your own people (facebridge calibrate)",
+            )
+        else:
+            report.say(line)
 
 
 def diagnose(settings: Settings) -> Report:

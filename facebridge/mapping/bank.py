@@ -16,9 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facebridge.cohort.calibration_set import CALIBRATION_SUFFIX, CalibrationSetError, load_calibration_set
+from facebridge.cohort.cohortfile import COHORT_SUFFIX, CohortError, load_cohort
+from facebridge.cohort.scoring import Scoring
 from facebridge.mapping.calibration import Calibration
 from facebridge.mapping.confidence import expected_cosine
 from facebridge.mapping.mapfile import (
@@ -34,6 +38,9 @@ from facebridge.mapping.mapfile import (
     load_space,
 )
 from facebridge.vision.manifest import Manifest
+
+if TYPE_CHECKING:
+    from facebridge.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +227,24 @@ class MappingBank:
     spaces: dict[str, SpaceRef] = field(default_factory=dict)
     space_calibrations: dict[str, SpaceCalibration] = field(default_factory=dict)
     refused: list[RefusedFile] = field(default_factory=list)
+    scoring: Scoring = field(default_factory=Scoring)  # cohorts and calibration sets
 
     @classmethod
-    def load(cls, directory: Path, manifest: Manifest | None = None) -> MappingBank:
-        """Load every map and space file under `directory`, refusing the ones that fail their checks."""
+    def load(
+        cls,
+        directory: Path,
+        manifest: Manifest | None = None,
+        cohort_dir: Path | None = None,
+        calibration_file: Path | None = None,
+    ) -> MappingBank:
+        """Load every map, space and calibration file under `directory`, the cohorts in `cohort_dir`
+        and a deployment calibration, refusing the files that fail their checks."""
         bank = cls()
+        if calibration_file is not None:
+            bank._load_calibration_set(calibration_file, calibration_file.parent, "deployment")
         if not directory.is_dir():
             log.warning("mappings folder %s does not exist: no maps loaded", directory)
+            bank._load_cohorts(cohort_dir, manifest)
             return bank
         for path in sorted(directory.rglob("*" + SPACE_SUFFIX)):
             try:
@@ -252,17 +270,67 @@ class MappingBank:
                 )
             except MapFileError as exc:
                 bank._refuse(path, directory, str(exc))
+        for path in sorted(directory.rglob("*" + CALIBRATION_SUFFIX)):
+            bank._load_calibration_set(path, directory, "shipped")
+        bank._load_cohorts(cohort_dir, manifest)
         log.info(
-            "mappings: %d map(s), %d space calibration(s), %d refused",
+            "mappings: %d map(s), %d space calibration(s), %d calibration set(s), %d cohort(s), %d refused",
             len(bank.maps),
             len(bank.space_calibrations),
+            len(bank.scoring.sets),
+            len(bank.scoring.cohorts),
             len(bank.refused),
         )
         return bank
 
-    def _refuse(self, path: Path, directory: Path, reason: str) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MappingBank:
+        """What the service serves: the mappings folder, the cohorts and a deployment calibration."""
+        return cls.load(
+            settings.mappings_dir, settings.load_manifest(), settings.cohort_dir, settings.calibration_file
+        )
+
+    def _load_calibration_set(self, path: Path, directory: Path, kind: str) -> None:
+        """A calibration set of the expected kind (a deployment file never poses as shipped)."""
+        try:
+            loaded = load_calibration_set(path)
+            if loaded.kind != kind:
+                raise CalibrationSetError(f"{path.name}: a {loaded.kind} set where a {kind} one belongs")
+            self.scoring.sets[str(path.relative_to(directory))] = loaded
+        except CalibrationSetError as exc:
+            self._refuse(path, directory, str(exc))
+
+    def _load_cohorts(self, directory: Path | None, manifest: Manifest | None) -> None:
+        """Every cohort file in `directory`; one per space, made by the weights the manifest pins."""
+        if directory is None:
+            return
+        if not directory.is_dir():
+            log.warning("cohort folder %s does not exist: no cohorts loaded", directory)
+            return
+        for path in sorted(directory.rglob("*" + COHORT_SUFFIX)):
+            try:
+                cohort = load_cohort(path)
+                model = cohort.meta.space.model
+                self._check_pin(cohort.meta.space, manifest)
+                known = self.spaces.get(model)
+                if known is None and (manifest is None or manifest.get(model) is None):
+                    raise CohortError(f"{path.name}: no model or map knows space {model}")
+                if known is not None and known != cohort.meta.space:
+                    raise CohortError(
+                        f"{path.name}: made with weights {cohort.meta.space.sha256[:12]}… (dim "
+                        f"{cohort.meta.space.dim}), the maps' {model} is {known.sha256[:12]}… "
+                        f"(dim {known.dim})"
+                    )
+                if model in self.scoring.cohorts:
+                    first = self.scoring.cohorts[model].file
+                    raise CohortError(f"{path.name}: a second cohort for {model} (first: {first})")
+                self.scoring.cohorts[model] = cohort
+            except (CohortError, MapFileError) as exc:
+                self._refuse(path, directory, str(exc), "cohort")
+
+    def _refuse(self, path: Path, directory: Path, reason: str, what: str = "mapping") -> None:
         self.refused.append(RefusedFile(str(path.relative_to(directory)), reason))
-        log.error("mapping file refused: %s", reason)
+        log.error("%s file refused: %s", what, reason)
 
     def _check_pin(self, ref: SpaceRef, manifest: Manifest | None) -> None:
         """A map fitted for other weights than the manifest pins under that id must not be applied."""

@@ -7,6 +7,7 @@ something else than a same-model 0.4), so every space and every map carries its 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -41,6 +42,9 @@ class Threshold(BaseModel):
     far_range_note: str | None = Field(default=None, description="where far_range comes from")
 
 
+TAIL_FARS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+
+
 class Calibration(BaseModel):
     """Thresholds per operating point, with the data they come from."""
 
@@ -51,6 +55,11 @@ class Calibration(BaseModel):
     images: int | None = None
     identities: int | None = None
     method: str | None = Field(default=None, description="how the pairs were formed and scored")
+    impostor_tail: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="(FAR, threshold) pairs of the calibration impostors between and beyond the operating "
+        "points: what a threshold's FAR was there, for estimates at thresholds no operating point names",
+    )
 
     @model_validator(mode="after")
     def _fill_intervals(self) -> Calibration:
@@ -183,3 +192,97 @@ def calibrate(
         identities=identities,
         method=method,
     )
+
+
+def calibrate_pooled(
+    genuine: Sequence[np.ndarray],
+    impostor: Sequence[np.ndarray],
+    *,
+    dataset: str | None = None,
+    images: int | None = None,
+    identities: int | None = None,
+    method: str | None = None,
+) -> Calibration:
+    """`calibrate` over several populations weighted equally, whatever their sizes: the FAR of a
+    threshold is the mean of the populations' FARs, so a large population does not drown a small one.
+
+    Counts and intervals use Kish's effective sample size of the weighted pairs, so a small population
+    weighed up does not pass for more evidence than it is.
+    """
+    if not genuine or len(genuine) != len(impostor):
+        raise ValueError("need one genuine and one impostor array per population")
+    g_scores, g_weights = _pooled(genuine)
+    i_scores, i_weights = _pooled(impostor)
+    g_effective, i_effective = _effective(g_weights), _effective(i_weights)
+    g_sorted, g_above = _sorted_with_weight_above(g_scores, g_weights)
+    i_sorted, i_above = _sorted_with_weight_above(i_scores, i_weights)
+    i_descending, i_cumulative = i_sorted[::-1], np.cumsum(np.diff(i_above[::-1]))
+
+    def weighted(cuts: np.ndarray | float, sorted_scores: np.ndarray, above: np.ndarray) -> np.ndarray:
+        return np.minimum(1.0, above[np.searchsorted(sorted_scores, cuts, side="left")])
+
+    def measure(t: float, reliable: bool) -> Threshold:
+        far = float(weighted(t, i_sorted, i_above))
+        tar = float(weighted(t, g_sorted, g_above))
+        point = Threshold(threshold=float(t), far=far, tar=tar, reliable=reliable)
+        return _with_intervals(
+            point, _count(far, i_effective), i_effective, _count(tar, g_effective), g_effective
+        )
+
+    def threshold_for(target: float) -> float:
+        k = int(np.searchsorted(i_cumulative, target, side="right"))  # first impostor that would exceed it
+        return float(np.nextafter(i_descending[min(k, len(i_descending) - 1)], np.inf))
+
+    thresholds = {
+        name: measure(threshold_for(target), i_effective * target >= 10)
+        for name, target in OPERATING_POINTS.items()
+    }
+    grid = np.unique(
+        np.r_[g_sorted[:: max(1, len(g_sorted) // 1000)], i_sorted[:: max(1, len(i_sorted) // 1000)]]
+    )
+    balanced = weighted(grid, g_sorted, g_above) - weighted(grid, i_sorted, i_above)
+    thresholds[MAX_ACCURACY] = measure(float(grid[int(np.argmax(balanced))]), True)
+    tail = [(far, threshold_for(far)) for far in TAIL_FARS if i_effective * far >= 1]
+    return Calibration(
+        thresholds=thresholds,
+        genuine_pairs=g_effective,
+        impostor_pairs=i_effective,
+        dataset=dataset,
+        images=images,
+        identities=identities,
+        method=method,
+        impostor_tail=tail,
+    )
+
+
+def _pooled(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores concatenated, each weighted 1 / (its population's size x the number of populations)."""
+    scores = np.concatenate([np.asarray(g, np.float64) for g in groups])
+    weights = np.concatenate([np.full(len(g), 1.0 / (len(g) * len(groups))) for g in groups])
+    return scores, weights
+
+
+def _sorted_with_weight_above(scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ascending and, for each position (and one past the end), the total weight from there on:
+    the weight at or above a cut is `above[searchsorted(scores, cut, "left")]`."""
+    order = np.argsort(scores, kind="stable")
+    above = np.r_[np.cumsum(weights[order][::-1])[::-1], 0.0]
+    return scores[order], above
+
+
+def _effective(weights: np.ndarray) -> int:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of weighted observations."""
+    return max(1, int(weights.sum() ** 2 / np.square(weights).sum()))
+
+
+def far_from_tail(calibration: Calibration, threshold: float) -> float | None:
+    """The FAR the calibration impostors reached at `threshold`, read off `impostor_tail` by
+    log-linear interpolation (None outside the tail or without one)."""
+    tail = calibration.impostor_tail
+    if not tail:
+        return None
+    fars = np.array([f for f, _ in tail])
+    cuts = np.array([t for _, t in tail])  # rising as the FAR falls
+    if threshold < cuts[0] or threshold > cuts[-1]:
+        return None
+    return float(np.exp(np.interp(threshold, cuts, np.log(fars))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from facebridge.mapping.mapfile import MapMetadata, SpaceCalibration, SpaceRef
+from facebridge.schemas.calibration import ComparisonInForce
 
 
 class ModelInfo(BaseModel):
@@ -50,6 +51,11 @@ class MappingList(BaseModel):
     space_calibrations: list[SpaceCalibration]
     maps: list[MapInfo]
     refused: list[RefusedInfo]
+    in_force: list[ComparisonInForce] = Field(
+        default_factory=list,
+        description="what judges each comparison now: raw or AS-norm, shipped or deployment calibration "
+        "(details and the drift watch: GET /calibration)",
+    )
 
 
 class ReloadRequest(BaseModel):

@@ -68,6 +68,11 @@ class VerifyRequest(BaseModel):
     operating_point: Literal["far_1e-2", "far_1e-3", "far_1e-4", "max_accuracy"] | None = None
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description="raw cosine threshold")
     space: str | None = Field(default=None, description="compare in this model's space (default: best map)")
+    normalization: Literal["auto", "none"] = Field(
+        default="auto",
+        description="auto: AS-normalise scores against the deployment's cohort when one serves the "
+        "comparison and judge them with normalised thresholds; none: raw cosine and raw thresholds",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VerifyRequest:
@@ -120,9 +125,45 @@ class ThresholdAnswer(BaseModel):
     calibration_data: CalibrationData | None = None
 
 
+class CohortInfo(BaseModel):
+    """A cohort one side of a comparison was measured against."""
+
+    id: str
+    model: str = Field(description="the space its templates were made in")
+    size: int
+    kind: str = Field(description="photos | npy | parquet | postgres | pair-store")
+    source: str
+    side: Literal["a", "b"] = Field(description="the side whose statistics it gave")
+    via: list[str] = Field(description="maps it was carried through into the comparison space")
+
+
+class ScoreNormalization(BaseModel):
+    method: Literal["as-norm"] = "as-norm"
+    top_k: int
+    cohorts: list[CohortInfo]
+
+
+class CalibrationInForce(BaseModel):
+    """Which calibration judged the score, in which units, and why."""
+
+    source: Literal["shipped", "deployment", "custom"]
+    file: str | None = Field(description="the calibration set file (null: the map or space file's own)")
+    units: Literal["cosine", "as-norm"]
+    note: str
+
+
 class VerifyResult(ThresholdAnswer):
     index: int
-    score: float = Field(description="cosine similarity in `space`")
+    score: float = Field(
+        description="what the decision compares with `threshold`: `normalized_score` when the "
+        "calibration's units are as-norm, else `raw_score`"
+    )
+    raw_score: float = Field(description="cosine similarity in `space`")
+    normalized_score: float | None = Field(
+        description="AS-norm score against the cohort(s) in `normalization` (null: no cohort serves it)"
+    )
+    normalization: ScoreNormalization | None
+    calibration: CalibrationInForce
     match: bool
     calibrated: bool = Field(description="false when a composed path borrows its last hop's calibration")
     comparison: Literal["same-space", "cross"]

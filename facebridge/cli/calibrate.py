@@ -1,0 +1,122 @@
+"""`facebridge calibrate`: thresholds measured on the deployment's own people, overriding the shipped ones.
+
+    facebridge calibrate --population photos/ [--model M ...] --out deployment.calibration.json
+    facebridge calibrate --pairs pairs.db --out deployment.calibration.json
+
+From a folder of photos (one sub-folder per person) or the pair store's subjects, every same-space and
+direct-map comparison gets raw and AS-norm thresholds with their intervals (facebridge/cohort/
+deployment.py). Point FACEBRIDGE_CALIBRATION_FILE at the file and reload: answers then name it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facebridge.cli.common import add_settings_options, settings_from
+
+if TYPE_CHECKING:
+    from facebridge.pairs.store import PairSet
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from facebridge.cohort.calibration_set import save_calibration_set
+    from facebridge.cohort.deployment import calibrate_population, merge_sets, population_from_pairs
+    from facebridge.mapping.bank import MappingBank
+
+    settings = settings_from(args)
+    bank = MappingBank.load(settings.mappings_dir, settings.load_manifest())
+    try:
+        if args.population is not None:
+            models = args.model or sorted(bank.space_calibrations)
+            population = _embedded_population(args, settings, models)
+            result = calibrate_population(bank, population, models, args.top_k, args.max_cohort, args.seed)
+        else:
+            sets = []
+            for pairs in _recorded_pairs(args, settings):
+                population = population_from_pairs(pairs, f"pairs:{pairs.source_model}+{pairs.target_model}")
+                models = [pairs.source_model, pairs.target_model]
+                sets.append(
+                    calibrate_population(bank, population, models, args.top_k, args.max_cohort, args.seed)
+                )
+            result = merge_sets(sets)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    written = save_calibration_set(args.out, result)
+    people = ", ".join(
+        f"{p.name}: {p.identities} people, {p.images} photos scored" for p in result.populations
+    )
+    print(f"wrote {written}: {len(result.entries)} comparisons ({people})")
+    print(f"serve it with FACEBRIDGE_CALIBRATION_FILE={written} (then POST /admin/reload-mappings or SIGHUP)")
+    return 0
+
+
+def _embedded_population(args: argparse.Namespace, settings: object, models: list[str]):  # type: ignore[no-untyped-def]
+    """The folder's photos embedded by every model (cached and resumable, like the studies' caches)."""
+    from facebridge.cli.common import open_pipeline
+    from facebridge.config import Settings
+    from facebridge.dataset_embedding import embed_dataset
+    from facebridge.evaluation.population import load_population
+
+    assert isinstance(settings, Settings)
+    folder: Path = args.population
+    if not folder.is_dir():
+        raise ValueError(f"--population {folder}: not a folder (one sub-folder of photos per person)")
+    name = args.name or f"deployment-{folder.resolve().name}"
+    pipeline = open_pipeline(settings, models, args.detector)
+    embed_dataset(pipeline, folder, name, models, settings.cache_dir, progress=sys.stderr.isatty())
+    return load_population(settings.cache_dir, name, models)
+
+
+def _recorded_pairs(args: argparse.Namespace, settings: object) -> list[PairSet]:
+    """Every model pair in the pair store, oriented as first recorded."""
+    from facebridge.config import Settings
+    from facebridge.pairs.store import PairStore
+
+    assert isinstance(settings, Settings)
+    if args.pairs:
+        remote = args.pairs.startswith(("postgresql://", "postgres://"))
+        store = PairStore.open(dsn=args.pairs) if remote else PairStore.open(args.pairs)
+    else:
+        configured = PairStore.from_settings(settings)
+        if configured is None:
+            raise ValueError("no pair store: pass --pairs or set FACEBRIDGE_PAIRS_DB / FACEBRIDGE_PAIRS_DSN")
+        store = configured
+    try:
+        return [store.read(s.source_model, s.target_model) for s in store.stats()]
+    finally:
+        store.close()
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    parser = sub.add_parser(
+        "calibrate",
+        help="thresholds (raw and AS-norm) measured on your own labelled people; overrides the shipped ones",
+        description=__doc__.split("\n\n")[0],
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--population", type=Path, help="a folder with one sub-folder of photos per person")
+    source.add_argument(
+        "--pairs",
+        nargs="?",
+        const="",
+        help="the pair store's subjects: a SQLite file or postgresql:// DSN (no value: the service's store)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the calibration file to write (*.calibration.json)"
+    )
+    parser.add_argument(
+        "--model", action="append", help="recognizer(s) to calibrate; default every one with maps"
+    )
+    parser.add_argument("--name", help="a name for the population in the file (default: the folder's)")
+    parser.add_argument("--detector", default="yunet", help="face detector for the photos (default yunet)")
+    parser.add_argument(
+        "--top-k", type=int, default=100, help="AS-norm: cohort scores per side (default 100)"
+    )
+    parser.add_argument("--max-cohort", type=int, default=1000, help="most cohort photos (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw of scored and cohort people")
+    add_settings_options(parser)
+    parser.set_defaults(func=cmd_calibrate)

@@ -1,0 +1,199 @@
+"""How a comparison is judged: its score (raw cosine or AS-norm against the deployment's cohort) and
+the calibration whose threshold applies, with everything an answer must state about both.
+
+Order of preference for a comparison (`rule`):
+1. a deployment calibration (`facebridge calibrate`, the deployment's own people): its normalised
+   thresholds when a cohort serves the comparison, else its raw ones;
+2. the shipped normalised thresholds, when a cohort serves the comparison;
+3. the shipped raw thresholds (the map or space file's), saying that they are the shipped population's.
+
+A cohort of space A serves a comparison in space B through the map the comparison uses: each side is
+measured against a cohort of the other side's kind (a translated template against B's own cohort, a
+native B template against A's cohort translated into B), the design the normalised thresholds were
+calibrated with (docs/thresholds.md). With one of the two cohorts missing, both sides use the other.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
+from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
+from facebridge.cohort.cohortfile import Cohort
+from facebridge.mapping.calibration import Calibration
+
+if TYPE_CHECKING:
+    from facebridge.mapping.bank import MapPath, MappingBank
+    from facebridge.mapping.compare import ComparisonPlan
+
+Units = Literal["cosine", "as-norm"]
+Source = Literal["shipped", "deployment"]
+
+
+@dataclass(frozen=True)
+class CohortUse:
+    """A cohort one side of a comparison was measured against, and the maps it went through."""
+
+    cohort: Cohort
+    side: Literal["a", "b"]
+    via: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """Everything a group of same-model pairs is scored and judged with."""
+
+    units: Units
+    calibration: Calibration | None
+    source: Source
+    calibration_file: str | None
+    note: str
+    top_k: int = DEFAULT_TOP_K
+    cohort_a: np.ndarray | None = field(default=None, repr=False)  # what side a is measured against
+    cohort_b: np.ndarray | None = field(default=None, repr=False)
+    cohorts: tuple[CohortUse, ...] = ()
+
+    @property
+    def can_normalize(self) -> bool:
+        return self.cohort_a is not None and self.cohort_b is not None
+
+    def normalize(self, raw: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        """AS-norm scores of row-aligned sides `a`, `b` (unit rows in the comparison space)."""
+        if self.cohort_a is None or self.cohort_b is None:
+            return None
+        stats_a = top_k_stats(a, self.cohort_a, self.top_k)
+        stats_b = top_k_stats(b, self.cohort_b, self.top_k)
+        return as_norm(raw, stats_a, stats_b)
+
+
+def comparison_key(plan: ComparisonPlan) -> str | None:
+    """The calibration entry a plan reads: its space, or its direct map (a chain has none)."""
+    if plan.path is None:
+        return plan.space
+    return None if plan.path.composed else plan.path.maps[0].id
+
+
+def comparison_pins(bank: MappingBank, plan: ComparisonPlan) -> dict[str, str]:
+    """The weights an entry for this plan must have been measured with."""
+    pins = {plan.space: bank.spaces[plan.space].sha256} if plan.space in bank.spaces else {}
+    if plan.path is not None and not plan.path.composed:
+        hop = plan.path.maps[0]
+        pins = {
+            hop.meta.source.model: hop.meta.source.sha256,
+            hop.meta.target.model: hop.meta.target.sha256,
+            "map": hop.meta.tensor_sha256,
+        }
+    return pins
+
+
+@dataclass
+class Scoring:
+    """The cohorts and calibration sets loaded with a bank (swapped with it on reload)."""
+
+    cohorts: dict[str, Cohort] = field(default_factory=dict)  # by space
+    sets: dict[str, CalibrationSet] = field(default_factory=dict)  # by file, deployment ones first
+    _mapped: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(default_factory=dict, repr=False)
+    drift_cache: list[Any] | None = field(default=None, repr=False)  # facebridge.cohort.drift.drift_of
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def entry(
+        self, bank: MappingBank, plan: ComparisonPlan
+    ) -> tuple[str, CalibrationSet, CalibrationEntry] | None:
+        """The first set (deployment before shipped) with an entry for this plan's exact weights."""
+        key = comparison_key(plan)
+        if key is None:
+            return None
+        pins = comparison_pins(bank, plan)
+        for file, calibrations in self.sets.items():
+            found = calibrations.entries.get(key)
+            if found is not None and all(found.pins.get(k) == v for k, v in pins.items()):
+                return file, calibrations, found
+        return None
+
+    def mapped_cohort(self, cohort: Cohort, path: MapPath) -> np.ndarray:
+        """`cohort` carried through `path` (computed once per bank)."""
+        key = (cohort.id, tuple(path.ids))
+        found = self._mapped.get(key)
+        if found is None:
+            found = path.apply(cohort.templates)
+            with self._lock:
+                self._mapped[key] = found
+        return found
+
+    def cohort_sides(
+        self, plan: ComparisonPlan
+    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
+        """(what side a is measured against, the same for b, the cohorts used)."""
+        native = self.cohorts.get(plan.space)
+        if plan.path is None:
+            if native is None:
+                return None, None, ()
+            return native.templates, native.templates, (CohortUse(native, "a"), CohortUse(native, "b"))
+        mapped_side: Literal["a", "b"] = plan.translate_side or "a"
+        native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
+        source = self.cohorts.get(plan.path.source)
+        carried = self.mapped_cohort(source, plan.path) if source is not None else None
+        against_native = native.templates if native is not None else carried
+        against_mapped = carried if carried is not None else against_native
+        if against_native is None or against_mapped is None:
+            return None, None, ()
+        uses = []
+        if native is not None:
+            uses.append(CohortUse(native, mapped_side if source is not None else "a"))
+        if source is not None:
+            uses.append(CohortUse(source, native_side if native is not None else "a", tuple(plan.path.ids)))
+        if len(uses) == 1:  # one cohort serves both sides
+            uses.append(CohortUse(uses[0].cohort, "b", uses[0].via))
+        by_side = {mapped_side: against_native, native_side: against_mapped}
+        return by_side["a"], by_side["b"], tuple(uses)
+
+    def rule(
+        self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"] = "auto"
+    ) -> ScoreRule:
+        """How this plan's pairs are scored and which calibration judges them (module docstring)."""
+        found = self.entry(bank, plan)
+        cohort_a, cohort_b, uses = (None, None, ()) if normalization == "none" else self.cohort_sides(plan)
+        has_cohort = cohort_a is not None and cohort_b is not None
+        shipped_raw = ScoreRule("cosine", plan.calibration, "shipped", None, "")
+        if found is None:
+            why = _raw_reason(
+                plan, normalization, has_cohort, "no normalised calibration for this comparison"
+            )
+            return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses)
+        file, calibrations, entry = found
+        top_k = calibrations.normalization.top_k if calibrations.normalization else DEFAULT_TOP_K
+        base = ScoreRule("cosine", None, calibrations.kind, file, "", top_k, cohort_a, cohort_b, uses)
+        if has_cohort and entry.normalized is not None:
+            note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
+            return _with(base, units="as-norm", calibration=entry.normalized, note=note)
+        if calibrations.kind == "deployment" and entry.raw is not None:
+            why = "raw cosine with the deployment's own calibration"
+            if not has_cohort:
+                why += f" ({_raw_reason(plan, normalization, False, '')})"
+            return _with(base, calibration=entry.raw, note=why)
+        why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
+        return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses, top_k=top_k)
+
+
+def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
+    from dataclasses import replace
+
+    return replace(rule, **changes)  # type: ignore[arg-type]
+
+
+def _raw_reason(plan: ComparisonPlan, normalization: str, has_cohort: bool, otherwise: str) -> str:
+    """Why a comparison is judged on raw cosine, for the answer's note."""
+    data = plan.calibration.dataset if plan.calibration is not None else None
+    shipped = f"the threshold is the shipped population's ({data or 'unknown'})"
+    if normalization == "none":
+        return f"normalisation off by request: {shipped}"
+    if not has_cohort:
+        return f"no cohort loaded for space {plan.space}: {shipped}; give a cohort of your own people"
+    return f"{otherwise}: {shipped}"
+
+
+__all__ = ["METHOD", "CohortUse", "ScoreRule", "Scoring", "comparison_key", "comparison_pins"]

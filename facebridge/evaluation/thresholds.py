@@ -1,0 +1,266 @@
+"""Do thresholds keep their FAR on a population they were not calibrated on, raw and AS-normalised?
+
+Each population's people are split in two halves by a seeded draw: the scored half gives every genuine
+pair and a seeded sample of impostor pairs; the other half gives the cohort (at most `max_cohort`
+photos, used without their labels), as a deployment would give its own gallery. A comparison is a
+native space (A vs A) or a cross direction (A mapped into B against native B, both orders), always
+through the loaded maps. Thresholds are calibrated on the other populations pooled with equal weight
+and applied to the scored one; the reached FAR is counted on its impostor pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, SideStats, as_norm, top_k_stats
+from facebridge.cohort.calibration_set import (
+    CalibrationEntry,
+    CalibrationSet,
+    NormalizationInfo,
+    PopulationInfo,
+    SetKind,
+)
+from facebridge.cohort.scoring import comparison_key, comparison_pins
+from facebridge.evaluation.population import PairSample, Population, _rowdot, verification_pairs
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.calibration import Calibration, calibrate_pooled, widen_for_population
+from facebridge.mapping.compare import plan_comparison
+
+DEFAULT_MAX_COHORT = 1000
+STUDY_IMPOSTORS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`source` templates compared with native `target` templates in `target`'s space."""
+
+    source: str
+    target: str
+
+    @property
+    def native(self) -> bool:
+        return self.source == self.target
+
+    @property
+    def label(self) -> str:
+        return self.target if self.native else f"{self.source}→{self.target}"
+
+
+def comparisons(models: Sequence[str]) -> list[Comparison]:
+    """The natives first, then every ordered cross direction."""
+    natives = [Comparison(m, m) for m in models]
+    return natives + [Comparison(a, b) for a in models for b in models if a != b]
+
+
+@dataclass(frozen=True)
+class PopulationSplit:
+    """A population's scored people and an unlabelled cohort of its other people."""
+
+    name: str
+    scored: Population
+    cohort: Population
+    pairs: PairSample
+
+
+def split_population(
+    population: Population,
+    seed: int = 0,
+    max_cohort: int = DEFAULT_MAX_COHORT,
+    max_impostors: int = STUDY_IMPOSTORS,
+) -> PopulationSplit:
+    """Half of the people scored, photos of the other half (at most `max_cohort`) as the cohort."""
+    rng = np.random.default_rng(seed)
+    people = rng.permutation(np.unique(population.identities))
+    cohort_people = set(people[: len(people) // 2])
+    in_cohort = np.array([i in cohort_people for i in population.identities])
+    cohort_rows = np.flatnonzero(in_cohort)
+    if len(cohort_rows) > max_cohort:
+        cohort_rows = np.sort(rng.choice(cohort_rows, max_cohort, replace=False))
+    scored = population.subset(~in_cohort)
+    cohort = population.subset(cohort_rows)
+    return PopulationSplit(
+        population.name, scored, cohort, verification_pairs(scored.identities, max_impostors, seed)
+    )
+
+
+@dataclass(frozen=True)
+class ComparisonScores:
+    """Raw and normalised scores of a comparison's genuine and impostor pairs on one population."""
+
+    raw_genuine: np.ndarray
+    raw_impostor: np.ndarray
+    norm_genuine: np.ndarray
+    norm_impostor: np.ndarray
+
+
+def comparison_sides(
+    bank: MappingBank, comparison: Comparison, population: Population
+) -> tuple[np.ndarray, np.ndarray]:
+    """(side a, side b) unit templates in the comparison space: a mapped from the source when it
+    differs from the target, b native."""
+    b = population.clean[comparison.target]
+    if comparison.native:
+        return b, b
+    path = bank.find_path(comparison.source, comparison.target)
+    if path is None:
+        raise ValueError(f"no map from {comparison.source} to {comparison.target}")
+    return path.apply(np.ascontiguousarray(population.clean[comparison.source])), b
+
+
+def side_stats(
+    bank: MappingBank,
+    comparison: Comparison,
+    split: PopulationSplit,
+    cohort: Population | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    size: int | None = None,
+) -> tuple[SideStats, SideStats]:
+    """AS-norm statistics of the scored templates' two sides. Each side is measured against a cohort
+    of the other side's kind (a mapped template against native cohort templates, a native one against
+    mapped ones): the scores a side's impostors give it are scores against the other side's kind."""
+    cohort = cohort if cohort is not None else split.cohort
+    if size is not None and size < len(cohort):
+        cohort = cohort.subset(np.sort(np.random.default_rng(size).choice(len(cohort), size, replace=False)))
+    a, b = comparison_sides(bank, comparison, split.scored)
+    cohort_a, cohort_b = comparison_sides(bank, comparison, cohort)
+    return top_k_stats(a, cohort_b, top_k), top_k_stats(b, cohort_a, top_k)
+
+
+def comparison_scores(
+    bank: MappingBank,
+    comparison: Comparison,
+    split: PopulationSplit,
+    stats: tuple[SideStats, SideStats] | None = None,
+) -> ComparisonScores:
+    """Every genuine and the sampled impostor pairs, raw and normalised (cross: both orders)."""
+    a, b = comparison_sides(bank, comparison, split.scored)
+    stats_a, stats_b = stats if stats is not None else side_stats(bank, comparison, split)
+    pairs = split.pairs
+    orders = [(pairs.left, pairs.right)]
+    if not comparison.native:
+        orders.append((pairs.right, pairs.left))
+    raw, norm, labels = [], [], []
+    for left, right in orders:
+        scores = _rowdot(a, b, left, right)
+        raw.append(scores)
+        norm.append(
+            as_norm(
+                scores,
+                SideStats(stats_a.mean[left], stats_a.std[left]),
+                SideStats(stats_b.mean[right], stats_b.std[right]),
+            )
+        )
+        labels.append(pairs.genuine)
+    r, n, g = np.concatenate(raw), np.concatenate(norm), np.concatenate(labels)
+    return ComparisonScores(r[g], r[~g], n[g], n[~g])
+
+
+def reached_far(impostor: np.ndarray, threshold: float) -> float:
+    return float(np.count_nonzero(impostor >= threshold) / len(impostor))
+
+
+def tar_at_threshold(genuine: np.ndarray, threshold: float) -> float:
+    return float(np.count_nonzero(genuine >= threshold) / len(genuine))
+
+
+def tar_at_reached_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
+    """The TAR of the best threshold on these scores whose FAR does not exceed `far` (an oracle)."""
+    allowed = int(np.floor(far * len(impostor)))
+    if allowed >= len(impostor):
+        return 1.0
+    kth = np.partition(impostor, len(impostor) - 1 - allowed)[len(impostor) - 1 - allowed]
+    return float(np.mean(genuine > kth))
+
+
+WIDENING_NOTE = "the interval widened by the largest FAR ratio met on populations left out of the calibration"
+POINTS = {"far_1e-2": 1e-2, "far_1e-3": 1e-3, "far_1e-4": 1e-4}
+
+
+def pooled_calibration(
+    scores: Sequence[ComparisonScores], normalized: bool, dataset: str, method: str
+) -> Calibration:
+    """Thresholds from several populations' scores of one comparison, weighted equally."""
+    genuine = [s.norm_genuine if normalized else s.raw_genuine for s in scores]
+    impostor = [s.norm_impostor if normalized else s.raw_impostor for s in scores]
+    return calibrate_pooled(genuine, impostor, dataset=dataset, method=method)
+
+
+def far_factor(reached: Sequence[tuple[float, int]], nominal: float) -> float:
+    """How far reached FARs (rate, impostor pairs) strayed from `nominal`, either way: the factor a
+    threshold's interval is widened by to state where its FAR may fall on another population. A FAR of
+    0 counts as one impostor of its pairs (the most that can be said of it)."""
+    factor = 1.0
+    for rate, impostors in reached:
+        floor = max(rate, 1.0 / impostors)
+        factor = max(factor, rate / nominal, nominal / floor)
+    return factor
+
+
+def cohort_description(split: PopulationSplit) -> str:
+    return (
+        f"{len(split.cohort)} photos of the other half of the people (unlabelled), the scored half's "
+        f"pairs normalised against it"
+    )
+
+
+def calibration_entry(
+    bank: MappingBank,
+    comparison: Comparison,
+    raw: Calibration | None,
+    normalized: Calibration | None,
+) -> CalibrationEntry:
+    """An entry pinned to the weights (and map tensors) the scores were made with."""
+    plan = plan_comparison(bank, comparison.source, comparison.target, comparison.target)
+    key = comparison_key(plan)
+    if key is None:
+        raise ValueError(f"{comparison.label}: a chain of maps has no calibration entry")
+    return CalibrationEntry(comparison=key, pins=comparison_pins(bank, plan), raw=raw, normalized=normalized)
+
+
+def calibration_set(
+    bank: MappingBank,
+    splits: Sequence[PopulationSplit],
+    scores: dict[tuple[Comparison, str], ComparisonScores],
+    kind: SetKind,
+    top_k: int,
+    factors: dict[Comparison, dict[str, float]] | None = None,
+    include_raw: bool = False,
+    note: str | None = None,
+) -> CalibrationSet:
+    """A calibration set from the scored halves of `splits` (equal weights), normalised thresholds
+    always, raw ones with `include_raw`; `factors` widen each threshold's interval into its far_range."""
+    names = "+".join(s.name for s in splits)
+    entries = {}
+    for comparison in sorted({c for c, _ in scores}, key=lambda c: (not c.native, c.source, c.target)):
+        per_population = [scores[(comparison, s.name)] for s in splits]
+        what = "same-space pairs" if comparison.native else "mapped source vs native target, both orders"
+        normalized = pooled_calibration(per_population, True, names, f"AS-norm scores of {what}")
+        raw = (
+            pooled_calibration(per_population, False, names, f"raw cosine of {what}") if include_raw else None
+        )
+        if factors is not None and comparison in factors:
+            note_text = WIDENING_NOTE
+            normalized = widen_for_population(normalized, factors[comparison], note_text)
+        entry = calibration_entry(bank, comparison, raw, normalized)
+        entries[entry.comparison] = entry
+    populations = [
+        PopulationInfo(
+            name=s.name,
+            images=len(s.scored),
+            identities=len(np.unique(s.scored.identities)),
+            cohort=cohort_description(s),
+        )
+        for s in splits
+    ]
+    return CalibrationSet(
+        kind=kind,
+        populations=populations,
+        normalization=NormalizationInfo(top_k=top_k),
+        entries=entries,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        note=note,
+    )

@@ -1,0 +1,461 @@
+"""Do thresholds keep their FAR on people they were not calibrated on, raw and AS-normalised?
+
+For every population at hand (each person's photos in one folder, embedded into the caches that
+`facebridge evaluate --protocol population` builds), half of the people are scored and photos of the
+other half (at most 1,000, labels unused) are its cohort. For each population in turn, thresholds are
+calibrated on the other populations (equal weights) and applied to it; every genuine pair and up to
+1,000,000 impostor pairs give the FAR reached and the TAR, for the natives and every cross direction
+through the shipped maps. Also measured: the cohort's size, top-K and a cohort of the wrong population;
+the drift estimate (FAR of the shipped raw threshold estimated from the cohort alone) against the truth.
+
+Writes the section `thresholds` of docs/thresholds.md and, with --write-set, the shipped calibration
+set (thresholds in AS-norm units calibrated on every population, intervals widened by the ratios met
+on left-out populations).
+
+    python scripts/threshold_study.py --write-set mappings/calibrations/as-norm.calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facebridge.cohort.asnorm import DEFAULT_TOP_K
+from facebridge.cohort.calibration_set import save_calibration_set
+from facebridge.evaluation.population import load_population
+from facebridge.evaluation.sections import upsert_section
+from facebridge.evaluation.thresholds import (
+    POINTS,
+    WIDENING_NOTE,
+    Comparison,
+    ComparisonScores,
+    PopulationSplit,
+    calibration_set,
+    comparison_scores,
+    comparison_sides,
+    comparisons,
+    far_factor,
+    pooled_calibration,
+    reached_far,
+    side_stats,
+    split_population,
+    tar_at_reached_far,
+    tar_at_threshold,
+)
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.calibration import Calibration, clopper_pearson, widen_for_population
+from facebridge.mapping.compare import plan_comparison
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128")
+POPULATIONS = ("lfw", "celeba-dev", "imfdb-dev", "rmfd-dev")
+SIZES = (50, 100, 200, 500, 1000)
+TOP_KS = (25, 50, 100, 200)
+GOAL = (0.5, 2.0)
+Scores = dict[tuple[Comparison, str], ComparisonScores]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One comparison on one scored population at one operating point."""
+
+    population: str
+    comparison: Comparison
+    point: str
+    shipped_far: float
+    raw_far: float
+    raw_tar: float
+    norm_far: float
+    norm_tar: float
+    oracle_raw_tar: float  # raw TAR of the best raw threshold reaching the same FAR as normalised
+    far_range: tuple[float, float]
+    impostors: int
+
+    @property
+    def nominal(self) -> float:
+        return POINTS[self.point]
+
+    @property
+    def within_goal(self) -> bool:
+        return GOAL[0] <= self.norm_far / self.nominal <= GOAL[1]
+
+    @property
+    def in_range(self) -> bool:
+        return self.far_range[0] <= self.norm_far <= self.far_range[1]
+
+
+def score_all(
+    bank: MappingBank,
+    splits: dict[str, PopulationSplit],
+    comps: Sequence[Comparison],
+    top_k: int = DEFAULT_TOP_K,
+) -> Scores:
+    return {
+        (c, name): comparison_scores(bank, c, split, side_stats(bank, c, split, top_k=top_k))
+        for c in comps
+        for name, split in splits.items()
+    }
+
+
+def loo(
+    scores: Scores, comparison: Comparison, held_out: str, names: Sequence[str], normalized: bool
+) -> Calibration:
+    """Calibration of `comparison` on every population but `held_out`."""
+    others = [scores[(comparison, n)] for n in names if n != held_out]
+    return pooled_calibration(others, normalized, "+".join(n for n in names if n != held_out), "study")
+
+
+def nested_factors(
+    scores: Scores, comparison: Comparison, held_out: str, names: Sequence[str]
+) -> dict[str, float]:
+    """far_range factors for the calibration that leaves `held_out` out, measured without it: each
+    other population is left out in turn from the remaining ones and scored."""
+    rest = [n for n in names if n != held_out]
+    calibrations = {n: loo(scores, comparison, n, rest, normalized=True) for n in rest}
+    factors = {}
+    for point, nominal in POINTS.items():
+        reached = []
+        for n in rest:
+            impostor = scores[(comparison, n)].norm_impostor
+            reached.append((reached_far(impostor, calibrations[n].thresholds[point].threshold), len(impostor)))
+        factors[point] = far_factor(reached, nominal)
+    return factors
+
+
+def shipped_raw(bank: MappingBank, comparison: Comparison) -> Calibration:
+    plan = plan_comparison(bank, comparison.source, comparison.target, comparison.target)
+    assert plan.calibration is not None
+    return plan.calibration
+
+
+def main_table(
+    bank: MappingBank, scores: Scores, names: Sequence[str], comps: Sequence[Comparison]
+) -> list[Cell]:
+    cells = []
+    for name in names:
+        for c in comps:
+            raw_cal, norm_cal = loo(scores, c, name, names, False), loo(scores, c, name, names, True)
+            widened = widen_for_population(norm_cal, nested_factors(scores, c, name, names), WIDENING_NOTE)
+            s = scores[(c, name)]
+            for point in POINTS:
+                raw_t = raw_cal.thresholds[point].threshold
+                norm_t = norm_cal.thresholds[point].threshold
+                norm_far = reached_far(s.norm_impostor, norm_t)
+                far_range = widened.thresholds[point].far_range
+                assert far_range is not None
+                cells.append(
+                    Cell(
+                        name,
+                        c,
+                        point,
+                        reached_far(s.raw_impostor, shipped_raw(bank, c).thresholds[point].threshold),
+                        reached_far(s.raw_impostor, raw_t),
+                        tar_at_threshold(s.raw_genuine, raw_t),
+                        norm_far,
+                        tar_at_threshold(s.norm_genuine, norm_t),
+                        tar_at_reached_far(s.raw_genuine, s.raw_impostor, norm_far),
+                        far_range,
+                        len(s.norm_impostor),
+                    )
+                )
+    return cells
+
+
+def goal_summary(
+    scores: Scores, calibrations: Scores, names: Sequence[str], comps: Sequence[Comparison]
+) -> tuple[int, int, float, float]:
+    """(within [0.5x, 2x] at 1e-3, comparisons, lowest and highest ratio): `scores` judged with
+    thresholds calibrated on `calibrations` (each population left out in turn)."""
+    ratios = []
+    for name in names:
+        for c in comps:
+            threshold = loo(calibrations, c, name, names, True).thresholds["far_1e-3"].threshold
+            ratios.append(reached_far(scores[(c, name)].norm_impostor, threshold) / 1e-3)
+    r = np.array(ratios)
+    return int(np.sum((r >= GOAL[0]) & (r <= GOAL[1]))), len(r), float(r.min()), float(r.max())
+
+
+def per_population_goal(
+    scores: Scores,
+    calibrations: Scores,
+    names: Sequence[str],
+    comps: Sequence[Comparison],
+    scored: Sequence[str],
+) -> list[tuple[str, int, int, float, float]]:
+    rows = []
+    for name in scored:
+        ratios = []
+        for c in comps:
+            threshold = loo(calibrations, c, name, names, True).thresholds["far_1e-3"].threshold
+            ratios.append(reached_far(scores[(c, name)].norm_impostor, threshold) / 1e-3)
+        r = np.array(ratios)
+        rows.append(
+            (name, int(np.sum((r >= GOAL[0]) & (r <= GOAL[1]))), len(r), float(r.min()), float(r.max()))
+        )
+    return rows
+
+
+def sensitivity(
+    bank: MappingBank,
+    splits: dict[str, PopulationSplit],
+    scores: Scores,
+    names: Sequence[str],
+    comps: Sequence[Comparison],
+    log: list[str],
+) -> list[str]:
+    lines = [
+        "| cohort | top-K | comparisons within [0.5x, 2x] of 1e-3 | lowest ratio | highest ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for size in SIZES:
+        varied = {
+            (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, size=size))
+            for c in comps
+            for n, s in splits.items()
+        }
+        ok, total, lo, hi = goal_summary(varied, scores, names, comps)
+        lines.append(
+            f"| {size} photos of the scored population's other people | {DEFAULT_TOP_K} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+        )
+        log.append(f"size {size}: {ok}/{total}")
+    for top_k in TOP_KS:
+        varied = score_all(bank, splits, comps, top_k)
+        ok, total, lo, hi = goal_summary(varied, varied, names, comps)
+        lines.append(
+            f"| up to 1,000 photos (calibrated with the same K) | {top_k} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+        )
+        log.append(f"top-k {top_k}: {ok}/{total}")
+    for name in names:
+        for wrong in names:
+            if wrong == name:
+                continue
+            varied = dict(scores)
+            for c in comps:
+                stats = side_stats(bank, c, splits[name], cohort=splits[wrong].cohort)
+                varied[(c, name)] = comparison_scores(bank, c, splits[name], stats)
+            ((_, ok, total, lo, hi),) = per_population_goal(varied, scores, names, comps, [name])
+            lines.append(
+                f"| {name} scored with the cohort of {wrong} | {DEFAULT_TOP_K} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+            )
+    return lines
+
+
+def drift_rows(
+    bank: MappingBank,
+    splits: dict[str, PopulationSplit],
+    scores: Scores,
+    names: Sequence[str],
+    comps: Sequence[Comparison],
+) -> list[str]:
+    """Estimated (cohort pairs) vs reached (labelled impostor pairs) FAR at the shipped raw far_1e-3
+    threshold; for the cohort as drawn and for a gallery-like cohort (one photo per person)."""
+    lines = [
+        "| population | cohort | comparisons within [0.5x, 2x] of the truth | median estimate / truth | range |",
+        "|---|---|---:|---:|---|",
+    ]
+    detail = [
+        "| population | comparison | reached FAR (truth) | estimated, cohort as drawn | estimated, one photo per person |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name in names:
+        split = splits[name]
+        first = np.unique(split.cohort.identities, return_index=True)[1]
+        gallery = split.cohort.subset(np.sort(first))
+        ratios: dict[str, list[float]] = {"as drawn": [], "gallery": []}
+        for c in comps:
+            threshold = shipped_raw(bank, c).thresholds["far_1e-3"].threshold
+            truth = reached_far(scores[(c, name)].raw_impostor, threshold)
+            estimates = []
+            for label, cohort in (("as drawn", split.cohort), ("gallery", gallery)):
+                a, b = comparison_sides(bank, c, cohort)
+                pair_scores = a @ b.T
+                off_diagonal = ~np.eye(len(a), dtype=bool)
+                estimate = float(np.mean(pair_scores[off_diagonal] >= threshold))
+                ratios[label].append(estimate / max(truth, 1e-9))
+                estimates.append(estimate)
+            detail.append(f"| {name} | {c.label} | {truth:.1e} | {estimates[0]:.1e} | {estimates[1]:.1e} |")
+        for label, values in ratios.items():
+            r = np.array(values)
+            size = len(split.cohort) if label == "as drawn" else len(gallery)
+            people = len(np.unique(split.cohort.identities))
+            what = (
+                f"{size} photos of {people} people"
+                if label == "as drawn"
+                else f"{size} photos, one per person"
+            )
+            lines.append(
+                f"| {name} | {what} | {int(np.sum((r >= 0.5) & (r <= 2)))} / {len(r)} | {np.median(r):.2f} | {r.min():.2f} – {r.max():.2f} |"
+            )
+    return lines + ["", *detail]
+
+
+def fmt(x: float) -> str:
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def markdown(
+    cells: list[Cell],
+    names: Sequence[str],
+    splits: dict[str, PopulationSplit],
+    extra: dict[str, list[str]],
+    command: str,
+) -> str:
+    out = [
+        "## Thresholds on people they were not calibrated on",
+        "",
+        f"Measured with `{command}` (numpy on the embedding caches; "
+        f"{time.strftime('%Y-%m-%d')}). Each population: half of its people scored (every genuine pair, "
+        "up to 1,000,000 impostor pairs; cross directions in both orders), at most 1,000 photos of the "
+        "other half as its unlabelled cohort. Thresholds calibrated on the *other* populations (equal "
+        "weights) and applied to it. *shipped raw*: the thresholds answers state today without a cohort "
+        "(calibrated on LFW and CelebA development people; the maps were fitted on those photos, so cross "
+        "rows on lfw and celeba-dev score maps on people they saw); *raw*: raw cosine calibrated on the "
+        "other populations; *AS-norm*: normalised scores (top-100 of each side against a cohort of the other "
+        "side's kind), calibrated on the other populations with their own cohorts. *far_range*: the "
+        "normalised calibration's interval widened by the ratios met when each of the other populations was "
+        "left out in turn (never by the scored one).",
+        "",
+        "| population | scored photos | people | genuine pairs | impostor pairs | cohort photos |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        s = splits[name]
+        out.append(
+            f"| {name} | {len(s.scored)} | {len(np.unique(s.scored.identities))} | {s.pairs.genuine_pairs} | "
+            f"{s.pairs.impostor_pairs} | {len(s.cohort)} |"
+        )
+    out += ["", "### Summary at nominal FAR 1e-3", ""]
+    out += [
+        "| population | AS-norm within [0.5x, 2x] | AS-norm FAR range | raw (calibrated elsewhere) FAR range | shipped raw FAR range | AS-norm TAR ≥ raw TAR at the same FAR | far_range holds the reached FAR |",
+        "|---|---:|---|---|---|---:|---:|",
+    ]
+    for name in names:
+        row = [c for c in cells if c.population == name and c.point == "far_1e-3"]
+        ok = sum(c.within_goal for c in row)
+        better = sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in row)
+        held = sum(c.in_range for c in row)
+        out.append(
+            f"| {name} | {ok} / {len(row)} | {fmt(min(c.norm_far for c in row))} – {fmt(max(c.norm_far for c in row))} | "
+            f"{fmt(min(c.raw_far for c in row))} – {fmt(max(c.raw_far for c in row))} | "
+            f"{fmt(min(c.shipped_far for c in row))} – {fmt(max(c.shipped_far for c in row))} | {better} / {len(row)} | {held} / {len(row)} |"
+        )
+    out += ["", "Every operating point (the far_range row counts all three):", ""]
+    out += [
+        "| operating point | AS-norm within [0.5x, 2x] | far_range holds the reached FAR | AS-norm TAR ≥ raw TAR at the same FAR |",
+        "|---|---:|---:|---:|",
+    ]
+    for point in POINTS:
+        row = [c for c in cells if c.point == point]
+        out.append(
+            f"| {point} | {sum(c.within_goal for c in row)} / {len(row)} | {sum(c.in_range for c in row)} / {len(row)} | "
+            f"{sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in row)} / {len(row)} |"
+        )
+    for name in names:
+        out += ["", f"### {name}", ""]
+        out.append(
+            "| comparison | point | shipped raw FAR | raw FAR / TAR | AS-norm FAR / TAR | raw TAR at the AS-norm FAR | far_range |"
+        )
+        out.append("|---|---|---:|---:|---:|---:|---|")
+        for c in cells:
+            if c.population != name:
+                continue
+            out.append(
+                f"| {c.comparison.label} | {c.point} | {fmt(c.shipped_far)} | {fmt(c.raw_far)} / {c.raw_tar:.3f} | "
+                f"{fmt(c.norm_far)} / {c.norm_tar:.3f} | {c.oracle_raw_tar:.3f} | [{fmt(c.far_range[0])}, {fmt(c.far_range[1])}] |"
+            )
+    out += ["", "### How the result depends on the cohort", "", *extra["sensitivity"]]
+    out += ["", "### Drift estimate against the truth", "", *extra["drift"]]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=ROOT / "cache", help="embedding caches (NAME-MODEL.npz)"
+    )
+    parser.add_argument("--mappings", type=Path, default=ROOT / "mappings", help="the map bank scored")
+    parser.add_argument("--model", action="append", help=f"repeat; default {', '.join(MODELS)}")
+    parser.add_argument(
+        "--set-model", action="append", help="models the written set covers (default: --model)"
+    )
+    parser.add_argument("--population", action="append", help=f"repeat; default {', '.join(POPULATIONS)}")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "thresholds.md", help="report to update")
+    parser.add_argument("--write-set", type=Path, help="write the shipped calibration set here")
+    parser.add_argument("--skip-sensitivity", action="store_true", help="main table and drift only")
+    args = parser.parse_args(argv)
+    models = args.model or list(MODELS)
+    set_models = args.set_model or models
+    names = args.population or list(POPULATIONS)
+    bank = MappingBank.load(args.mappings)
+    started = time.time()
+    every_model = sorted(set(models) | set(set_models))
+    splits = {n: split_population(load_population(args.cache, n, every_model)) for n in names}
+    comps = comparisons(models)
+    scores = score_all(bank, splits, comps)
+    print(
+        f"scored {len(comps)} comparisons on {len(names)} populations in {time.time() - started:.0f} s",
+        flush=True,
+    )
+    cells = main_table(bank, scores, names, comps)
+    for name in names:
+        row = [c for c in cells if c.population == name and c.point == "far_1e-3"]
+        print(f"{name}: AS-norm within goal {sum(c.within_goal for c in row)}/{len(row)}", flush=True)
+    log: list[str] = []
+    extra = {
+        "sensitivity": [] if args.skip_sensitivity else sensitivity(bank, splits, scores, names, comps, log),
+        "drift": drift_rows(bank, splits, scores, names, comps),
+    }
+    print("\n".join(log), flush=True)
+    command = "python scripts/threshold_study.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    upsert_section(args.out, "thresholds", markdown(cells, names, splits, extra, command.strip()))
+    print(f"wrote {args.out}")
+    if args.write_set:
+        set_comps = comparisons(set_models)
+        set_scores = scores if set_comps == comps else score_all(bank, splits, set_comps)
+        factors = {
+            c: {
+                point: far_factor(
+                    [
+                        (
+                            reached_far(
+                                set_scores[(c, n)].norm_impostor,
+                                loo(set_scores, c, n, names, True).thresholds[point].threshold,
+                            ),
+                            len(set_scores[(c, n)].norm_impostor),
+                        )
+                        for n in names
+                    ],
+                    nominal,
+                )
+                for point, nominal in POINTS.items()
+            }
+            for c in set_comps
+        }
+        shipped = calibration_set(
+            bank,
+            [splits[n] for n in names],
+            set_scores,
+            "shipped",
+            DEFAULT_TOP_K,
+            factors,
+            note=f"written by {command.strip()}; far_range from each population left out in turn",
+        )
+        written = save_calibration_set(args.write_set, shipped)
+        print(f"wrote {written} ({len(shipped.entries)} comparisons)")
+    _ = clopper_pearson
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

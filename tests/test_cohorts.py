@@ -1,0 +1,282 @@
+"""Cohorts, AS-norm and calibrations in force: files checked on load, scores equal to numpy, answers that
+say which cohort and calibration judged them, a deployment calibration over the shipped one; on real
+LFW embeddings, real fitted maps and a real server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from facebridge.bridge import Bridge
+from facebridge.cohort.asnorm import DEFAULT_TOP_K
+from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
+from facebridge.cohort.cohortfile import Cohort, CohortError, load_cohort, make_cohort, save_cohort
+from facebridge.cohort.deployment import calibrate_population
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.population import Population
+from facebridge.evaluation.thresholds import (
+    Comparison,
+    PopulationSplit,
+    calibration_set,
+    comparison_scores,
+    side_stats,
+    split_population,
+)
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.mapfile import SpaceRef
+from facebridge.vision.manifest import load_manifest
+
+from .conftest import API_KEYS, MODELS_DIR, SUBSET_MODELS, LiveServer
+
+ARC, FP = "arcface-mbf128", "faceplugin-mbf512"
+MANIFEST = load_manifest(MODELS_DIR / "manifest.toml")
+
+
+@pytest.fixture(scope="module")
+def population(subset_caches: dict[str, EmbeddingCache]) -> Population:
+    first = subset_caches[SUBSET_MODELS[0]]
+    clean = {
+        m: (c.embeddings / np.linalg.norm(c.embeddings, axis=1, keepdims=True)).astype(np.float32)
+        for m, c in subset_caches.items()
+    }
+    return Population("lfw-subset", first.paths, first.identities, clean)
+
+
+@pytest.fixture(scope="module")
+def split(population: Population) -> PopulationSplit:
+    return split_population(population, seed=0, max_cohort=400)
+
+
+@pytest.fixture(scope="module")
+def served(maps_dir: Path, split: PopulationSplit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the test bank with a shipped normalised calibration set, and a cohort folder holding
+    arcface and faceplugin cohorts of the people the calibration did not score."""
+    root = tmp_path_factory.mktemp("scoring")
+    shutil.copytree(maps_dir, root / "mappings")
+    bank = MappingBank.load(root / "mappings", MANIFEST)
+    comps = [Comparison(ARC, ARC), Comparison(FP, FP), Comparison(ARC, FP)]
+    scores = {(c, split.name): comparison_scores(bank, c, split, side_stats(bank, c, split)) for c in comps}
+    shipped = calibration_set(bank, [split], scores, "shipped", DEFAULT_TOP_K, include_raw=False)
+    save_calibration_set(root / "mappings" / "calibrations" / "test.calibration.json", shipped)
+    for model in (ARC, FP):
+        cohort = make_cohort(split.cohort.clean[model], bank.spaces[model], "npy", f"lfw subset ({model})")
+        save_cohort(root / "cohorts" / f"lfw-{model}", cohort)
+    return root
+
+
+def _bank(root: Path, deployment: Path | None = None) -> MappingBank:
+    return MappingBank.load(root / "mappings", MANIFEST, root / "cohorts", deployment)
+
+
+def _top_k(x: np.ndarray, cohort: np.ndarray, k: int = DEFAULT_TOP_K) -> tuple[float, float]:
+    top = np.sort(cohort @ x)[-k:]
+    return float(top.mean()), float(top.std())
+
+
+def test_cohort_file_round_trip(split: PopulationSplit, tmp_path: Path) -> None:
+    space = SpaceRef(model=ARC, dim=128, sha256=MANIFEST.get(ARC).sha256)  # type: ignore[union-attr,arg-type]
+    cohort = make_cohort(split.cohort.clean[ARC], space, "npy", "templates.npy", max_size=300, seed=3)
+    written = save_cohort(tmp_path / "gallery.safetensors", cohort)
+    assert written.name == "gallery.cohort.safetensors"
+    loaded = load_cohort(written)
+    np.testing.assert_array_equal(loaded.templates, cohort.templates)
+    assert loaded.meta == cohort.meta and loaded.id == "gallery" and len(loaded) == 300
+    assert loaded.meta.provenance.sampled and loaded.meta.provenance.rows_read == len(split.cohort)
+    with pytest.raises(CohortError, match="at least 50"):
+        make_cohort(split.cohort.clean[ARC][:20], space, "npy", "few.npy")
+    with pytest.raises(CohortError, match="dim 128"):
+        make_cohort(split.cohort.clean[ARC], space.model_copy(update={"dim": 192}), "npy", "x.npy")
+
+
+def test_bad_cohort_files_are_refused_while_the_rest_serves(served: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(served, root)
+    good = load_cohort(root / "cohorts" / f"lfw-{ARC}.cohort.safetensors")
+    cohorts = root / "cohorts"
+    # corrupt: the bytes of a real file cut in half
+    data = (cohorts / f"lfw-{FP}.cohort.safetensors").read_bytes()
+    (cohorts / "cut.cohort.safetensors").write_bytes(data[: len(data) // 2])
+    # edited: one template changed after the digest was recorded
+    edited = good.templates.copy()
+    edited[0, 0] += 0.5
+    save_cohort(cohorts / "edited", Cohort(good.meta, edited))
+    # another model's weights under arcface's id
+    other = make_cohort(good.templates, good.meta.space.model_copy(update={"sha256": "ab" * 32}), "npy", "x")
+    save_cohort(cohorts / "other-weights", other)
+    # the wrong dimension: 128-d templates declared as a 192-d space
+    wrong = Cohort(
+        good.meta.model_copy(update={"space": good.meta.space.model_copy(update={"dim": 192})}),
+        good.templates,
+    )
+    save_cohort(cohorts / "wrong-dim", wrong)
+    bank = _bank(root)
+    reasons = {r.file: r.reason for r in bank.refused}
+    assert (
+        "unreadable" in reasons["cut.cohort.safetensors"]
+        or "safetensors" in reasons["cut.cohort.safetensors"]
+    )
+    assert "sha256" in reasons["edited.cohort.safetensors"]
+    assert "fitted for weights" in reasons["other-weights.cohort.safetensors"]
+    assert "dim 192" in reasons["wrong-dim.cohort.safetensors"]
+    assert set(bank.scoring.cohorts) == {ARC, FP} and len(bank.maps) == 2
+    result = Bridge(bank).verify((ARC, good.templates[0]), (FP, np.ones(512, np.float32)))
+    assert result.normalization is not None and result.calibration.units == "as-norm"
+
+
+def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> None:
+    bank = _bank(served)
+    arc_cohort, fp_cohort = bank.scoring.cohorts[ARC].templates, bank.scoring.cohorts[FP].templates
+    a, b = split.scored.clean[ARC][:3], split.scored.clean[FP][3:6]
+    bridge = Bridge(bank)
+    # same space: both sides against arcface's cohort
+    native = bridge.verify_pairs([((ARC, a[i]), (ARC, a[(i + 1) % 3])) for i in range(3)])
+    for i, result in enumerate(native):
+        x, y = a[i], a[(i + 1) % 3]
+        raw = float(x @ y)
+        (mx, sx), (my, sy) = _top_k(x, arc_cohort), _top_k(y, arc_cohort)
+        expected = 0.5 * ((raw - mx) / sx + (raw - my) / sy)
+        assert result.raw_score == pytest.approx(raw, abs=1e-5)
+        assert result.normalized_score == pytest.approx(expected, abs=1e-4)
+        assert result.score == result.normalized_score and result.match == (expected >= result.threshold)
+    # across models: arcface mapped into faceplugin's space is measured against faceplugin's cohort,
+    # the native faceplugin side against arcface's cohort carried through the same map
+    path = bank.find_path(ARC, FP)
+    assert path is not None
+    carried = path.apply(arc_cohort)
+    cross = bridge.verify_pairs([((ARC, a[i]), (FP, b[i])) for i in range(3)])
+    for i, result in enumerate(cross):
+        mapped = path.apply(a[i : i + 1])[0]
+        raw = float(mapped @ b[i])
+        (ma, sa), (mb, sb) = _top_k(mapped, fp_cohort), _top_k(b[i], carried)
+        assert result.raw_score == pytest.approx(raw, abs=1e-5)
+        assert result.normalized_score == pytest.approx(0.5 * ((raw - ma) / sa + (raw - mb) / sb), abs=1e-4)
+        sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}  # type: ignore[union-attr]
+        assert sides == {(FP, "a", ()), (ARC, "b", (f"{ARC}->{FP}",))}
+
+
+def test_without_a_cohort_the_answer_says_the_threshold_is_the_shipped_populations(served: Path) -> None:
+    bank = MappingBank.load(served / "mappings", MANIFEST)  # no cohort folder
+    x = bank.scoring  # the shipped set is loaded, but no cohort serves any comparison
+    assert x.sets and not x.cohorts
+    template = np.ones(128, np.float32)
+    result = Bridge(bank).verify((ARC, template), (ARC, template))
+    assert result.normalized_score is None and result.normalization is None
+    assert result.calibration.units == "cosine" and result.calibration.source == "shipped"
+    assert "no cohort loaded for space arcface-mbf128" in result.calibration.note
+    assert "lfw-subset" in result.calibration.note  # the data the raw threshold comes from
+    off = Bridge(_bank(served)).verify((ARC, template), (ARC, template), normalization="none")
+    assert off.calibration.units == "cosine" and "off by request" in off.calibration.note
+
+
+def test_deployment_calibration_overrides_the_shipped_one(
+    served: Path, population: Population, tmp_path: Path
+) -> None:
+    bank = _bank(served)
+    deployment = calibrate_population(bank, population, [ARC, FP], seed=1, max_cohort=400)
+    file = save_calibration_set(tmp_path / "site.calibration.json", deployment)
+    assert load_calibration_set(file) == deployment
+    assert set(deployment.entries) == {ARC, FP, f"{ARC}->{FP}"}
+    entry = deployment.entries[f"{ARC}->{FP}"]
+    assert (
+        entry.raw is not None
+        and entry.normalized is not None
+        and entry.pins["map"] == bank.maps[(ARC, FP)].meta.tensor_sha256
+    )
+    shipped_answer = Bridge(bank).verify((ARC, population.clean[ARC][0]), (FP, population.clean[FP][1]))
+    assert shipped_answer.calibration.source == "shipped"
+    overridden = _bank(served, file)
+    answer = Bridge(overridden).verify((ARC, population.clean[ARC][0]), (FP, population.clean[FP][1]))
+    assert answer.calibration.source == "deployment" and answer.calibration.file == "site.calibration.json"
+    assert answer.threshold == entry.normalized.thresholds["far_1e-3"].threshold
+    raw = Bridge(overridden).verify(
+        (ARC, population.clean[ARC][0]), (FP, population.clean[FP][1]), normalization="none"
+    )
+    assert (
+        raw.calibration.source == "deployment" and raw.threshold == entry.raw.thresholds["far_1e-3"].threshold
+    )  # type: ignore[union-attr]
+    # an entry measured with other map tensors is never applied
+    stale = deployment.model_copy(deep=True)
+    stale.entries[f"{ARC}->{FP}"].pins["map"] = "0" * 64
+    stale_file = save_calibration_set(tmp_path / "stale.calibration.json", stale)
+    answer = Bridge(_bank(served, stale_file)).verify(
+        (ARC, population.clean[ARC][0]), (FP, population.clean[FP][1])
+    )
+    assert answer.calibration.source == "shipped"
+
+
+def test_service_states_cohorts_calibration_and_drift(
+    served: Path, population: Population, tmp_path: Path
+) -> None:
+    bank = _bank(served)
+    deployment = save_calibration_set(
+        tmp_path / "site.calibration.json", calibrate_population(bank, population, [ARC, FP], seed=1)
+    )
+    cohorts = tmp_path / "cohorts"
+    shutil.copytree(served / "cohorts", cohorts)
+    live = LiveServer(
+        {
+            "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
+            "FACEBRIDGE_PROVIDERS": "cpu",
+            "FACEBRIDGE_LOAD_MODELS": '["arcface-mbf128","yunet"]',
+            "FACEBRIDGE_MAPPINGS_DIR": str(served / "mappings"),
+            "FACEBRIDGE_COHORT_DIR": str(cohorts),
+            "FACEBRIDGE_CALIBRATION_FILE": str(deployment),
+            "FACEBRIDGE_API_KEYS": API_KEYS[0],
+            "FACEBRIDGE_LOG_LEVEL": "info",
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        live.wait_ready()
+        with httpx.Client(base_url=live.url, headers={"X-API-Key": API_KEYS[0]}, timeout=30) as http:
+            a, b = population.clean[ARC][0], population.clean[FP][5]
+            body = {
+                "pair": {
+                    "a": {"model": ARC, "embedding": a.tolist()},
+                    "b": {"model": FP, "embedding": b.tolist()},
+                }
+            }
+            result = http.post("/verify", json=body).json()["results"][0]
+            assert result["calibration"]["source"] == "deployment"
+            assert (
+                result["calibration"]["file"] == "site.calibration.json"
+                and result["calibration"]["units"] == "as-norm"
+            )
+            assert (
+                result["score"] == result["normalized_score"]
+                and result["raw_score"] != result["normalized_score"]
+            )
+            assert {c["id"] for c in result["normalization"]["cohorts"]} == {f"lfw-{ARC}", f"lfw-{FP}"}
+            assert result["calibration_data"]["dataset"] == population.name
+            plain = http.post("/verify", json={**body, "normalization": "none"}).json()["results"][0]
+            assert plain["normalized_score"] is None and plain["calibration"]["units"] == "cosine"
+            assert plain["raw_score"] == pytest.approx(result["raw_score"], abs=1e-6)
+            report = http.get("/calibration").json()
+            assert {c["id"] for c in report["cohorts"]} == {f"lfw-{ARC}", f"lfw-{FP}"}
+            assert {s["kind"] for s in report["calibration_sets"]} == {"shipped", "deployment"}
+            drift = {(d["comparison"], d["operating_point"]): d for d in report["drift"]}
+            assert (ARC, "far_1e-3") in drift and (f"{ARC}->{FP}", "far_1e-3") in drift
+            in_force = {c["comparison"]: c for c in http.get("/mappings").json()["in_force"]}
+            assert (
+                in_force[f"{ARC}->{FP}"]["units"] == "as-norm"
+                and in_force[f"{ARC}->{FP}"]["source"] == "deployment"
+            )
+            metrics = http.get("/metrics").text
+            assert f'facebridge_estimated_far{{comparison="{ARC}",operating_point="far_1e-3"}}' in metrics
+            # a corrupt cohort dropped in and a reload: refused with its reason, the rest keeps serving
+            (cohorts / "broken.cohort.safetensors").write_bytes(b"\x00" * 64)
+            reload = http.post("/admin/reload-mappings")
+            assert reload.status_code == 200, reload.text
+            report = http.get("/calibration").json()
+            assert any(r.startswith("broken.cohort.safetensors") for r in report["refused"])
+            again = http.post("/verify", json=body).json()["results"][0]
+            assert again["normalized_score"] == pytest.approx(result["normalized_score"], abs=1e-6)
+        assert "drift:" in live.log() or all(
+            not d["off"] for d in drift.values() if d["operating_point"] == "far_1e-3"
+        )
+    finally:
+        live.stop()
