@@ -359,6 +359,22 @@ class Bridge:
         vector: np.ndarray = face.embeddings[0].vector
         return vector
 
+    def judgement(self, a_model: str, b_model: str, point: str = DEFAULT_OPERATING_POINT) -> str:
+        """One line on how a comparison of the two models is judged now: units, threshold, calibration
+        and cohorts (what `migrate` and `refit` say of the templates they leave behind)."""
+        plan = self.compare_plan(a_model, b_model, b_model if a_model != b_model else None)
+        rule = self.bank.scoring.rule(self.bank, plan)
+        calibration = rule.calibration or plan.calibration
+        if calibration is None:
+            return f"{a_model} vs {b_model}: not calibrated ({rule.note})"
+        threshold = calibration.thresholds[point].threshold
+        cohorts = ", ".join(sorted({u.cohort.id for u in rule.cohorts})) or "none"
+        return (
+            f"{a_model} vs {b_model} at {point}: {rule.units} threshold {threshold:.4f} from the "
+            f"{rule.source} calibration{f' {rule.calibration_file}' if rule.calibration_file else ''} "
+            f"(cohorts: {cohorts}); {rule.note}"
+        )
+
     def comparisons_in_force(self) -> list[ComparisonInForce]:
         """What judges each same-space and direct-map comparison now: units, calibration, cohorts."""
         plans = [plan_comparison(self.bank, s, s) for s in sorted(self.bank.space_calibrations)]

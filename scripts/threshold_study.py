@@ -34,6 +34,7 @@ from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     WIDENING_NOTE,
+    CohortSides,
     Comparison,
     ComparisonScores,
     PopulationSplit,
@@ -50,7 +51,7 @@ from facebridge.evaluation.thresholds import (
     tar_at_threshold,
 )
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.calibration import Calibration, clopper_pearson, widen_for_population
+from facebridge.mapping.calibration import Calibration, widen_for_population
 from facebridge.mapping.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,9 @@ def nested_factors(
         reached = []
         for n in rest:
             impostor = scores[(comparison, n)].norm_impostor
-            reached.append((reached_far(impostor, calibrations[n].thresholds[point].threshold), len(impostor)))
+            reached.append(
+                (reached_far(impostor, calibrations[n].thresholds[point].threshold), len(impostor))
+            )
         factors[point] = far_factor(reached, nominal)
     return factors
 
@@ -222,14 +225,47 @@ def sensitivity(
         }
         ok, total, lo, hi = goal_summary(varied, scores, names, comps)
         lines.append(
-            f"| {size} photos of the scored population's other people | {DEFAULT_TOP_K} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+            row(
+                f"{size} photos of the scored population's other people",
+                DEFAULT_TOP_K,
+                f"{ok} / {total}",
+                f"{lo:.2f}",
+                f"{hi:.2f}",
+            )
         )
         log.append(f"size {size}: {ok}/{total}")
+    variants: tuple[tuple[CohortSides, str], ...] = (
+        ("same-kind", "each side against its own kind"),
+        ("native", "native cohorts only"),
+    )
+    for sides, what in variants:
+        varied = {
+            (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, sides=sides))
+            for c in comps
+            for n, s in splits.items()
+        }
+        ok, total, lo, hi = goal_summary(varied, varied, names, comps)
+        lines.append(
+            row(
+                f"up to 1,000 photos, {what} (calibrated the same way)",
+                DEFAULT_TOP_K,
+                f"{ok} / {total}",
+                f"{lo:.2f}",
+                f"{hi:.2f}",
+            )
+        )
+        log.append(f"{sides}: {ok}/{total}")
     for top_k in TOP_KS:
         varied = score_all(bank, splits, comps, top_k)
         ok, total, lo, hi = goal_summary(varied, varied, names, comps)
         lines.append(
-            f"| up to 1,000 photos (calibrated with the same K) | {top_k} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+            row(
+                "up to 1,000 photos (calibrated with the same K)",
+                top_k,
+                f"{ok} / {total}",
+                f"{lo:.2f}",
+                f"{hi:.2f}",
+            )
         )
         log.append(f"top-k {top_k}: {ok}/{total}")
     for name in names:
@@ -242,7 +278,13 @@ def sensitivity(
                 varied[(c, name)] = comparison_scores(bank, c, splits[name], stats)
             ((_, ok, total, lo, hi),) = per_population_goal(varied, scores, names, comps, [name])
             lines.append(
-                f"| {name} scored with the cohort of {wrong} | {DEFAULT_TOP_K} | {ok} / {total} | {lo:.2f} | {hi:.2f} |"
+                row(
+                    f"{name} scored with the cohort of {wrong}",
+                    DEFAULT_TOP_K,
+                    f"{ok} / {total}",
+                    f"{lo:.2f}",
+                    f"{hi:.2f}",
+                )
             )
     return lines
 
@@ -257,11 +299,23 @@ def drift_rows(
     """Estimated (cohort pairs) vs reached (labelled impostor pairs) FAR at the shipped raw far_1e-3
     threshold; for the cohort as drawn and for a gallery-like cohort (one photo per person)."""
     lines = [
-        "| population | cohort | comparisons within [0.5x, 2x] of the truth | median estimate / truth | range |",
+        row(
+            "population",
+            "cohort",
+            "comparisons within [0.5x, 2x] of the truth",
+            "median estimate / truth",
+            "range",
+        ),
         "|---|---|---:|---:|---|",
     ]
     detail = [
-        "| population | comparison | reached FAR (truth) | estimated, cohort as drawn | estimated, one photo per person |",
+        row(
+            "population",
+            "comparison",
+            "reached FAR (truth)",
+            "estimated, cohort as drawn",
+            "estimated, one per person",
+        ),
         "|---|---|---:|---:|---:|",
     ]
     for name in names:
@@ -291,9 +345,58 @@ def drift_rows(
                 else f"{size} photos, one per person"
             )
             lines.append(
-                f"| {name} | {what} | {int(np.sum((r >= 0.5) & (r <= 2)))} / {len(r)} | {np.median(r):.2f} | {r.min():.2f} – {r.max():.2f} |"
+                row(
+                    name,
+                    what,
+                    f"{int(np.sum((r >= 0.5) & (r <= 2)))} / {len(r)}",
+                    f"{np.median(r):.2f}",
+                    f"{r.min():.2f} - {r.max():.2f}",
+                )
             )
-    return lines + ["", *detail]
+    return [*lines, "", *detail]
+
+
+def write_set(
+    bank: MappingBank,
+    splits: dict[str, PopulationSplit],
+    names: Sequence[str],
+    comps: Sequence[Comparison],
+    out: Path,
+    command: str,
+) -> None:
+    """The shipped set: normalised thresholds on every population (equal weights), each interval widened
+    into far_range by the largest FAR ratio met when a population was left out of the calibration."""
+    set_scores = score_all(bank, splits, comps)
+    factors: dict[Comparison, dict[str, float]] = {}
+    for c in comps:
+        factors[c] = {}
+        for point, nominal in POINTS.items():
+            reached = []
+            for n in names:
+                threshold = loo(set_scores, c, n, names, True).thresholds[point].threshold
+                impostor = set_scores[(c, n)].norm_impostor
+                reached.append((reached_far(impostor, threshold), len(impostor)))
+            factors[c][point] = far_factor(reached, nominal)
+    shipped = calibration_set(
+        bank,
+        [splits[n] for n in names],
+        set_scores,
+        "shipped",
+        DEFAULT_TOP_K,
+        factors,
+        note=f"written by {command}; far_range from each population left out in turn",
+    )
+    written = save_calibration_set(out, shipped)
+    print(f"wrote {written} ({len(shipped.entries)} comparisons)")
+
+
+def row(*cells: object) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def far_span(values: Sequence[float]) -> str:
+    return f"{fmt(min(values))} - {fmt(max(values))}"
 
 
 def fmt(x: float) -> str:
@@ -333,42 +436,80 @@ def markdown(
         )
     out += ["", "### Summary at nominal FAR 1e-3", ""]
     out += [
-        "| population | AS-norm within [0.5x, 2x] | AS-norm FAR range | raw (calibrated elsewhere) FAR range | shipped raw FAR range | AS-norm TAR ≥ raw TAR at the same FAR | far_range holds the reached FAR |",
+        row(
+            "population",
+            "AS-norm within [0.5x, 2x]",
+            "AS-norm FAR range",
+            "raw (calibrated elsewhere) FAR range",
+            "shipped raw FAR range",
+            "AS-norm TAR ≥ raw TAR at the same FAR",
+            "far_range holds the reached FAR",
+        ),
         "|---|---:|---|---|---|---:|---:|",
     ]
     for name in names:
-        row = [c for c in cells if c.population == name and c.point == "far_1e-3"]
-        ok = sum(c.within_goal for c in row)
-        better = sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in row)
-        held = sum(c.in_range for c in row)
+        cells_at = [c for c in cells if c.population == name and c.point == "far_1e-3"]
+        ok = sum(c.within_goal for c in cells_at)
+        better = sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in cells_at)
+        held = sum(c.in_range for c in cells_at)
         out.append(
-            f"| {name} | {ok} / {len(row)} | {fmt(min(c.norm_far for c in row))} – {fmt(max(c.norm_far for c in row))} | "
-            f"{fmt(min(c.raw_far for c in row))} – {fmt(max(c.raw_far for c in row))} | "
-            f"{fmt(min(c.shipped_far for c in row))} – {fmt(max(c.shipped_far for c in row))} | {better} / {len(row)} | {held} / {len(row)} |"
+            row(
+                name,
+                f"{ok} / {len(cells_at)}",
+                far_span([c.norm_far for c in cells_at]),
+                far_span([c.raw_far for c in cells_at]),
+                far_span([c.shipped_far for c in cells_at]),
+                f"{better} / {len(cells_at)}",
+                f"{held} / {len(cells_at)}",
+            )
         )
     out += ["", "Every operating point (the far_range row counts all three):", ""]
     out += [
-        "| operating point | AS-norm within [0.5x, 2x] | far_range holds the reached FAR | AS-norm TAR ≥ raw TAR at the same FAR |",
+        row(
+            "operating point",
+            "AS-norm within [0.5x, 2x]",
+            "far_range holds the reached FAR",
+            "AS-norm TAR ≥ raw TAR at the same FAR",
+        ),
         "|---|---:|---:|---:|",
     ]
     for point in POINTS:
-        row = [c for c in cells if c.point == point]
+        cells_at = [c for c in cells if c.point == point]
         out.append(
-            f"| {point} | {sum(c.within_goal for c in row)} / {len(row)} | {sum(c.in_range for c in row)} / {len(row)} | "
-            f"{sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in row)} / {len(row)} |"
+            row(
+                point,
+                f"{sum(c.within_goal for c in cells_at)} / {len(cells_at)}",
+                f"{sum(c.in_range for c in cells_at)} / {len(cells_at)}",
+                f"{sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in cells_at)} / {len(cells_at)}",
+            )
         )
     for name in names:
         out += ["", f"### {name}", ""]
         out.append(
-            "| comparison | point | shipped raw FAR | raw FAR / TAR | AS-norm FAR / TAR | raw TAR at the AS-norm FAR | far_range |"
+            row(
+                "comparison",
+                "point",
+                "shipped raw FAR",
+                "raw FAR / TAR",
+                "AS-norm FAR / TAR",
+                "raw TAR at the AS-norm FAR",
+                "far_range",
+            )
         )
         out.append("|---|---|---:|---:|---:|---:|---|")
         for c in cells:
             if c.population != name:
                 continue
             out.append(
-                f"| {c.comparison.label} | {c.point} | {fmt(c.shipped_far)} | {fmt(c.raw_far)} / {c.raw_tar:.3f} | "
-                f"{fmt(c.norm_far)} / {c.norm_tar:.3f} | {c.oracle_raw_tar:.3f} | [{fmt(c.far_range[0])}, {fmt(c.far_range[1])}] |"
+                row(
+                    c.comparison.label,
+                    c.point,
+                    fmt(c.shipped_far),
+                    f"{fmt(c.raw_far)} / {c.raw_tar:.3f}",
+                    f"{fmt(c.norm_far)} / {c.norm_tar:.3f}",
+                    f"{c.oracle_raw_tar:.3f}",
+                    f"[{fmt(c.far_range[0])}, {fmt(c.far_range[1])}]",
+                )
             )
     out += ["", "### How the result depends on the cohort", "", *extra["sensitivity"]]
     out += ["", "### Drift estimate against the truth", "", *extra["drift"]]
@@ -391,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "thresholds.md", help="report to update")
     parser.add_argument("--write-set", type=Path, help="write the shipped calibration set here")
     parser.add_argument("--skip-sensitivity", action="store_true", help="main table and drift only")
+    parser.add_argument("--set-only", action="store_true", help="write the calibration set, no report")
     args = parser.parse_args(argv)
     models = args.model or list(MODELS)
     set_models = args.set_model or models
@@ -400,6 +542,14 @@ def main(argv: list[str] | None = None) -> int:
     every_model = sorted(set(models) | set(set_models))
     splits = {n: split_population(load_population(args.cache, n, every_model)) for n in names}
     comps = comparisons(models)
+    command = "python scripts/threshold_study.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    if args.set_only:
+        if args.write_set is None:
+            parser.error("--set-only needs --write-set")
+        write_set(bank, splits, names, comparisons(set_models), args.write_set, command.strip())
+        return 0
     scores = score_all(bank, splits, comps)
     print(
         f"scored {len(comps)} comparisons on {len(names)} populations in {time.time() - started:.0f} s",
@@ -407,53 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     cells = main_table(bank, scores, names, comps)
     for name in names:
-        row = [c for c in cells if c.population == name and c.point == "far_1e-3"]
-        print(f"{name}: AS-norm within goal {sum(c.within_goal for c in row)}/{len(row)}", flush=True)
+        at = [c for c in cells if c.population == name and c.point == "far_1e-3"]
+        print(f"{name}: AS-norm within goal {sum(c.within_goal for c in at)}/{len(at)}", flush=True)
     log: list[str] = []
     extra = {
         "sensitivity": [] if args.skip_sensitivity else sensitivity(bank, splits, scores, names, comps, log),
         "drift": drift_rows(bank, splits, scores, names, comps),
     }
     print("\n".join(log), flush=True)
-    command = "python scripts/threshold_study.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
     upsert_section(args.out, "thresholds", markdown(cells, names, splits, extra, command.strip()))
     print(f"wrote {args.out}")
     if args.write_set:
-        set_comps = comparisons(set_models)
-        set_scores = scores if set_comps == comps else score_all(bank, splits, set_comps)
-        factors = {
-            c: {
-                point: far_factor(
-                    [
-                        (
-                            reached_far(
-                                set_scores[(c, n)].norm_impostor,
-                                loo(set_scores, c, n, names, True).thresholds[point].threshold,
-                            ),
-                            len(set_scores[(c, n)].norm_impostor),
-                        )
-                        for n in names
-                    ],
-                    nominal,
-                )
-                for point, nominal in POINTS.items()
-            }
-            for c in set_comps
-        }
-        shipped = calibration_set(
-            bank,
-            [splits[n] for n in names],
-            set_scores,
-            "shipped",
-            DEFAULT_TOP_K,
-            factors,
-            note=f"written by {command.strip()}; far_range from each population left out in turn",
-        )
-        written = save_calibration_set(args.write_set, shipped)
-        print(f"wrote {written} ({len(shipped.entries)} comparisons)")
-    _ = clopper_pearson
+        write_set(bank, splits, names, comparisons(set_models), args.write_set, command.strip())
     return 0
 
 

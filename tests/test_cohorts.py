@@ -154,7 +154,8 @@ def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> Non
         (ma, sa), (mb, sb) = _top_k(mapped, fp_cohort), _top_k(b[i], carried)
         assert result.raw_score == pytest.approx(raw, abs=1e-5)
         assert result.normalized_score == pytest.approx(0.5 * ((raw - ma) / sa + (raw - mb) / sb), abs=1e-4)
-        sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}  # type: ignore[union-attr]
+        assert result.normalization is not None
+        sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}
         assert sides == {(FP, "a", ()), (ARC, "b", (f"{ARC}->{FP}",))}
 
 
@@ -280,3 +281,41 @@ def test_service_states_cohorts_calibration_and_drift(
         )
     finally:
         live.stop()
+
+
+def test_calibrate_command_on_a_folder_of_photos(tmp_path: Path) -> None:
+    """`facebridge calibrate --population` on real photos (12 people of RMFD) writes a deployment set
+    the bank loads; a folder of too few people is one line on stderr and exit 2."""
+    import subprocess
+    import sys
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "rmfd-dev"
+    if not source.is_dir():
+        pytest.skip(f"no {source}")
+    people = tmp_path / "people"
+    for person in sorted(p for p in source.iterdir() if p.is_dir())[:12]:
+        shutil.copytree(person, people / person.name, ignore=shutil.ignore_patterns("SOURCE.txt"))
+    out = tmp_path / "site.calibration.json"
+    command = [sys.executable, "-m", "facebridge", "calibrate", "--population", str(people)]
+    options = [
+        "--model",
+        ARC,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--models-dir",
+        str(MODELS_DIR),
+    ]
+    done = subprocess.run([*command, *options], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}" in done.stdout
+    written = load_calibration_set(out)
+    assert written.kind == "deployment" and set(written.entries) == {ARC}
+    assert written.populations[0].identities == 6 and written.entries[ARC].normalized is not None
+    few = tmp_path / "few"
+    for person in sorted(people.iterdir())[:3]:
+        shutil.copytree(person, few / person.name)
+    refused = subprocess.run([*command[:-1], str(few), *options], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "at least 10" in refused.stderr

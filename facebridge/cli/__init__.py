@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from facebridge.cli import doctor, embed, evaluate, fit, migrate, models, refit, serve, studies
+from facebridge.cli import calibrate, doctor, embed, evaluate, fit, migrate, models, refit, serve, studies
 
-COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit)
+COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
     facebridge calibrate --population photos/ [--model M ...] --out deployment.calibration.json
     facebridge calibrate --pairs pairs.db --out deployment.calibration.json
+    facebridge calibrate --cache cache/lfw-arcface-mbf128.npz --dataset lfw --out mappings/spaces
 
 From a folder of photos (one sub-folder per person) or the pair store's subjects, every same-space and
 direct-map comparison gets raw and AS-norm thresholds with their intervals (facebridge/cohort/
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.cache is not None:
+        from facebridge.cli.fit import cmd_calibrate_space
+
+        args.out = args.out or Path("mappings/spaces")
+        return cmd_calibrate_space(args)
+    if args.out is None:
+        print("error: --out FILE is required (the calibration file to write)", file=sys.stderr)
+        return 2
     from facebridge.cohort.calibration_set import save_calibration_set
     from facebridge.cohort.deployment import calibrate_population, merge_sets, population_from_pairs
     from facebridge.mapping.bank import MappingBank
@@ -65,6 +74,15 @@ def _embedded_population(args: argparse.Namespace, settings: object, models: lis
     folder: Path = args.population
     if not folder.is_dir():
         raise ValueError(f"--population {folder}: not a folder (one sub-folder of photos per person)")
+    from facebridge.cohort.deployment import MIN_PEOPLE
+    from facebridge.embedding_cache import list_images
+
+    people = {path.split("/", 1)[0] for path in list_images(folder) if "/" in path}
+    if len(people) < MIN_PEOPLE:
+        raise ValueError(
+            f"--population {folder}: {len(people)} people (sub-folders of photos); a calibration needs at "
+            f"least {MIN_PEOPLE}"
+        )
     name = args.name or f"deployment-{folder.resolve().name}"
     pipeline = open_pipeline(settings, models, args.detector)
     embed_dataset(pipeline, folder, name, models, settings.cache_dir, progress=sys.stderr.isatty())
@@ -105,9 +123,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         const="",
         help="the pair store's subjects: a SQLite file or postgresql:// DSN (no value: the service's store)",
     )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="the calibration file to write (*.calibration.json)"
+    source.add_argument(
+        "--cache",
+        type=Path,
+        help="an embedding cache of one model (facebridge embed): writes that space's same-space "
+        "calibration file into --out (default mappings/spaces), the format the shipped spaces use",
     )
+    parser.add_argument("--out", type=Path, help="the calibration file to write (*.calibration.json)")
+    parser.add_argument("--dataset", default="custom", help="--cache: the data's name in the file")
+    parser.add_argument("--max-images", type=int, default=8000, help="--cache: most images used")
     parser.add_argument(
         "--model", action="append", help="recognizer(s) to calibrate; default every one with maps"
     )

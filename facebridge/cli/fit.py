@@ -66,7 +66,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
+def cmd_calibrate_space(args: argparse.Namespace) -> int:
+    """`facebridge calibrate --cache`: a space file of same-space thresholds from an embedding cache."""
     from facebridge.embedding_cache import EmbeddingCache
     from facebridge.mapping.mapfile import SPACE_SUFFIX, save_space
     from facebridge.mapping.spaces import calibrate_space
@@ -114,12 +115,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     fit.add_argument("--out", type=Path, default=Path("mappings"))
     add_settings_options(fit)
     fit.set_defaults(func=cmd_fit)
-
-    calibrate = sub.add_parser(
-        "calibrate", help="same-space thresholds for one model from an embedding cache"
-    )
-    calibrate.add_argument("--cache", type=Path, required=True)
-    calibrate.add_argument("--dataset", default="custom")
-    calibrate.add_argument("--max-images", type=int, default=8000)
-    calibrate.add_argument("--out", type=Path, default=Path("mappings/spaces"))
-    calibrate.set_defaults(func=cmd_calibrate)

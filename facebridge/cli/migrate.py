@@ -48,7 +48,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         f"({result.resumed_parts} parts kept from an earlier run; {result.seconds:.1f} s, "
         f"{rate:,.0f} rows/s); ids and row counts checked"
     )
+    print(judgement(args))
     return 0
+
+
+def judgement(args: argparse.Namespace) -> str:
+    """How migrated templates will be judged against the target's own: the cross calibration of the
+    map (AS-norm where a cohort serves it), which the caller should ask for by comparing them as
+    source-model templates or by a deployment calibration of the migrated gallery."""
+    from facebridge.bridge import Bridge
+    from facebridge.mapping.bank import MappingBank
+
+    bank = MappingBank.from_settings(settings_from(args))
+    return "migrated vs native templates, " + Bridge(bank).judgement(args.source, args.target)
 
 
 def map_path(args: argparse.Namespace) -> MapPath | None:
@@ -117,6 +129,7 @@ def migrate_postgres(args: argparse.Namespace) -> int:
     if len(result.problems) > 20:
         print(f"  ... {len(result.problems) - 20} more, all in facebridge_migration_problems")
     print(result.verification.describe())
+    print(judgement(args))
     return 0 if result.verification.ok else 1
 
 

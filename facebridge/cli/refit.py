@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facebridge.cli.common import add_settings_options, check_methods, settings_from
@@ -21,6 +22,7 @@ from facebridge.cli.common import add_settings_options, check_methods, settings_
 if TYPE_CHECKING:
     from facebridge.config import Settings
     from facebridge.evaluation.population import Population
+    from facebridge.mapping.refit import RefitPlan
 
 
 def _base_population(args: argparse.Namespace, settings: Settings, models: list[str]) -> Population | None:
@@ -131,12 +133,52 @@ def cmd_refit(args: argparse.Namespace) -> int:
         confidence.info("the refit's held-out deployment subjects") if confidence is not None else None,
     )
     print(f"wrote {path}; a running service loads it on POST /admin/reload-mappings or SIGHUP")
+    _calibrate_refitted(args, settings, out, deployment, plan)
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    from pathlib import Path
+def _calibrate_refitted(
+    args: argparse.Namespace, settings: Settings, out: Path, deployment: Population, plan: RefitPlan
+) -> None:
+    """Thresholds for the new map measured on the held-out deployment subjects, raw and AS-norm, into
+    the deployment calibration file: the shipped normalised entry is pinned to the old map's tensors,
+    so without this a refitted map would be judged on raw thresholds only."""
+    from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
+    from facebridge.cohort.deployment import calibrate_population, merge_sets
+    from facebridge.mapping.bank import MappingBank
+    from facebridge.mapping.refit import subject_sides
 
+    target_file = args.calibration_out or settings.calibration_file
+    if target_file is None:
+        print(
+            "no deployment calibration file (--calibration-out or FACEBRIDGE_CALIBRATION_FILE): the new map "
+            "is judged on the raw thresholds above; with a cohort, pass one to get normalised thresholds"
+        )
+        return
+    bank = MappingBank.load(out, settings.load_manifest())
+    held = deployment.subset(subject_sides(deployment.identities, plan) == 2)
+    try:
+        fresh = calibrate_population(bank, held, [args.source, args.target], seed=args.seed)
+    except ValueError as error:
+        print(f"no normalised calibration for the new map: {error}")
+        return
+    sets = [fresh]
+    if target_file.exists():
+        sets.insert(0, load_calibration_set(target_file))
+    merged = merge_sets(sets)
+    merged.entries.update(fresh.entries)  # the new map's entries win over older ones
+    written = save_calibration_set(target_file, merged)
+    entry = fresh.entries[f"{args.source}->{args.target}"]
+    assert entry.normalized is not None and entry.raw is not None
+    people = len(set(held.identities.tolist()))
+    print(
+        f"thresholds of the new map on {people} held-out subjects written to {written}: "
+        f"far_1e-3 AS-norm {entry.normalized.thresholds['far_1e-3'].threshold:.4f} (applied where a cohort "
+        f"serves it), raw {entry.raw.thresholds['far_1e-3'].threshold:.4f}"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     parser = sub.add_parser(
         "refit",
         help="refit a map on the deployment's recorded pairs (held-out subjects decide whether it is kept)",
@@ -160,5 +202,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     parser.add_argument("--out", type=Path, help="mappings folder to write into (default: the service's)")
     parser.add_argument("--force", action="store_true", help="write the map even if it is not better")
     parser.add_argument("--dry-run", action="store_true", help="print before/after, write nothing")
+    parser.add_argument(
+        "--calibration-out",
+        type=Path,
+        help="deployment calibration file to add the new map's raw and AS-norm thresholds to "
+        "(default: FACEBRIDGE_CALIBRATION_FILE)",
+    )
     add_settings_options(parser)
     parser.set_defaults(func=cmd_refit)

@@ -186,6 +186,6 @@ def load_cohort(path: Path) -> Cohort:
     norms = np.linalg.norm(templates, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-4):
         raise CohortError(
-            f"{path.name}: templates are not unit length (norms {norms.min():.3f}–{norms.max():.3f})"
+            f"{path.name}: templates are not unit length (norms {norms.min():.3f} to {norms.max():.3f})"
         )
     return Cohort(meta, templates, path.name)

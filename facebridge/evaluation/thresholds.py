@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from facebridge.mapping.calibration import Calibration, calibrate_pooled, widen_
 from facebridge.mapping.compare import plan_comparison
 
 DEFAULT_MAX_COHORT = 1000
+CohortSides = Literal["other-kind", "same-kind", "native"]
 STUDY_IMPOSTORS = 1_000_000
 
 
@@ -118,15 +120,21 @@ def side_stats(
     cohort: Population | None = None,
     top_k: int = DEFAULT_TOP_K,
     size: int | None = None,
+    sides: CohortSides = "other-kind",
 ) -> tuple[SideStats, SideStats]:
-    """AS-norm statistics of the scored templates' two sides. Each side is measured against a cohort
-    of the other side's kind (a mapped template against native cohort templates, a native one against
-    mapped ones): the scores a side's impostors give it are scores against the other side's kind."""
+    """AS-norm statistics of the scored templates' two sides. By default each side is measured against
+    a cohort of the other side's kind (a mapped template against native cohort templates, a native one
+    against mapped ones): the scores a side's impostors give it are scores against the other side's
+    kind. `same-kind` and `native` are the alternatives the study compares it with."""
     cohort = cohort if cohort is not None else split.cohort
     if size is not None and size < len(cohort):
         cohort = cohort.subset(np.sort(np.random.default_rng(size).choice(len(cohort), size, replace=False)))
     a, b = comparison_sides(bank, comparison, split.scored)
     cohort_a, cohort_b = comparison_sides(bank, comparison, cohort)
+    if sides == "same-kind":
+        cohort_a, cohort_b = cohort_b, cohort_a
+    elif sides == "native":
+        cohort_a = cohort_b
     return top_k_stats(a, cohort_b, top_k), top_k_stats(b, cohort_a, top_k)
 
 
