@@ -35,6 +35,7 @@ import orjson
 import pydantic
 
 from facebridge import __version__, exceptions
+from facebridge.schemas.calibration import CalibrationReport
 from facebridge.schemas.catalog import MappingList, ModelList, ReloadAnswer
 from facebridge.schemas.embed import EmbedResponse
 from facebridge.schemas.pairs import PairsDeleted, PairsRecorded, PairStatsResponse
@@ -85,6 +86,7 @@ RETRY_TRANSPORT: tuple[type[httpx.TransportError], ...] = (
 )
 
 OperatingPoint: TypeAlias = Literal["far_1e-2", "far_1e-3", "far_1e-4", "max_accuracy"]
+Normalization: TypeAlias = Literal["auto", "none"]  # "none": raw cosine even where a cohort is loaded
 ImageInput: TypeAlias = bytes | bytearray | memoryview | os.PathLike[str]
 """A photo: its encoded bytes (JPEG, PNG, …) or the path of its file."""
 SideInput: TypeAlias = np.ndarray | Sequence[float] | ImageInput
@@ -361,6 +363,10 @@ def _mappings_call() -> _Call[MappingList]:
     return _Call("GET", "/mappings", _model(MappingList))
 
 
+def _calibration_call() -> _Call[CalibrationReport]:
+    return _Call("GET", "/calibration", _model(CalibrationReport))
+
+
 def _reload_call() -> _Call[ReloadAnswer]:
     return _Call("POST", "/admin/reload-mappings", _model(ReloadAnswer))
 
@@ -509,9 +515,16 @@ def _verify_call(
     operating_point: OperatingPoint | None,
     threshold: float | None,
     space: str | None,
+    normalization: Normalization | None = None,
 ) -> _Call[VerifyResponse]:
     body: dict[str, Any] = {"pair": pairs[0]} if single else {"pairs": pairs}
-    rule = {"far": far, "operating_point": operating_point, "threshold": threshold, "space": space}
+    rule = {
+        "far": far,
+        "operating_point": operating_point,
+        "threshold": threshold,
+        "space": space,
+        "normalization": normalization,
+    }
     body.update({k: v for k, v in rule.items() if v is not None})
     return _Call(
         "POST", "/verify", _model(VerifyResponse), content=_json_body(body), content_type="application/json"
@@ -705,6 +718,10 @@ class Client(_Base):
     def mappings(self) -> MappingList:
         return self._send(_mappings_call())
 
+    def calibration(self) -> CalibrationReport:
+        """Calibrations and cohorts in force, and the drift watch (GET /calibration)."""
+        return self._send(_calibration_call())
+
     def reload_mappings(self) -> ReloadAnswer:
         """Have the service reload its mappings folder (atomically)."""
         return self._send(_reload_call())
@@ -768,10 +785,11 @@ class Client(_Base):
         operating_point: OperatingPoint | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Normalization | None = None,
     ) -> VerifyResponse:
         """Same person? Each side is a template of its model, or photo bytes/Path the service embeds."""
         pair = {"a": _side(a_model, a_embedding), "b": _side(b_model, b_embedding)}
-        return self._send(_verify_call([pair], True, far, operating_point, threshold, space))
+        return self._send(_verify_call([pair], True, far, operating_point, threshold, space, normalization))
 
     def verify_pairs(
         self,
@@ -781,10 +799,11 @@ class Client(_Base):
         operating_point: OperatingPoint | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Normalization | None = None,
     ) -> VerifyResponse:
         """A batch of pairs under one decision rule; results come back in the order sent."""
         body = [_pair(p) for p in pairs]
-        return self._send(_verify_call(body, False, far, operating_point, threshold, space))
+        return self._send(_verify_call(body, False, far, operating_point, threshold, space, normalization))
 
 
 # ------------------------------------------------------------------------------------------- AsyncClient
@@ -854,6 +873,10 @@ class AsyncClient(_Base):
     async def mappings(self) -> MappingList:
         return await self._send(_mappings_call())
 
+    async def calibration(self) -> CalibrationReport:
+        """Calibrations and cohorts in force, and the drift watch (GET /calibration)."""
+        return await self._send(_calibration_call())
+
     async def reload_mappings(self) -> ReloadAnswer:
         """Have the service reload its mappings folder (atomically)."""
         return await self._send(_reload_call())
@@ -912,10 +935,13 @@ class AsyncClient(_Base):
         operating_point: OperatingPoint | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Normalization | None = None,
     ) -> VerifyResponse:
         """Same person? Each side is a template of its model, or photo bytes/Path the service embeds."""
         pair = {"a": _side(a_model, a_embedding), "b": _side(b_model, b_embedding)}
-        return await self._send(_verify_call([pair], True, far, operating_point, threshold, space))
+        return await self._send(
+            _verify_call([pair], True, far, operating_point, threshold, space, normalization)
+        )
 
     async def verify_pairs(
         self,
@@ -925,7 +951,10 @@ class AsyncClient(_Base):
         operating_point: OperatingPoint | None = None,
         threshold: float | None = None,
         space: str | None = None,
+        normalization: Normalization | None = None,
     ) -> VerifyResponse:
         """A batch of pairs under one decision rule; results come back in the order sent."""
         body = [_pair(p) for p in pairs]
-        return await self._send(_verify_call(body, False, far, operating_point, threshold, space))
+        return await self._send(
+            _verify_call(body, False, far, operating_point, threshold, space, normalization)
+        )

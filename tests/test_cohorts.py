@@ -266,6 +266,12 @@ def test_service_states_cohorts_calibration_and_drift(
                 in_force[f"{ARC}->{FP}"]["units"] == "as-norm"
                 and in_force[f"{ARC}->{FP}"]["source"] == "deployment"
             )
+            from facebridge.client import Client
+
+            with Client(live.url, api_key=API_KEYS[0]) as typed:
+                answer = typed.verify(a, ARC, b, FP, normalization="none").results[0]
+                assert answer.calibration.units == "cosine" and answer.normalized_score is None
+                assert {c.id for c in typed.calibration().cohorts} == {f"lfw-{ARC}", f"lfw-{FP}"}
             metrics = http.get("/metrics").text
             assert f'facebridge_estimated_far{{comparison="{ARC}",operating_point="far_1e-3"}}' in metrics
             # a corrupt cohort dropped in and a reload: refused with its reason, the rest keeps serving
