@@ -127,6 +127,9 @@ def test_installed_wheel_fetches_serves_and_answers_through_the_client(
         models = httpx.get(url + "/models", headers={"X-API-Key": KEY}).json()["models"]
         arcface = next(m for m in models if m["id"] == "arcface-mbf128")
         assert arcface["state"] == "loaded" and arcface["file_sha256"] == arcface["sha256"]
+        # the wheel carries the shipped normalised thresholds
+        report = httpx.get(url + "/calibration", headers={"X-API-Key": KEY}).json()
+        assert [s["kind"] for s in report["calibration_sets"]] == ["shipped"], report
     finally:
         server.terminate()
         server.wait(timeout=30)
