@@ -196,9 +196,10 @@ def test_deployment_calibration_overrides_the_shipped_one(
     raw = Bridge(overridden).verify(
         (ARC, population.clean[ARC][0]), (FP, population.clean[FP][1]), normalization="none"
     )
+    assert entry.raw is not None
     assert (
         raw.calibration.source == "deployment" and raw.threshold == entry.raw.thresholds["far_1e-3"].threshold
-    )  # type: ignore[union-attr]
+    )
     # an entry measured with other map tensors is never applied
     stale = deployment.model_copy(deep=True)
     stale.entries[f"{ARC}->{FP}"].pins["map"] = "0" * 64
