@@ -1,0 +1,89 @@
+"""Open-set identification (1:N), as identity systems search galleries: rank-1 rate and FNIR at FPIR.
+
+Half of the people (a seeded draw) are enrolled with one photo each; every other photo of an enrolled
+person is a mated search, every photo of a person not enrolled a non-mated one. A search returns its
+best-scoring gallery entry. FPIR at a threshold is the share of non-mated searches whose best score
+reaches it; FNIR is the share of mated searches whose mate is not the best entry at or above it (NIST
+FRVT part 2's definitions at rank 1). A gallery migrated from model A into B's space is searched with
+native B probes and compared with B's own gallery of the same photos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OpenSetSplit:
+    """Rows of a population: one gallery photo per enrolled person, mated and non-mated searches."""
+
+    gallery: np.ndarray  # row indices, one per enrolled person
+    mated: np.ndarray  # row indices of searches whose person is enrolled
+    non_mated: np.ndarray  # row indices of searches whose person is not
+
+
+def open_set_split(identities: np.ndarray, seed: int = 0) -> OpenSetSplit:
+    """Half of the people enrolled (each with its first photo), the rest of the photos searched."""
+    people = np.unique(identities)
+    enrolled = set(np.random.default_rng(seed).permutation(people)[: len(people) // 2].tolist())
+    gallery, mated, non_mated, seen = [], [], [], set()
+    for row, person in enumerate(identities.tolist()):
+        if person not in enrolled:
+            non_mated.append(row)
+        elif person in seen:
+            mated.append(row)
+        else:
+            seen.add(person)
+            gallery.append(row)
+    return OpenSetSplit(np.array(gallery, int), np.array(mated, int), np.array(non_mated, int))
+
+
+@dataclass(frozen=True)
+class IdentificationResult:
+    rank1: float  # mated searches whose best entry is the mate (no threshold)
+    fnir: float  # at the threshold where FPIR = fpir
+    fpir: float
+    threshold: float
+    mated: int
+    non_mated: int
+
+
+def identify(
+    gallery: np.ndarray,
+    probes: np.ndarray,
+    split: OpenSetSplit,
+    identities: np.ndarray,
+    fpir: float = 1e-2,
+) -> IdentificationResult:
+    """Search `probes` (unit rows of the whole population, in the gallery's space) against `gallery`
+    (unit rows of `split.gallery` photos, e.g. migrated from another model)."""
+    enrolled = identities[split.gallery]
+    best_mated, best_mated_id = _best(probes[split.mated], gallery)
+    best_non_mated, _ = _best(probes[split.non_mated], gallery)
+    hit = enrolled[best_mated_id] == identities[split.mated]
+    allowed = int(np.floor(fpir * len(best_non_mated)))
+    ordered = np.sort(best_non_mated)[::-1]
+    threshold = (
+        float(np.nextafter(ordered[allowed], np.inf)) if allowed < len(ordered) else float(ordered[-1])
+    )
+    found = hit & (best_mated >= threshold)
+    return IdentificationResult(
+        rank1=float(hit.mean()),
+        fnir=float(1.0 - found.mean()),
+        fpir=float(np.mean(best_non_mated >= threshold)),
+        threshold=threshold,
+        mated=len(split.mated),
+        non_mated=len(split.non_mated),
+    )
+
+
+def _best(probes: np.ndarray, gallery: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Best score and gallery row of every probe, in blocks (bounded memory on large galleries)."""
+    scores, rows = np.empty(len(probes), np.float32), np.empty(len(probes), int)
+    for start in range(0, len(probes), block):
+        part = probes[start : start + block] @ gallery.T
+        rows[start : start + block] = part.argmax(axis=1)
+        scores[start : start + block] = part[np.arange(len(part)), rows[start : start + block]]
+    return scores, rows

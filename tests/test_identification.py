@@ -1,0 +1,39 @@
+"""Open-set identification metrics against hand-computed answers (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facebridge.evaluation.identification import identify, open_set_split
+
+pytestmark = pytest.mark.fast
+
+
+def test_split_enrolls_half_the_people_with_one_photo_each() -> None:
+    identities = np.repeat(np.array([f"p{i}" for i in range(10)]), 3)
+    split = open_set_split(identities, seed=1)
+    enrolled = set(identities[split.gallery].tolist())
+    assert len(split.gallery) == 5 and len(enrolled) == 5
+    assert set(identities[split.mated].tolist()) == enrolled and len(split.mated) == 10
+    assert not set(identities[split.non_mated].tolist()) & enrolled and len(split.non_mated) == 15
+
+
+def test_identify_counts_hits_misses_and_the_fpir_threshold() -> None:
+    rng = np.random.default_rng(0)
+    people = 40
+    centres = rng.normal(size=(people, 64))
+    identities = np.repeat(np.arange(people).astype(str), 3)
+    noise = np.where(np.repeat(np.arange(people), 3)[:, None] < 30, 0.05, 3.0)  # 10 people hard to find
+    rows = np.repeat(centres, 3, axis=0) + noise * rng.normal(size=(len(identities), 64))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    split = open_set_split(identities, seed=0)
+    result = identify(rows[split.gallery], rows, split, identities, fpir=0.1)
+    best = rows[split.mated] @ rows[split.gallery].T
+    hits = identities[split.gallery][best.argmax(axis=1)] == identities[split.mated]
+    assert result.rank1 == pytest.approx(hits.mean())
+    non_mated_best = (rows[split.non_mated] @ rows[split.gallery].T).max(axis=1)
+    assert result.fpir == pytest.approx(np.mean(non_mated_best >= result.threshold)) and result.fpir <= 0.1
+    found = hits & (best.max(axis=1) >= result.threshold)
+    assert result.fnir == pytest.approx(1 - found.mean())
+    assert 0 < result.fnir < 1 and 0.5 < result.rank1 < 1
