@@ -47,10 +47,14 @@ def cmd_embed_dataset(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     embed = sub.add_parser("embed", help="embed a dataset folder (one sub-folder per identity) into a cache")
-    embed.add_argument("dataset", type=Path)
-    embed.add_argument("--model", required=True)
-    embed.add_argument("--out", type=Path)
-    embed.add_argument("--detector", default="yunet")
+    embed.add_argument("dataset", type=Path, help="a folder of photos, one sub-folder per identity")
+    embed.add_argument(
+        "--model", required=True, help="the recognizer to embed with (see facebridge models list)"
+    )
+    embed.add_argument(
+        "--out", type=Path, help="the cache file to write (default: CACHE_DIR/DATASET-MODEL.npz)"
+    )
+    embed.add_argument("--detector", default="yunet", help="face detector (default yunet)")
     embed.add_argument("--pairs", type=Path, help="embed only the images this pairs file uses")
     add_settings_options(embed)
     embed.set_defaults(func=cmd_embed)
@@ -65,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     many.add_argument(
         "--augment", action="append", help="'clean' or an augmentation kind; repeat (default clean)"
     )
-    many.add_argument("--seed", type=int, default=0)
+    many.add_argument("--seed", type=int, default=0, help="the draw of augmentations and of --subset")
     many.add_argument("--subset", type=int, help="only this many photos (seeded draw, same for every kind)")
-    many.add_argument("--detector", default="yunet")
+    many.add_argument("--detector", default="yunet", help="face detector (default yunet)")
     add_settings_options(many)
     many.set_defaults(func=cmd_embed_dataset)

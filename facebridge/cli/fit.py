@@ -14,7 +14,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from facebridge.embedding_cache import EmbeddingCache
     from facebridge.mapping.fitting import PairedEmbeddings, fit_map, pair_caches
-    from facebridge.mapping.mapfile import map_filename, save_map
+    from facebridge.mapping.mapfile import save_map
 
     settings = settings_from(args)
     if args.from_heads:
@@ -47,8 +47,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         return 2
     params = {"alphas": (args.alpha,)} if args.alpha is not None and args.method == "ridge" else {}
     fitted = fit_map(data, args.method, params, args.heldout, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / map_filename(data.source_space.model, data.target_space.model)
+    path = map_output(args.out, data.source_space.model, data.target_space.model)
     meta = save_map(path, fitted.meta, fitted.weight, fitted.bias, None, fitted.confidence_tensors)
     q = meta.quality
     print(f"{path}: {meta.id} method {meta.method} {meta.fitted or ''}")
@@ -64,6 +63,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"mapped {q.accuracy_mapped:.4f}, cross {q.accuracy_cross:.4f} ({q.verification_pairs} pairs)"
         )
     return 0
+
+
+def map_output(out: Path, source: str, target: str) -> Path:
+    """--out as given when it names a .safetensors file, else the conventional file name in that folder."""
+    from facebridge.mapping.mapfile import map_filename
+
+    if out.suffix == ".safetensors":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    return out / map_filename(source, target)
 
 
 def cmd_calibrate_space(args: argparse.Namespace) -> int:
@@ -98,20 +108,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         help="closed-form map from two classifiers' final layers sharing the same classes: each a "
         "model.onnx[#node], a weights.npz (weight, bias) or weight.npy[,bias.npy]; no data needed",
     )
-    fit.add_argument("--source-npy", type=Path)
-    fit.add_argument("--target-npy", type=Path)
+    fit.add_argument("--source-npy", type=Path, help="(n, d_source) source embeddings, one row per photo")
+    fit.add_argument("--target-npy", type=Path, help="(n, d_target) target embeddings of the same photos")
     fit.add_argument("--labels", type=Path, help=".npy identity label per row (enables verification metrics)")
-    fit.add_argument("--source-model")
-    fit.add_argument("--target-model")
-    fit.add_argument("--source-sha256")
-    fit.add_argument("--target-sha256")
+    fit.add_argument("--source-model", help="id of the source model (with --source-npy)")
+    fit.add_argument("--target-model", help="id of the target model (with --target-npy)")
+    fit.add_argument("--source-sha256", help="sha256 of the source weights (default: the manifest's pin)")
+    fit.add_argument("--target-sha256", help="sha256 of the target weights (default: the manifest's pin)")
     fit.add_argument(
         "--method", default="ridge", choices=["lstsq", "affine", "ridge", "procrustes", "softmax"]
     )
     fit.add_argument("--alpha", type=float, help="fixed ridge alpha instead of cross-validation")
     fit.add_argument("--heldout", type=float, default=0.25, help="fraction of identities held out")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="the draw of held-out identities")
     fit.add_argument("--dataset", default="custom", help="name recorded in the map's provenance")
-    fit.add_argument("--out", type=Path, default=Path("mappings"))
+    fit.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mappings"),
+        help="a folder (the map is written as SOURCE__TARGET.safetensors in it) or a .safetensors file",
+    )
     add_settings_options(fit)
     fit.set_defaults(func=cmd_fit)
