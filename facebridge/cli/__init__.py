@@ -10,9 +10,21 @@ import argparse
 import logging
 import sys
 
-from facebridge.cli import calibrate, doctor, embed, evaluate, fit, migrate, models, refit, serve, studies
+from facebridge.cli import (
+    calibrate,
+    cohort,
+    doctor,
+    embed,
+    evaluate,
+    fit,
+    migrate,
+    models,
+    refit,
+    serve,
+    studies,
+)
 
-COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit, calibrate)
+COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit, calibrate, cohort)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -157,7 +157,7 @@ def load_cohort(path: Path) -> Cohort:
         tensors = load_file(str(path))
     except KeyError as exc:
         raise CohortError(f"{path.name}: no '{METADATA_KEY}' metadata") from exc
-    except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as exc:
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
         if isinstance(exc, CohortError):
             raise
         raise CohortError(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from exc
