@@ -13,13 +13,16 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from facebridge.vision.detection import Detection
 from facebridge.vision.images import decode_image
-from facebridge.vision.pipeline import DetectionOptions, FacePipeline
+
+if TYPE_CHECKING:  # the vision stack (onnxruntime) loads only where photos are embedded
+    from facebridge.vision.detection import Detection
+    from facebridge.vision.pipeline import FacePipeline
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CACHE_FORMAT = 1
@@ -96,6 +99,8 @@ def file_digest(path: Path) -> str:
 
 def central_face(pipeline: FacePipeline, image_bgr: np.ndarray, detector: str) -> Detection | None:
     """The central face of a dataset photo, retried at lower detection thresholds; None if none."""
+    from facebridge.vision.pipeline import DetectionOptions
+
     for threshold in DATASET_THRESHOLDS:
         options = DetectionOptions(detector=detector, score_threshold=threshold, max_faces=1, policy="center")
         faces = pipeline.detect(image_bgr, options)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from facebridge.evaluation.lfw import read_pairs
+from facebridge.linalg import l2_normalize
 from facebridge.vision.pipeline import DetectionOptions, FacePipeline
-from facebridge.vision.recognizer import l2_normalize
 
 from .conftest import RECOGNIZERS, lfw_image
 

@@ -49,21 +49,40 @@ def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path]:
-    """(venv bin folder, environment, working folder) of a fresh install of the wheel built here."""
-    root = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"), str(ROOT)])
-    wheels = list((root / "dist").glob("facebridge-*.whl"))
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this checkout, once for the module."""
+    dist = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)])
+    wheels = list(dist.glob("facebridge-*.whl"))
     assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def _fresh_install(root: Path, requirement: str) -> tuple[Path, dict[str, str], Path]:
+    """(venv bin folder, environment, working folder) of `pip install requirement` into a new venv."""
     _run([sys.executable, "-m", "venv", str(root / "venv")])
     bin_dir = root / "venv" / "bin"
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheels[0]}[cpu]"])
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", requirement])
     work = root / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEBRIDGE_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(XDG_DATA_HOME=str(root / "data"), XDG_CACHE_HOME=str(root / "cache"), FACEBRIDGE_API_KEYS=KEY)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return bin_dir, env, work
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path]:
+    """A fresh install of the wheel with its CPU runtime: `pip install facebridge[cpu]`."""
+    return _fresh_install(tmp_path_factory.mktemp("wheel"), f"{wheel}[cpu]")
+
+
+@pytest.fixture(scope="module")
+def installed_bare(
+    wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str], Path]:
+    """A fresh install of the wheel without extras, so without any ONNX Runtime: `pip install facebridge`."""
+    return _fresh_install(tmp_path_factory.mktemp("bare"), str(wheel))
 
 
 def test_one_opencv_and_one_onnxruntime_and_no_top_level_app(
@@ -133,3 +152,52 @@ def test_installed_wheel_fetches_serves_and_answers_through_the_client(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_without_an_onnx_runtime_commands_say_what_to_install(
+    installed_bare: tuple[Path, dict[str, str], Path],
+) -> None:
+    """`pip install facebridge` with neither [cpu] nor [gpu]: what needs no runtime works, what runs models
+    says in one line what to install and exits 2, and doctor names the fix; never a traceback."""
+    bin_dir, env, work = installed_bare
+    fix = 'pip install "facebridge[cpu]"'
+    facebridge = str(bin_dir / "facebridge")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [facebridge, *args], env=env, cwd=work, capture_output=True, text=True, timeout=120
+        )
+        assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+        return result
+
+    no_runtime = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import onnxruntime"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert no_runtime.returncode != 0 and "No module named 'onnxruntime'" in no_runtime.stderr
+
+    for args in (["--help"], ["models", "--help"], ["serve", "--help"], ["embed", "--help"]):
+        helped = run(*args)
+        assert helped.returncode == 0 and "usage: facebridge" in helped.stdout, (args, helped.stderr)
+
+    listed = run("models", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "arcface-mbf128" in listed.stdout and "unavailable" in listed.stdout
+    assert fix in listed.stderr
+
+    doctor = run("doctor")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "no ONNX Runtime installed" in doctor.stdout and f"fix: {fix}" in doctor.stdout, doctor.stdout
+    assert "models in " in doctor.stdout and "maps in " in doctor.stdout  # the rest is still checked
+
+    photos = work / "photos" / "someone"
+    photos.mkdir(parents=True)
+    for args in (["embed", str(photos.parent), "--model", "arcface-mbf128"], ["serve"]):
+        refused = run(*args)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        lines = refused.stderr.splitlines()
+        assert len(lines) == 1 and fix in lines[0] and "ONNX Runtime" in lines[0], (args, refused.stderr)
+        assert refused.stdout == ""

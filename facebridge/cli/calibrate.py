@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facebridge.cli.common import add_settings_options, settings_from
+from facebridge.cli.common import add_settings_options, needs_onnxruntime, settings_from
 
 if TYPE_CHECKING:
     from facebridge.pairs.store import PairSet
 
 
+@needs_onnxruntime
 def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.cache is not None:
         from facebridge.cli.fit import cmd_calibrate_space

@@ -71,8 +71,9 @@ def build(args: argparse.Namespace) -> Cohort:
         return sources.from_postgres(source, space, max_size, args.seed, args.id_column, args.column)
     path = Path(source).expanduser()
     if path.is_dir():
-        from facebridge.cli.common import open_pipeline
+        from facebridge.cli.common import open_pipeline, require_onnxruntime
 
+        require_onnxruntime("cohort build from photos")
         if not sources.list_photos(path):  # said before the models load
             raise BuildError(f"{source}: no photos (.jpg, .jpeg, .png, .bmp, .webp) in it or below it")
         pipeline = open_pipeline(settings, [args.model], args.detector)

@@ -6,12 +6,98 @@ Nothing here imports the vision stack at module level, so `facebridge --help` st
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from facebridge.config import Settings
+    from facebridge.vision.manifest import ModelEntry
     from facebridge.vision.pipeline import FacePipeline
+
+# onnxruntime is in the [cpu] and [gpu] extras only (two wheels of one package): a bare
+# `pip install facebridge` has none, and every command that runs a model says so in one line
+RUNTIME_FIX = 'pip install "facebridge[cpu]" (or "facebridge[gpu]" for CUDA)'
+NO_RUNTIME_EXIT = 2
+
+
+def onnxruntime_installed() -> bool:
+    """Whether an ONNX Runtime is installed, found without importing it."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _is_missing_runtime(error: ImportError) -> bool:
+    return isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == "onnxruntime"
+
+
+def _no_runtime(command: str | None) -> SystemExit:
+    who = f"facebridge {command} runs models and" if command else "running models"
+    print(f"error: {who} needs an ONNX Runtime, which is not installed: {RUNTIME_FIX}", file=sys.stderr)
+    return SystemExit(NO_RUNTIME_EXIT)
+
+
+def _command_name(args: argparse.Namespace) -> str | None:
+    """`embed`, `models add`, `cohort build`: the words naming the command args were parsed for."""
+    words = [getattr(args, "command", None)]
+    words += [value for name, value in sorted(vars(args).items()) if name.endswith("_command")]
+    return " ".join(w for w in words if isinstance(w, str)) or None
+
+
+def require_onnxruntime(command: str | None = None) -> None:
+    """Exit 2 with the one line saying what to install when no ONNX Runtime is installed."""
+    if not onnxruntime_installed():
+        raise _no_runtime(command)
+
+
+def needs_onnxruntime(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that runs models: without an ONNX Runtime it says what to install and exits 2 before
+    importing anything, and an onnxruntime import that fails later for want of it says the same."""
+
+    @functools.wraps(command)
+    def guarded(args: argparse.Namespace) -> int:
+        require_onnxruntime(_command_name(args))
+        try:
+            return command(args)
+        except ImportError as error:
+            if _is_missing_runtime(error):
+                raise _no_runtime(_command_name(args)) from None
+            raise
+
+    return guarded
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    state: str  # "available", "unavailable" or "refused", as ModelStatus.state
+    reason: str = ""
+
+
+def verify_model_file(entry: ModelEntry, models_dir: Path) -> FileCheck:
+    """A model file's presence and pinned hash, checked with or without an ONNX Runtime installed
+    (the registry's verify_file when one is; its import needs onnxruntime)."""
+    if onnxruntime_installed():
+        try:
+            from facebridge.vision.registry import verify_file
+        except ImportError:  # a broken runtime: `facebridge doctor` says so, the files are still checked
+            pass
+        else:
+            status = verify_file(entry, models_dir)
+            return FileCheck(status.state, status.reason)
+    from facebridge.vision.manifest import sha256_file
+
+    path = models_dir / entry.file
+    if not path.is_file():
+        return FileCheck("unavailable", f"file {entry.file} not found in {models_dir}")
+    digest = sha256_file(path)
+    if entry.sha256 is not None and digest != entry.sha256:
+        return FileCheck("refused", f"sha256 of {entry.file} is {digest}, the manifest pins {entry.sha256}")
+    return FileCheck("available")
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +125,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def open_pipeline(settings: Settings, model_ids: list[str], detector: str) -> FacePipeline:
+    require_onnxruntime()
     from facebridge.vision.loading import open_registry
     from facebridge.vision.pipeline import FacePipeline
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facebridge.cli.common import add_settings_options, settings_from
+from facebridge.cli.common import (
+    RUNTIME_FIX,
+    add_settings_options,
+    onnxruntime_installed,
+    settings_from,
+    verify_model_file,
+)
 
 if TYPE_CHECKING:
     from facebridge.config import Settings
@@ -37,6 +43,7 @@ TWIN_FAMILIES = {
     ),
 }
 WANTED = {"cv2": "opencv-python-headless"}
+NO_RUNTIME = "no ONNX Runtime installed: no model can run (serve, embed, evaluate, calibrate, models add)"
 
 
 @dataclass
@@ -75,16 +82,26 @@ def check_twins(report: Report, installed: dict[str, str]) -> None:
                 f"{len(names)} distributions install the same '{package}' package: {', '.join(names)}",
                 f"pip uninstall -y {' '.join(names)} && pip install --no-deps {keep}=={installed[keep]}",
             )
+        elif not names and package == "onnxruntime":  # a bare `pip install facebridge`
+            report.problem(NO_RUNTIME, RUNTIME_FIX)
         elif not names:
-            extra = "cpu] or facebridge[gpu" if package == "onnxruntime" else "cpu"
-            report.problem(f"no '{package}' installed", f"pip install 'facebridge[{extra}]'")
+            report.problem(f"no '{package}' installed", "pip install 'facebridge[cpu]'")
 
 
 def check_providers(report: Report, settings: Settings) -> None:
-    """Which providers onnxruntime lists, and which of them really run a model here."""
+    """Which providers onnxruntime lists, and which of them really run a model here; no ONNX Runtime
+    at all (a bare `pip install facebridge`: it is in the [cpu] and [gpu] extras) is a problem too."""
+    if not onnxruntime_installed():
+        if (NO_RUNTIME, RUNTIME_FIX) not in report.problems:  # said once, by check_twins if it saw none
+            report.problem(NO_RUNTIME, RUNTIME_FIX)
+        return
     try:
         import onnxruntime as ort
-    except ImportError:
+    except ImportError as error:
+        report.problem(
+            f"onnxruntime is installed but cannot be imported: {str(error).splitlines()[0]}",
+            "pip install --force-reinstall --no-deps onnxruntime (or onnxruntime-gpu, the one installed)",
+        )
         return
     listed = ort.get_available_providers()
     report.say(f"onnxruntime {ort.__version__}: lists {', '.join(listed)}")
@@ -118,13 +135,11 @@ def _smallest_model(settings: Settings) -> Path | None:
 
 
 def check_models(report: Report, settings: Settings) -> None:
-    from facebridge.vision.registry import verify_file
-
     manifest = settings.load_manifest()
     report.say(f"models in {settings.models_dir} (manifest {settings.manifest_path}):")
     missing = []
     for entry in manifest.models:
-        status = verify_file(entry, settings.models_dir)
+        status = verify_model_file(entry, settings.models_dir)
         report.say(f"  {entry.id:<20} {entry.kind:<10} {status.state}")
         if status.state == "unavailable":
             missing.append(entry.id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facebridge.cli.common import add_settings_options, open_pipeline, settings_from
+from facebridge.cli.common import add_settings_options, needs_onnxruntime, open_pipeline, settings_from
 
 
+@needs_onnxruntime
 def cmd_embed(args: argparse.Namespace) -> int:
     from facebridge.embedding_cache import build_cache
     from facebridge.evaluation.lfw import pair_images, read_pairs
@@ -22,6 +23,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+@needs_onnxruntime
 def cmd_embed_dataset(args: argparse.Namespace) -> int:
     from facebridge.dataset_embedding import CLEAN, embed_dataset
 

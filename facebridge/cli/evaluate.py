@@ -10,11 +10,13 @@ from facebridge.cli.common import (
     add_settings_options,
     check_methods,
     lfw_caches,
+    needs_onnxruntime,
     open_pipeline,
     settings_from,
 )
 
 
+@needs_onnxruntime
 def cmd_evaluate_native(args: argparse.Namespace) -> int:
     from facebridge.embedding_cache import build_cache
     from facebridge.evaluation.lfw import pair_images, read_pairs
@@ -48,6 +50,7 @@ def _single_method(args: argparse.Namespace) -> None:
         raise SystemExit("--protocol lfw-folds needs --lfw")
 
 
+@needs_onnxruntime
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from facebridge.cli.population import POPULATION, evaluate_population
     from facebridge.evaluation.interchange import learning_curve, paired_lfw, study_pair
@@ -91,6 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@needs_onnxruntime
 def cmd_report(args: argparse.Namespace) -> int:
     from facebridge.cli.population import POPULATION, report_population
     from facebridge.evaluation.report import run_study, write_report

@@ -6,18 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from facebridge.cli.common import add_settings_options, settings_from
+from facebridge.cli.common import (
+    RUNTIME_FIX,
+    add_settings_options,
+    needs_onnxruntime,
+    onnxruntime_installed,
+    settings_from,
+    verify_model_file,
+)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from facebridge.vision.loading import open_registry
-
-    registry = open_registry(settings_from(args), load=False)
+    """Every manifest entry and its file's state; needs no ONNX Runtime (nothing is loaded)."""
+    settings = settings_from(args)
     print(f"{'id':<20} {'kind':<10} {'dim':>5} {'state':<12} file / reason")
-    for model_id, status in registry.status.items():
-        entry = status.entry
+    for entry in settings.load_manifest().models:
+        status = verify_model_file(entry, settings.models_dir)
         detail = status.reason or entry.file
-        print(f"{model_id:<20} {entry.kind:<10} {entry.dim or '':>5} {status.state:<12} {detail}")
+        print(f"{entry.id:<20} {entry.kind:<10} {entry.dim or '':>5} {status.state:<12} {detail}")
+    if not onnxruntime_installed():
+        print(f"note: no ONNX Runtime is installed, so no model can run: {RUNTIME_FIX}", file=sys.stderr)
     return 0
 
 
@@ -50,6 +58,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@needs_onnxruntime
 def cmd_models_add(args: argparse.Namespace) -> int:
     """Probe an unknown recognizer, install it and write its entry into the user manifest."""
     from facebridge.vision.model_probe import ProbeError, add_model

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facebridge.cli.common import add_settings_options, check_methods, settings_from
+from facebridge.cli.common import add_settings_options, check_methods, needs_onnxruntime, settings_from
 
 if TYPE_CHECKING:
     from facebridge.config import Settings
@@ -66,6 +66,7 @@ def _deployment(args: argparse.Namespace, settings: Settings, pins: tuple[str, s
     )
 
 
+@needs_onnxruntime  # the deployment population's code path imports the vision stack
 def cmd_refit(args: argparse.Namespace) -> int:
     from facebridge.mapping.bank import MappingBank
     from facebridge.mapping.mapfile import SpaceRef, map_filename, save_map

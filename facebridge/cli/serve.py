@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from facebridge.cli.common import needs_onnxruntime
 
+
+@needs_onnxruntime
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facebridge.cli.common import add_settings_options
+from facebridge.cli.common import add_settings_options, needs_onnxruntime
 
 REPORT = Path("docs/interchangeability.md")
 
@@ -20,6 +20,7 @@ def _command_line() -> str:
     return "facebridge " + " ".join(sys.argv[1:])
 
 
+@needs_onnxruntime
 def cmd_evaluate_hub(args: argparse.Namespace) -> int:
     from facebridge.cli.common import lfw_caches
     from facebridge.evaluation.hub import hub_markdown, study_hub
@@ -46,6 +47,7 @@ def cmd_evaluate_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+@needs_onnxruntime
 def cmd_evaluate_full_network(args: argparse.Namespace) -> int:
     from facebridge.cli.common import lfw_caches, open_pipeline, settings_from
     from facebridge.dataset_embedding import dataset_landmarks
@@ -155,6 +157,7 @@ def fit_from_heads(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+@needs_onnxruntime
 def cmd_fit_full_network(args: argparse.Namespace) -> int:
     """Statistics for the full-network embedding mode of one recognizer, from a folder of photos."""
     from facebridge.cli.common import open_pipeline, settings_from

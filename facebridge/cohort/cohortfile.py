@@ -27,6 +27,7 @@ COHORT_FORMAT = 1
 COHORT_SUFFIX = ".cohort.safetensors"
 TENSOR = "templates"
 MIN_COHORT = 50  # fewer templates give AS-norm statistics too noisy to trust (docs/thresholds.md)
+RECOMMENDED_COHORT = 1000  # the size the study kept every comparison within 2x of nominal FAR with
 MAX_COHORT = 100_000  # every comparison scores against the whole cohort
 
 

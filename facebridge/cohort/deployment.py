@@ -24,9 +24,9 @@ from facebridge.evaluation.thresholds import (
     side_stats,
     split_population,
 )
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.bank import MappingBank
 from facebridge.pairs.store import PairSet
-from facebridge.vision.recognizer import l2_normalize
 
 MIN_PEOPLE = 10  # half of them scored: fewer give too few impostor pairs for any FAR worth stating
 

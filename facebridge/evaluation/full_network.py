@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from facebridge.embedding_cache import EmbeddingCache
 from facebridge.evaluation.interchange import Metrics, PairedLfw, Scores, cosine_rows, summarise
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.estimators import RidgeMap
 from facebridge.vision.alignment import align_face
 from facebridge.vision.full_network import FullNetworkEmbedding
 from facebridge.vision.images import decode_image
 from facebridge.vision.layer_features import LayerFeatureExtractor
 from facebridge.vision.pipeline import FacePipeline
-from facebridge.vision.recognizer import l2_normalize
 
 FNE = "full-network embedding"
 

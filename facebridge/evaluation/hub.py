@@ -29,9 +29,9 @@ from facebridge.evaluation.interchange import (
     cosine_rows,
     summarise,
 )
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.estimators import RidgeMap
 from facebridge.mapping.polytope import POLYTOPES, HubMap, PolytopeHub
-from facebridge.vision.recognizer import l2_normalize
 
 Transform = Callable[[np.ndarray], np.ndarray]
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from facebridge.dataset_embedding import CLEAN, dataset_cache_path
 from facebridge.embedding_cache import EmbeddingCache
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.calibration import clopper_pearson
-from facebridge.vision.recognizer import l2_normalize
 
 DEFAULT_IMPOSTORS = 2_000_000
 GRID = np.linspace(-1.0, 1.0, 8001)  # candidate thresholds for accuracy (step 2.5e-4)

@@ -23,11 +23,11 @@ from facebridge.evaluation.population import (
     pair_scores,
     verification_pairs,
 )
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.calibration import OPERATING_POINTS, Calibration, calibrate
 from facebridge.mapping.estimators import group_folds
 from facebridge.mapping.methods import MapEstimator, make_map
 from facebridge.mapping.residual import split_groups
-from facebridge.vision.recognizer import l2_normalize
 
 CALIBRATION_IMPOSTORS = 1_000_000
 CALIBRATIONS = ("validation", "cross-fit", "none")

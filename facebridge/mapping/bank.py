@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebridge.cohort.calibration_set import CALIBRATION_SUFFIX, CalibrationSetError, load_calibration_set
-from facebridge.cohort.cohortfile import COHORT_SUFFIX, CohortError, load_cohort
+from facebridge.cohort.cohortfile import COHORT_SUFFIX, RECOMMENDED_COHORT, CohortError, load_cohort
 from facebridge.cohort.scoring import Scoring
 from facebridge.mapping.calibration import Calibration
 from facebridge.mapping.confidence import expected_cosine
@@ -325,6 +325,14 @@ class MappingBank:
                     first = self.scoring.cohorts[model].file
                     raise CohortError(f"{path.name}: a second cohort for {model} (first: {first})")
                 self.scoring.cohorts[model] = cohort
+                if len(cohort) < RECOMMENDED_COHORT:
+                    log.warning(
+                        "cohort %s holds %d templates: below %d, normalised FARs were measured to stray "
+                        "beyond 2x of nominal (docs/thresholds.md)",
+                        path.name,
+                        len(cohort),
+                        RECOMMENDED_COHORT,
+                    )
             except (CohortError, MapFileError) as exc:
                 self._refuse(path, directory, str(exc), "cohort")
 

@@ -18,6 +18,7 @@ import numpy as np
 from facebridge import __version__
 from facebridge.embedding_cache import EmbeddingCache
 from facebridge.evaluation.metrics import ten_fold_accuracy
+from facebridge.linalg import l2_normalize
 from facebridge.mapping.calibration import (
     HELDOUT_CROSS_METHOD,
     HELDOUT_MAPPED_METHOD,
@@ -35,7 +36,6 @@ from facebridge.mapping.mapfile import (
     MapQuality,
     SpaceRef,
 )
-from facebridge.vision.recognizer import l2_normalize
 
 
 @dataclass

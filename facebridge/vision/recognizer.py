@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from facebridge.linalg import l2_normalize
 from facebridge.metrics import INFERENCE
 from facebridge.vision.manifest import ModelEntry
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 class Recognizer:
