@@ -209,7 +209,7 @@ def check_population(report: Report, settings: Settings, bank: MappingBank) -> N
             report.problem(
                 f"cohort {cohort.id} holds {len(cohort)} templates: with fewer than {RECOMMENDED_COHORT}, "
                 "normalised FARs strayed beyond 2x of nominal in the study (docs/thresholds.md)",
-                f"facebridge cohort build --model {model} SOURCE --max {RECOMMENDED_COHORT} (a larger source)",
+                f"facebridge cohort build --model {model} SOURCE --max {RECOMMENDED_COHORT} (more templates)",
             )
     for estimate in drift_of(bank):
         if estimate.operating_point != "far_1e-3":
