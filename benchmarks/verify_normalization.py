@@ -6,7 +6,7 @@ over loopback: a single pair per request, same space and across models, with `"n
 (AS-norm against the cohort, normalised thresholds) and `"none"` (raw cosine), alternating request by
 request so both see the same machine state.
 
-    python benchmarks/verify_normalization.py [--population rmfd-dev] [--requests 2000]
+    python -m benchmarks.verify_normalization [--population rmfd-dev] [--requests 2000]
 """
 
 from __future__ import annotations
