@@ -588,7 +588,15 @@ def _judgement(
 
 
 def _stated(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
-    """What a result says about the normalisation and calibration behind its decision."""
+    """What a result says about the normalisation and calibration behind its decision (built once
+    per rule: the same objects serve every later request of the same comparison)."""
+    known = rule.stated.get((custom, units))
+    if known is None:
+        known = rule.stated[(custom, units)] = _describe(rule, custom, units)
+    return known
+
+
+def _describe(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
     normalization = None
     if rule.can_normalize:
         normalization = ScoreNormalization(

@@ -56,6 +56,7 @@ class ScoreRule:
     cohort_a: np.ndarray | None = field(default=None, repr=False)  # what side a is measured against
     cohort_b: np.ndarray | None = field(default=None, repr=False)
     cohorts: tuple[CohortUse, ...] = ()
+    stated: dict[tuple[bool, str], dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def can_normalize(self) -> bool:
@@ -97,6 +98,7 @@ class Scoring:
     cohorts: dict[str, Cohort] = field(default_factory=dict)  # by space
     sets: dict[str, CalibrationSet] = field(default_factory=dict)  # by file, deployment ones first
     _mapped: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(default_factory=dict, repr=False)
+    _rules: dict[tuple[object, ...], ScoreRule] = field(default_factory=dict, repr=False)
     drift_cache: list[Any] | None = field(default=None, repr=False)  # facebridge.cohort.drift.drift_of
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -154,7 +156,19 @@ class Scoring:
     def rule(
         self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"] = "auto"
     ) -> ScoreRule:
-        """How this plan's pairs are scored and which calibration judges them (module docstring)."""
+        """How this plan's pairs are scored and which calibration judges them (module docstring);
+        worked out once per plan and bank, since every request of the same two models asks again."""
+        key = (plan.space, tuple(plan.path.ids) if plan.path else (), plan.translate_side, normalization)
+        found = self._rules.get(key)
+        if found is None:
+            found = self._rule(bank, plan, normalization)
+            with self._lock:
+                self._rules[key] = found
+        return found
+
+    def _rule(
+        self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"]
+    ) -> ScoreRule:
         found = self.entry(bank, plan)
         cohort_a, cohort_b, uses = (None, None, ()) if normalization == "none" else self.cohort_sides(plan)
         has_cohort = cohort_a is not None and cohort_b is not None
