@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from facebridge import __version__
+from facebridge.exceptions import FacebridgeError
 from facebridge.mapping.calibration import Calibration
 
 CALIBRATION_FORMAT = 1
@@ -22,7 +23,7 @@ CALIBRATION_SUFFIX = ".calibration.json"
 SetKind = Literal["shipped", "deployment"]
 
 
-class CalibrationSetError(ValueError):
+class CalibrationSetError(FacebridgeError, ValueError):
     """A calibration file failed its checks; the message says which and why."""
 
 

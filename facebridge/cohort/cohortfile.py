@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from facebridge import __version__
+from facebridge.exceptions import FacebridgeError
 from facebridge.mapping.mapfile import METADATA_KEY, SpaceRef
 
 COHORT_FORMAT = 1
@@ -31,7 +32,7 @@ RECOMMENDED_COHORT = 1000  # the size the study kept every comparison within 2x 
 MAX_COHORT = 100_000  # every comparison scores against the whole cohort
 
 
-class CohortError(ValueError):
+class CohortError(FacebridgeError, ValueError):
     """A cohort file or source failed its checks; the message says which and why."""
 
 
