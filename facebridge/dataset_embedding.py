@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facebridge.embedding_cache import CACHE_FORMAT, EmbeddingCache, central_face, content_digest, list_images
+from facebridge.progress import bar_disabled
 from facebridge.vision.alignment import align_face
 from facebridge.vision.augment import AUGMENTATIONS, augment
 from facebridge.vision.images import decode_image
@@ -57,7 +58,7 @@ def dataset_landmarks(
             landmarks[i] = known[rel]
         else:
             todo.append(i)
-    for i in tqdm(todo, desc="landmarks", unit="img", disable=not progress):
+    for i in tqdm(todo, desc="landmarks", unit="img", disable=bar_disabled(progress)):
         image, _ = _read(root, paths[i])
         face = central_face(pipeline, image, detector)
         if face is not None:
@@ -163,7 +164,9 @@ def embed_dataset(
     # a cheap pre-check without reading files: rows missing from any model's cache
     todo = [i for i in wanted if not all(b.has(paths[i], None) for b in builders.values())]
     done_since_checkpoint = 0
-    bar = tqdm(total=len(todo), desc=f"embed {dataset}:{augmentation}", unit="img", disable=not progress)
+    bar = tqdm(
+        total=len(todo), desc=f"embed {dataset}:{augmentation}", unit="img", disable=bar_disabled(progress)
+    )
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         images, digests, landmarks, aligned = [], [], [], []

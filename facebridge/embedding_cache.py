@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from facebridge.progress import bar_disabled
 from facebridge.vision.images import decode_image
 
 if TYPE_CHECKING:  # the vision stack (onnxruntime) loads only where photos are embedded
@@ -173,7 +174,9 @@ def build_cache(
         )
 
     computed = 0
-    for i, rel in enumerate(tqdm(wanted, desc=f"embed {model_id}", unit="img", disable=not progress)):
+    for i, rel in enumerate(
+        tqdm(wanted, desc=f"embed {model_id}", unit="img", disable=bar_disabled(progress))
+    ):
         digest = file_digest(root / rel)
         cached = previous.get(rel)
         if cached is not None and cached[0] == digest:

@@ -20,6 +20,7 @@ from facebridge.embedding_cache import EmbeddingCache
 from facebridge.evaluation.interchange import Metrics, PairedLfw, Scores, cosine_rows, summarise
 from facebridge.linalg import l2_normalize
 from facebridge.mapping.estimators import RidgeMap
+from facebridge.progress import bar_disabled
 from facebridge.vision.alignment import align_face
 from facebridge.vision.full_network import FullNetworkEmbedding
 from facebridge.vision.images import decode_image
@@ -52,7 +53,9 @@ def lfw_layer_features(
     template = pipeline.registry.manifest.templates[recognizer.entry.alignment or ""]
     extractor = LayerFeatureExtractor(pipeline.registry.model_path(model_id))
     embeddings, features = [], []
-    for start in tqdm(range(0, len(paths), batch), desc=f"layers {model_id}", unit="batch"):
+    for start in tqdm(
+        range(0, len(paths), batch), desc=f"layers {model_id}", unit="batch", disable=bar_disabled(True)
+    ):
         crops = []
         for rel, points in zip(paths[start : start + batch], landmarks[start : start + batch], strict=True):
             image = decode_image((root / rel).read_bytes(), max_bytes=1 << 30, max_pixels=1 << 28)

@@ -34,6 +34,7 @@ from facebridge.evaluation.lfw import Pair
 from facebridge.evaluation.metrics import roc_curve
 from facebridge.evaluation.sections import carry_sections
 from facebridge.mapping.methods import METHODS, make_map
+from facebridge.progress import bar_disabled
 
 CURVE_SIZES = [50, 100, 200, 500, 1000, 2000, 100_000]
 STRONG_NATIVE = 0.988  # the goals concern recognizers at or above this native LFW accuracy
@@ -82,7 +83,7 @@ def run_study(
         study.native[model] = summarise(native_scores(any_pair.a, any_pair), any_pair.labels, any_pair.folds)
 
     unordered = list(itertools.combinations(models, 2))
-    for a, b in tqdm(unordered, desc=f"pairs ({method})", disable=not progress):
+    for a, b in tqdm(unordered, desc=f"pairs ({method})", disable=bar_disabled(progress)):
         result = study_pair(data[(a, b)], fitter_for(method), method)
         study.pairs[(a, b)] = result
         study.pairs[(b, a)] = study_pair_reversed(result)
@@ -94,7 +95,9 @@ def run_study(
     for a, b in compare_pairs:
         study.methods[(a, b)] = {}
         for other in tqdm(
-            list(dict.fromkeys([method, *compare_methods])), desc=f"methods {a}→{b}", disable=not progress
+            list(dict.fromkeys([method, *compare_methods])),
+            desc=f"methods {a}→{b}",
+            disable=bar_disabled(progress),
         ):
             result = study.pairs[(a, b)]
             if other != method or not result.roc_scores:  # a reversed view keeps no scores to plot

@@ -31,6 +31,7 @@ from facebridge import __version__
 from facebridge.mapping.bank import MapPath
 from facebridge.migration.galleries import Gallery, embedding_column
 from facebridge.migration.pipeline import prefetch
+from facebridge.progress import bar_disabled
 
 MANIFEST = "_facebridge_migration.json"
 PIPELINE_DEPTH = 2
@@ -114,7 +115,7 @@ def migrate(
         unit="row",
         unit_scale=True,
         desc=f"{path.source} -> {path.target}",
-        disable=not progress,
+        disable=bar_disabled(progress),
     )
     with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer") as writer:
         pending: list[Future[int]] = []

@@ -49,6 +49,7 @@ from facebridge.migration import pg_codec
 from facebridge.migration.pg_codec import ColumnKind
 from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
 from facebridge.migration.pipeline import prefetch
+from facebridge.progress import bar_disabled
 
 JOBS = "facebridge_migrations"
 BATCHES = "facebridge_migration_batches"
@@ -357,7 +358,7 @@ class PostgresMigration:
             rows, done = cursor.fetchone()
         written, passes, problems = 0, 0, []
         bar = tqdm(
-            total=rows, initial=done, unit="row", unit_scale=True, disable=not self.progress,
+            total=rows, initial=done, unit="row", unit_scale=True, disable=bar_disabled(self.progress),
             desc=f"{self.path.source} -> {self.path.target}",
         )  # fmt: skip
         with bar:

@@ -17,6 +17,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from facebridge.progress import bar_disabled
 from facebridge.vision.manifest import ModelEntry, sha256_file
 
 
@@ -26,7 +27,7 @@ class FetchError(RuntimeError):
 
 def _copy_with_progress(src: IO[bytes], dst: IO[bytes], total: int | None, label: str, progress: bool) -> str:
     digest = hashlib.sha256()
-    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=bar_disabled(progress)) as bar:
         while chunk := src.read(1 << 20):
             digest.update(chunk)
             dst.write(chunk)
