@@ -200,6 +200,10 @@ def test_deployment_calibration_overrides_the_shipped_one(
     assert (
         raw.calibration.source == "deployment" and raw.threshold == entry.raw.thresholds["far_1e-3"].threshold
     )
+    assert (
+        raw.calibration.note
+        == "raw cosine with the deployment's own calibration (normalisation off by request)"
+    )
     # an entry measured with other map tensors is never applied
     stale = deployment.model_copy(deep=True)
     stale.entries[f"{ARC}->{FP}"].pins["map"] = "0" * 64

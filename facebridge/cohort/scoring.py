@@ -16,7 +16,7 @@ calibrated with (docs/thresholds.md). With one of the two cohorts missing, both 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -186,16 +186,16 @@ class Scoring:
             return _with(base, units="as-norm", calibration=entry.normalized, note=note)
         if calibrations.kind == "deployment" and entry.raw is not None:
             why = "raw cosine with the deployment's own calibration"
-            if not has_cohort:
-                why += f" ({_raw_reason(plan, normalization, False, '')})"
+            if normalization == "none":
+                why += " (normalisation off by request)"
+            elif not has_cohort:
+                why += f" (no cohort loaded for space {plan.space})"
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
         return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses, top_k=top_k)
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
-    from dataclasses import replace
-
     return replace(rule, **changes)  # type: ignore[arg-type]
 
 
