@@ -91,19 +91,16 @@ def _embedded_population(args: argparse.Namespace, settings: object, models: lis
 
 
 def _recorded_pairs(args: argparse.Namespace, settings: object) -> list[PairSet]:
-    """Every model pair in the pair store, oriented as first recorded."""
+    """Every model pair in the pair store (--pairs, else the service's), oriented as first recorded."""
     from facebridge.config import Settings
-    from facebridge.pairs.store import PairStore
+    from facebridge.pairs.migrations import PairStoreError
+    from facebridge.pairs.store import open_store
 
     assert isinstance(settings, Settings)
-    if args.pairs:
-        remote = args.pairs.startswith(("postgresql://", "postgres://"))
-        store = PairStore.open(dsn=args.pairs) if remote else PairStore.open(args.pairs)
-    else:
-        configured = PairStore.from_settings(settings)
-        if configured is None:
-            raise ValueError("no pair store: pass --pairs or set FACEBRIDGE_PAIRS_DB / FACEBRIDGE_PAIRS_DSN")
-        store = configured
+    try:
+        store = open_store(args.pairs or settings)
+    except PairStoreError as error:
+        raise ValueError(str(error)) from None
     try:
         return [store.read(s.source_model, s.target_model) for s in store.stats()]
     finally:

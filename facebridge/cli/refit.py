@@ -38,18 +38,13 @@ def _base_population(args: argparse.Namespace, settings: Settings, models: list[
 def _deployment(args: argparse.Namespace, settings: Settings, pins: tuple[str, str]) -> Population:
     """The recorded pairs of the two models, keeping only rows made by the pinned weights."""
     from facebridge.mapping.refit import deployment_population
-    from facebridge.pairs.store import PairStore
+    from facebridge.pairs.migrations import PairStoreError
+    from facebridge.pairs.store import open_store
 
-    if args.pairs:
-        remote = args.pairs.startswith(("postgresql://", "postgres://"))
-        store = PairStore.open(dsn=args.pairs) if remote else PairStore.open(args.pairs)
-    else:
-        configured = PairStore.from_settings(settings)
-        if configured is None:
-            raise SystemExit(
-                "error: no pair store: pass --pairs or set FACEBRIDGE_PAIRS_DB / FACEBRIDGE_PAIRS_DSN"
-            )
-        store = configured
+    try:
+        store = open_store(args.pairs or settings)
+    except PairStoreError as error:
+        raise SystemExit(f"error: {error}") from None
     try:
         pairs = store.read(args.source, args.target)
     finally:
