@@ -418,21 +418,7 @@ class Bridge:
                 for _, c in sorted(scoring.cohorts.items())
             ],
             comparisons=comparisons,
-            drift=[
-                DriftInfo(
-                    comparison=d.comparison,
-                    operating_point=d.operating_point,
-                    nominal_far=d.nominal_far,
-                    threshold=d.threshold,
-                    estimated_far=d.estimated_far,
-                    interval=d.interval,
-                    ratio=d.ratio,
-                    off=d.off,
-                    pairs=d.pairs,
-                    cohorts=list(d.cohorts),
-                )
-                for d in drift_of(self.bank)
-            ],
+            drift=[DriftInfo.model_validate(d, from_attributes=True) for d in drift_of(self.bank)],
             refused=[
                 f"{r.file}: {r.reason}"
                 for r in self.bank.refused

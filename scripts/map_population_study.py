@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from facebridge.evaluation.identification import identify, open_set_split
+from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
+from facebridge.evaluation.population import STUDY_MODELS as MODELS
 from facebridge.evaluation.population import (
     Population,
     load_population,
@@ -33,12 +35,11 @@ from facebridge.evaluation.population import (
     verification_pairs,
 )
 from facebridge.evaluation.population_study import fit_map, mapped
+from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 from facebridge.mapping.bank import MappingBank
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128")
-POPULATIONS = ("lfw", "celeba-dev", "imfdb-dev", "rmfd-dev")
 IMPOSTORS = 1_000_000
 
 
@@ -48,10 +49,6 @@ def halves(population: Population, seed: int = 0) -> tuple[Population, Populatio
     fit_people = set(people[: len(people) // 2].tolist())
     in_fit = np.array([p in fit_people for p in population.identities.tolist()])
     return population.subset(in_fit), population.subset(~in_fit)
-
-
-def row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def study(bank: MappingBank, population: Population, models: list[str], method: str) -> list[str]:

@@ -24,12 +24,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facebridge.cohort.asnorm import DEFAULT_TOP_K
 from facebridge.cohort.calibration_set import save_calibration_set
+from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
+from facebridge.evaluation.population import STUDY_MODELS as MODELS
 from facebridge.evaluation.population import load_population
+from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
@@ -55,8 +59,6 @@ from facebridge.mapping.calibration import Calibration, widen_for_population
 from facebridge.mapping.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128")
-POPULATIONS = ("lfw", "celeba-dev", "imfdb-dev", "rmfd-dev")
 SIZES = (50, 100, 200, 500, 1000)
 TOP_KS = (25, 50, 100, 200)
 GOAL = (0.5, 2.0)
@@ -98,11 +100,7 @@ def score_all(
     comps: Sequence[Comparison],
     top_k: int = DEFAULT_TOP_K,
 ) -> Scores:
-    return {
-        (c, name): comparison_scores(bank, c, split, side_stats(bank, c, split, top_k=top_k))
-        for c in comps
-        for name, split in splits.items()
-    }
+    return rescored(bank, splits, comps, top_k=top_k)
 
 
 def loo(
@@ -171,38 +169,41 @@ def main_table(
     return cells
 
 
-def goal_summary(
-    scores: Scores, calibrations: Scores, names: Sequence[str], comps: Sequence[Comparison]
-) -> tuple[int, int, float, float]:
-    """(within [0.5x, 2x] at 1e-3, comparisons, lowest and highest ratio): `scores` judged with
-    thresholds calibrated on `calibrations` (each population left out in turn)."""
-    ratios = []
-    for name in names:
-        for c in comps:
-            threshold = loo(calibrations, c, name, names, True).thresholds["far_1e-3"].threshold
-            ratios.append(reached_far(scores[(c, name)].norm_impostor, threshold) / 1e-3)
-    r = np.array(ratios)
-    return int(np.sum((r >= GOAL[0]) & (r <= GOAL[1]))), len(r), float(r.min()), float(r.max())
-
-
-def per_population_goal(
+def goal_ratios(
     scores: Scores,
     calibrations: Scores,
     names: Sequence[str],
     comps: Sequence[Comparison],
-    scored: Sequence[str],
-) -> list[tuple[str, int, int, float, float]]:
-    rows = []
-    for name in scored:
-        ratios = []
+    scored: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Reached / nominal FAR at 1e-3 of every comparison on each `scored` population (default: all),
+    `scores` judged with thresholds calibrated on `calibrations` with that population left out."""
+    ratios = []
+    for name in scored if scored is not None else names:
         for c in comps:
             threshold = loo(calibrations, c, name, names, True).thresholds["far_1e-3"].threshold
             ratios.append(reached_far(scores[(c, name)].norm_impostor, threshold) / 1e-3)
-        r = np.array(ratios)
-        rows.append(
-            (name, int(np.sum((r >= GOAL[0]) & (r <= GOAL[1]))), len(r), float(r.min()), float(r.max()))
-        )
-    return rows
+    return np.array(ratios)
+
+
+def goal_row(cohort: str, top_k: int, ratios: np.ndarray) -> str:
+    """A row of the cohort table: how many ratios keep the goal, and the extremes."""
+    ok = int(np.sum((ratios >= GOAL[0]) & (ratios <= GOAL[1])))
+    return row(cohort, top_k, f"{ok} / {len(ratios)}", f"{ratios.min():.2f}", f"{ratios.max():.2f}")
+
+
+def rescored(
+    bank: MappingBank,
+    splits: dict[str, PopulationSplit],
+    comps: Sequence[Comparison],
+    **stats_options: Any,
+) -> Scores:
+    """Every comparison on every population, its sides' statistics taken with `stats_options`."""
+    return {
+        (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, **stats_options))
+        for c in comps
+        for n, s in splits.items()
+    }
 
 
 def sensitivity(
@@ -218,56 +219,24 @@ def sensitivity(
         "|---|---:|---:|---:|---:|",
     ]
     for size in SIZES:
-        varied = {
-            (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, size=size))
-            for c in comps
-            for n, s in splits.items()
-        }
-        ok, total, lo, hi = goal_summary(varied, scores, names, comps)
-        lines.append(
-            row(
-                f"{size} photos of the scored population's other people",
-                DEFAULT_TOP_K,
-                f"{ok} / {total}",
-                f"{lo:.2f}",
-                f"{hi:.2f}",
-            )
-        )
-        log.append(f"size {size}: {ok}/{total}")
+        varied = rescored(bank, splits, comps, size=size)
+        label = f"{size} photos of the scored population's other people"
+        lines.append(goal_row(label, DEFAULT_TOP_K, goal_ratios(varied, scores, names, comps)))
+        log.append(lines[-1])
     variants: tuple[tuple[CohortSides, str], ...] = (
         ("same-kind", "each side against its own kind"),
         ("native", "native cohorts only"),
     )
     for sides, what in variants:
-        varied = {
-            (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, sides=sides))
-            for c in comps
-            for n, s in splits.items()
-        }
-        ok, total, lo, hi = goal_summary(varied, varied, names, comps)
-        lines.append(
-            row(
-                f"up to 1,000 photos, {what} (calibrated the same way)",
-                DEFAULT_TOP_K,
-                f"{ok} / {total}",
-                f"{lo:.2f}",
-                f"{hi:.2f}",
-            )
-        )
-        log.append(f"{sides}: {ok}/{total}")
+        varied = rescored(bank, splits, comps, sides=sides)
+        label = f"up to 1,000 photos, {what} (calibrated the same way)"
+        lines.append(goal_row(label, DEFAULT_TOP_K, goal_ratios(varied, varied, names, comps)))
+        log.append(lines[-1])
     for top_k in TOP_KS:
         varied = score_all(bank, splits, comps, top_k)
-        ok, total, lo, hi = goal_summary(varied, varied, names, comps)
-        lines.append(
-            row(
-                "up to 1,000 photos (calibrated with the same K)",
-                top_k,
-                f"{ok} / {total}",
-                f"{lo:.2f}",
-                f"{hi:.2f}",
-            )
-        )
-        log.append(f"top-k {top_k}: {ok}/{total}")
+        label = "up to 1,000 photos (calibrated with the same K)"
+        lines.append(goal_row(label, top_k, goal_ratios(varied, varied, names, comps)))
+        log.append(lines[-1])
     for name in names:
         for wrong in names:
             if wrong == name:
@@ -276,16 +245,8 @@ def sensitivity(
             for c in comps:
                 stats = side_stats(bank, c, splits[name], cohort=splits[wrong].cohort)
                 varied[(c, name)] = comparison_scores(bank, c, splits[name], stats)
-            ((_, ok, total, lo, hi),) = per_population_goal(varied, scores, names, comps, [name])
-            lines.append(
-                row(
-                    f"{name} scored with the cohort of {wrong}",
-                    DEFAULT_TOP_K,
-                    f"{ok} / {total}",
-                    f"{lo:.2f}",
-                    f"{hi:.2f}",
-                )
-            )
+            ratios = goal_ratios(varied, scores, names, comps, [name])
+            lines.append(goal_row(f"{name} scored with the cohort of {wrong}", DEFAULT_TOP_K, ratios))
     return lines
 
 
@@ -388,11 +349,6 @@ def write_set(
     )
     written = save_calibration_set(out, shipped)
     print(f"wrote {written} ({len(shipped.entries)} comparisons)")
-
-
-def row(*cells: object) -> str:
-    """One Markdown table row."""
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def far_span(values: Sequence[float]) -> str:
@@ -537,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     models = args.model or list(MODELS)
     set_models = args.set_model or models
     names = args.population or list(POPULATIONS)
+    if len(names) < 3:
+        parser.error("far_range is measured by leaving populations out in turn: give at least 3")
     bank = MappingBank.load(args.mappings)
     started = time.time()
     every_model = sorted(set(models) | set(set_models))

@@ -23,6 +23,10 @@ from facebridge.linalg import l2_normalize
 from facebridge.mapping.calibration import clopper_pearson
 
 DEFAULT_IMPOSTORS = 2_000_000
+# the labelled development populations (../shared/datasets) and the four recognizers the population
+# studies compare across
+DEVELOPMENT_POPULATIONS = ("lfw", "celeba-dev", "imfdb-dev", "rmfd-dev")
+STUDY_MODELS = ("arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128")
 GRID = np.linspace(-1.0, 1.0, 8001)  # candidate thresholds for accuracy (step 2.5e-4)
 
 

@@ -41,3 +41,8 @@ def carry_sections(previous: Path, text: str) -> str:
         return text
     kept = sections_of(previous.read_text())
     return text.rstrip("\n") + "\n" + "".join("\n" + block for block in kept.values())
+
+
+def table_row(*cells: object) -> str:
+    """One row of a Markdown table."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
