@@ -95,6 +95,12 @@ def tensor_digest(templates: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(templates, dtype="<f4").tobytes()).hexdigest()
 
 
+def sample_rows(count: int, max_size: int, seed: int) -> np.ndarray:
+    """The sorted rows a cohort keeps of `count` when there are more than `max_size`: one seeded rule,
+    so a source read in batches picks the same templates as one held whole."""
+    return np.sort(np.random.default_rng(seed).choice(count, max_size, replace=False))
+
+
 def make_cohort(
     templates: np.ndarray,
     space: SpaceRef,
@@ -104,16 +110,17 @@ def make_cohort(
     max_size: int | None = None,
     seed: int = 0,
     note: str | None = None,
+    sampled: bool = False,
 ) -> Cohort:
-    """A cohort of `templates` (normalised; a seeded sample of `max_size` when there are more)."""
+    """A cohort of `templates` (normalised; a seeded sample of `max_size` when there are more).
+    `sampled`: the caller already drew `templates` as that sample (`sample_rows`) from a larger source."""
     matrix = unit_rows(templates)
     if matrix.shape[1] != space.dim:
         raise CohortError(f"templates have dim {matrix.shape[1]}, {space.model} has dim {space.dim}")
     read = len(matrix) if rows_read is None else rows_read
-    sampled = max_size is not None and len(matrix) > max_size
-    if sampled:
-        keep = np.sort(np.random.default_rng(seed).choice(len(matrix), max_size, replace=False))
-        matrix = np.ascontiguousarray(matrix[keep])
+    if max_size is not None and len(matrix) > max_size:
+        matrix = np.ascontiguousarray(matrix[sample_rows(len(matrix), max_size, seed)])
+        sampled = True
     _check_size(len(matrix), "the cohort")
     provenance = CohortProvenance(
         kind=kind,

@@ -18,7 +18,6 @@ a PostgreSQL table is read in one REPEATABLE READ transaction, so both passes se
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from facebridge.cohort.cohortfile import Cohort, CohortError, make_cohort
+from facebridge.cohort.cohortfile import Cohort, CohortError, make_cohort, sample_rows
 from facebridge.mapping.mapfile import SpaceRef
 
 if TYPE_CHECKING:
@@ -67,12 +66,6 @@ def screen(matrix: np.ndarray, rows: int | None = None, skipped: Counter[str] | 
     return Batch(matrix if keep.all() else matrix[keep], len(matrix) if rows is None else rows, counts)
 
 
-def sample_positions(usable: int, max_size: int, seed: int) -> np.ndarray:
-    """The rows `make_cohort` keeps of `usable` ones (its seeded sample, repeated here so the source can
-    be read again for them alone instead of being held whole)."""
-    return np.sort(np.random.default_rng(seed).choice(usable, max_size, replace=False))
-
-
 @dataclass
 class Gathered:
     matrix: np.ndarray
@@ -102,7 +95,7 @@ def gather(batches: Callable[[], Iterator[Batch]], dim: int, max_size: int | Non
     if max_size is None or usable <= max_size:
         matrix = np.concatenate(kept) if kept else np.empty((0, dim), np.float32)
         return Gathered(matrix, rows, usable, False, skipped)
-    positions = sample_positions(usable, max_size, seed)
+    positions = sample_rows(usable, max_size, seed)
     picked: list[np.ndarray] = []
     offset = 0
     for batch in batches():
@@ -134,11 +127,16 @@ def finish(
     note = "; ".join(notes) or None
     if len(gathered.matrix) == 0:
         raise CohortError(f"{source}: no usable templates ({note or f'{gathered.rows} {what}'})")
-    cohort = make_cohort(gathered.matrix, space, kind, source, rows_read=gathered.rows, seed=seed, note=note)
-    if gathered.sampled:  # sampled here, before make_cohort; the provenance says so all the same
-        provenance = cohort.meta.provenance.model_copy(update={"sampled": True})
-        cohort = dataclasses.replace(cohort, meta=cohort.meta.model_copy(update={"provenance": provenance}))
-    return cohort
+    return make_cohort(
+        gathered.matrix,
+        space,
+        kind,
+        source,
+        rows_read=gathered.rows,
+        seed=seed,
+        note=note,
+        sampled=gathered.sampled,
+    )
 
 
 def in_batches(matrix: Any, size: int = BATCH_ROWS) -> Iterator[Batch]:
