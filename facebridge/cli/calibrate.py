@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from facebridge.cli.common import add_settings_options, needs_onnxruntime, settings_from
 
 if TYPE_CHECKING:
+    from facebridge.config import Settings
+    from facebridge.evaluation.population import Population
     from facebridge.pairs.store import PairSet
 
 
@@ -64,14 +66,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedded_population(args: argparse.Namespace, settings: object, models: list[str]):  # type: ignore[no-untyped-def]
+def _embedded_population(args: argparse.Namespace, settings: Settings, models: list[str]) -> Population:
     """The folder's photos embedded by every model (cached and resumable, like the studies' caches)."""
     from facebridge.cli.common import open_pipeline
-    from facebridge.config import Settings
     from facebridge.dataset_embedding import embed_dataset
     from facebridge.evaluation.population import load_population
 
-    assert isinstance(settings, Settings)
     folder: Path = args.population
     if not folder.is_dir():
         raise ValueError(f"--population {folder}: not a folder (one sub-folder of photos per person)")
@@ -90,13 +90,11 @@ def _embedded_population(args: argparse.Namespace, settings: object, models: lis
     return load_population(settings.cache_dir, name, models)
 
 
-def _recorded_pairs(args: argparse.Namespace, settings: object) -> list[PairSet]:
+def _recorded_pairs(args: argparse.Namespace, settings: Settings) -> list[PairSet]:
     """Every model pair in the pair store (--pairs, else the service's), oriented as first recorded."""
-    from facebridge.config import Settings
     from facebridge.pairs.migrations import PairStoreError
     from facebridge.pairs.store import open_store
 
-    assert isinstance(settings, Settings)
     try:
         store = open_store(args.pairs or settings)
     except PairStoreError as error:
