@@ -32,6 +32,7 @@ from facebridge.evaluation.population import (
     load_population,
     measure,
     pair_scores,
+    split_people,
     verification_pairs,
 )
 from facebridge.evaluation.population_study import fit_map, mapped
@@ -43,16 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPOSTORS = 1_000_000
 
 
-def halves(population: Population, seed: int = 0) -> tuple[Population, Population]:
-    """(fit half, scored half) by people."""
-    people = np.random.default_rng(seed).permutation(np.unique(population.identities))
-    fit_people = set(people[: len(people) // 2].tolist())
-    in_fit = np.array([p in fit_people for p in population.identities.tolist()])
-    return population.subset(in_fit), population.subset(~in_fit)
-
-
 def study(bank: MappingBank, population: Population, models: list[str], method: str) -> list[str]:
-    fit_half, scored = halves(population)
+    fit_half, scored = split_people(population)
     pairs = verification_pairs(scored.identities, IMPOSTORS, 0)
     native = {m: measure(*pair_scores(scored.clean[m], scored.clean[m], pairs)) for m in models}
     split = open_set_split(scored.identities)

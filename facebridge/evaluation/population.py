@@ -96,6 +96,37 @@ def load_population(
     return Population(dataset, np.array(paths), identities, clean, variants)
 
 
+def population_origin(root: Path) -> tuple[str, str]:
+    """(source, terms) a population folder's SOURCE.txt states: its first sentence, and the text from
+    "Terms:" to the end of that paragraph. Recorded in the provenance of every map fitted on it, so a
+    map file says whose photos it learned from and on what terms; ("", "") without a SOURCE.txt."""
+    path = root / "SOURCE.txt"
+    if not path.is_file():
+        return "", ""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    flat = " ".join(text.split())
+    end = flat.find(". ")
+    source = flat[: end + 1 if end >= 0 else 300][:300]
+    start = text.find("Terms:")
+    if start < 0:
+        return source, ""
+    paragraph = text[start:].split("\n\n", 1)[0]
+    lines = []
+    for line in paragraph.splitlines():
+        if lines and line.strip().endswith(":") is False and line[:1].isupper() and ":" in line[:40]:
+            break  # the next "Field: ..." line of SOURCE.txt
+        lines.append(line.strip())
+    return source, " ".join(lines).removeprefix("Terms:").strip()
+
+
+def split_people(population: Population, seed: int = 0) -> tuple[Population, Population]:
+    """(first half, second half) of a population by people: no person on both sides."""
+    people = np.random.default_rng(seed).permutation(np.unique(population.identities))
+    first = set(people[: len(people) // 2].tolist())
+    in_first = np.array([p in first for p in population.identities.tolist()])
+    return population.subset(in_first), population.subset(~in_first)
+
+
 def fitting_rows(
     population: Population, source: str, target: str, augmentations: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

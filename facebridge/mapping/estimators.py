@@ -81,10 +81,12 @@ class AffineLeastSquaresMap(AffineMapEstimator):
 
 
 def _ridge_solutions(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> list[np.ndarray]:
-    """Ridge coefficients for several alphas from one SVD of the centred inputs."""
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
-    uty = u.T @ y
-    return [vt.T @ ((s / (s**2 + a))[:, None] * uty) for a in alphas]
+    """Ridge coefficients for several alphas from one eigendecomposition of the centred inputs' Gram
+    matrix: W(a) = V diag(1 / (s² + a)) Vᵀ Xᵀ Y, the SVD solution without the n-by-d factor (two
+    matrix products over the rows instead of a decomposition of them; seconds fewer per fit)."""
+    evals, v = np.linalg.eigh(x.T @ x)
+    projected = v.T @ (x.T @ y)
+    return [v @ (projected / (np.maximum(evals, 0.0) + a)[:, None]) for a in alphas]
 
 
 def group_folds(n: int, groups: np.ndarray | None, folds: int, seed: int) -> list[np.ndarray]:

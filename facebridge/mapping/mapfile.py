@@ -68,6 +68,17 @@ class SpaceRef(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class FitPopulation(BaseModel):
+    """One population a map was fitted on: how much of it, with what weight, under which terms."""
+
+    name: str
+    images: int = Field(description="distinct photos of this population in the fit")
+    identities: int | None = Field(default=None, description="None: no identity labels (unlabelled photos)")
+    rows: int | None = Field(default=None, description="rows after weighing populations (repeats or draws)")
+    source: str = Field(default="", description="where the photos come from (SOURCE.txt's first sentence)")
+    terms: str = Field(default="", description="the terms the population's SOURCE.txt states")
+
+
 class FitProvenance(BaseModel):
     dataset: str
     images: int
@@ -77,6 +88,9 @@ class FitProvenance(BaseModel):
     pairing: str = Field(description="how source and target rows correspond, e.g. 'same image'")
     seed: int
     selection: str | None = Field(default=None, description="how the method was chosen among candidates")
+    populations: list[FitPopulation] = Field(
+        default_factory=list, description="every population the map saw (empty in files that predate it)"
+    )
 
 
 class MapQuality(BaseModel):

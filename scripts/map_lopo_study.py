@@ -1,0 +1,355 @@
+"""Maps fitted without the population they are scored on: which fitting data and estimator hold.
+
+For each labelled development population in turn (the *scored* one), maps of each ordered pair of the
+study models are fitted on photos of the *other* populations only (every photo, the same photo through
+both models; labels only choose the early-stopping people) plus, unless a variant says otherwise, the
+unlabelled fairface-val photos, and scored on half of the scored population's people. Variants add one
+ingredient at a time, so each one's gain on unseen people is measured:
+
+- `shipped`: the shipped map (fitted on LFW and CelebA development photos: on lfw and celeba-dev it
+  saw the scored people, so it is not left out there);
+- `others`: residual MLP on the other labelled populations, as they come (LFW dominates by size);
+- `+fairface`: and the 5,000 fairface-val photos (seven race groups, no identities);
+- `+balance`: every population resampled to the same number of rows (small ones repeated, large
+  ones drawn without replacement), so one large population does not drown the rest;
+- `+geometry`: a loss that keeps the batch's pairwise cosines and each row's direction;
+- `+wide`: a hidden layer four times wider;
+- `+ensemble`: three members averaged (one residual MLP in the map file).
+
+The ceiling is the last variant fitted with the *other* half of the scored population's people added:
+the most this family of map gives there with data of that population itself. Natives, cross
+verification (mapped A against native B, both orders, every genuine pair and up to 1,000,000 impostor
+pairs) and open-set identification (half of the people enrolled; a gallery migrated A→B searched with
+native B probes, against B's own gallery) for every direction.
+
+Numpy only, from the embedding caches (`cache/{population}-{model}.npz`). Writes the section
+`leave-one-population-out` of docs/maps-across-populations.md.
+
+    python scripts/map_lopo_study.py [--population rmfd-dev] [--variant +balance] [--direction a:b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebridge.evaluation.identification import IdentificationResult, identify, open_set_split
+from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
+from facebridge.evaluation.population import STUDY_MODELS as MODELS
+from facebridge.evaluation.population import (
+    Population,
+    PopulationMetrics,
+    load_population,
+    measure,
+    pair_scores,
+    split_people,
+    verification_pairs,
+)
+from facebridge.evaluation.population_study import mapped
+from facebridge.evaluation.sections import table_row as row
+from facebridge.evaluation.sections import upsert_section
+from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.bank_fit import merge
+from facebridge.mapping.methods import MapEstimator
+from facebridge.mapping.residual import ResidualMLPMap
+
+ROOT = Path(__file__).resolve().parents[1]
+UNLABELLED = "fairface-val"
+IMPOSTORS = 1_000_000
+BALANCED_ROWS = 4000
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One fitting recipe: which data and which residual MLP settings."""
+
+    name: str
+    fairface: bool = True
+    balance: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+GEOMETRY = {"similarity_weight": 1.0, "cosine_weight": 0.5}
+VARIANTS = (
+    Variant("others", fairface=False),
+    Variant("+fairface"),
+    Variant("+balance", balance=True),
+    Variant("+geometry", balance=True, params=GEOMETRY),
+    Variant("+wide", balance=True, params={**GEOMETRY, "hidden": 1024}),
+    Variant("+ensemble", balance=True, params={**GEOMETRY, "hidden": 1024, "members": 3}),
+)
+
+
+def unlabelled(cache: Path, models: Sequence[str]) -> Population:
+    """fairface-val: every photo its own person (it has no identity labels)."""
+    population = load_population(cache, UNLABELLED, models)
+    population.identities = np.char.add(f"{UNLABELLED}:", population.paths.astype(str))
+    return population
+
+
+def balanced(populations: Sequence[Population], rows: int, seed: int) -> Population:
+    """Each population resampled to `rows` photos: drawn without replacement when larger, repeated
+    (every photo as often, the remainder drawn) when smaller."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for p in populations:
+        if len(p) >= rows:
+            index = np.sort(rng.choice(len(p), rows, replace=False))
+        else:
+            index = np.r_[
+                np.tile(np.arange(len(p)), rows // len(p)), rng.choice(len(p), rows % len(p), False)
+            ]
+        parts.append(p.subset(index))
+    return merge(parts)
+
+
+def fitting_population(
+    variant: Variant, labelled: Sequence[Population], fairface: Population | None, seed: int
+) -> Population:
+    parts = [*labelled, *([fairface] if variant.fairface and fairface is not None else [])]
+    # identities prefixed by population: a name may recur across populations
+    named = [
+        Population(p.name, p.paths, np.char.add(f"{p.name}:", p.identities.astype(str)), p.clean)
+        for p in parts
+    ]
+    return balanced(named, BALANCED_ROWS, seed) if variant.balance else merge(named)
+
+
+def fit(population: Population, source: str, target: str, variant: Variant, seed: int) -> MapEstimator:
+    estimator = ResidualMLPMap(random_state=seed, **variant.params)
+    return estimator.fit(population.clean[source], population.clean[target], population.identities)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One population's scored half: its pairs, natives and identification split."""
+
+    population: Population
+    pairs: Any
+    native: dict[str, PopulationMetrics]
+    native_id: dict[str, IdentificationResult]
+    split: Any
+
+
+def scored_half(population: Population, models: Sequence[str]) -> tuple[Population, Scored]:
+    fit_half, scored = split_people(population)
+    pairs = verification_pairs(scored.identities, IMPOSTORS, 0)
+    split = open_set_split(scored.identities)
+    native = {m: measure(*pair_scores(scored.clean[m], scored.clean[m], pairs)) for m in models}
+    native_id = {
+        m: identify(scored.clean[m][split.gallery], scored.clean[m], split, scored.identities) for m in models
+    }
+    return fit_half, Scored(scored, pairs, native, native_id, split)
+
+
+@dataclass(frozen=True)
+class Result:
+    population: str
+    direction: str
+    variant: str
+    accuracy_gap: float  # points against the weaker native
+    tar_ratio: float  # cross TAR@1e-3 / weaker native's
+    rank1_ratio: float  # migrated gallery / native B gallery
+    fnir_ratio: float
+    seconds: float
+
+    @property
+    def verification_ok(self) -> bool:
+        return self.accuracy_gap >= -1.0 and self.tar_ratio >= 0.9
+
+    @property
+    def identification_ok(self) -> bool:
+        return self.rank1_ratio >= 0.97 and self.fnir_ratio <= 1.1
+
+
+def score(s: Scored, a: str, b: str, x: np.ndarray, population: str, variant: str, seconds: float) -> Result:
+    cross = measure(*pair_scores(x, s.population.clean[b], s.pairs))
+    weaker = min(s.native[a].accuracy, s.native[b].accuracy)
+    weaker_tar = min(s.native[a].tar_far_1e3, s.native[b].tar_far_1e3)
+    migrated = identify(x[s.split.gallery], s.population.clean[b], s.split, s.population.identities)
+    native = s.native_id[b]
+    return Result(
+        population,
+        f"{a}→{b}",
+        variant,
+        (cross.accuracy - weaker) * 100,
+        cross.tar_far_1e3 / max(weaker_tar, 1e-9),
+        migrated.rank1 / max(native.rank1, 1e-9),
+        migrated.fnir / max(native.fnir, 1e-9),
+        seconds,
+    )
+
+
+def run(
+    cache: Path,
+    names: Sequence[str],
+    models: Sequence[str],
+    directions: Sequence[tuple[str, str]],
+    variants: Sequence[Variant],
+    ceiling: bool,
+    seed: int,
+) -> tuple[list[Result], dict[str, str]]:
+    bank = MappingBank.load(ROOT / "mappings")
+    populations = {n: load_population(cache, n, list(models)) for n in POPULATIONS}
+    fairface = unlabelled(cache, models)
+    results, described = [], {}
+    for name in names:
+        fit_half, s = scored_half(populations[name], models)
+        others = [populations[n] for n in POPULATIONS if n != name]
+        described[name] = (
+            f"{len(s.population)} photos of {len(np.unique(s.population.identities))} people scored "
+            f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs)"
+        )
+        for a, b in directions:
+            path = bank.find_path(a, b)
+            if path is not None:
+                x = mapped_path(path, s.population.clean[a])
+                results.append(score(s, a, b, x, name, "shipped", 0.0))
+            for variant in variants:
+                data = fitting_population(variant, others, fairface, seed)
+                started = time.perf_counter()
+                estimator = fit(data, a, b, variant, seed)
+                took = time.perf_counter() - started
+                results.append(
+                    score(s, a, b, mapped(estimator, s.population.clean[a]), name, variant.name, took)
+                )
+                print(results[-1], flush=True)
+            if ceiling and variants:
+                last = variants[-1]
+                data = fitting_population(last, [*others, fit_half], fairface, seed)
+                started = time.perf_counter()
+                estimator = fit(data, a, b, last, seed)
+                took = time.perf_counter() - started
+                results.append(
+                    score(s, a, b, mapped(estimator, s.population.clean[a]), name, "ceiling", took)
+                )
+                print(results[-1], flush=True)
+    return results, described
+
+
+def mapped_path(path: Any, x: np.ndarray) -> np.ndarray:
+    out = path.apply(np.ascontiguousarray(x))
+    return np.asarray(out, np.float32)
+
+
+def markdown(results: list[Result], described: dict[str, str], variants: Sequence[str], command: str) -> str:
+    out = [
+        "## Leave one population out: fitting data and estimators",
+        "",
+        f"Measured with `{command}` ({time.strftime('%Y-%m-%d')}). Maps of each direction fitted "
+        "on the other labelled populations (plus fairface-val where the variant says), never on the "
+        "scored population's people; scored on half of its people. Each variant adds one ingredient "
+        "to the one above it (see the script's docstring). *ok*: cross accuracy ≥ weaker native - 1.0 "
+        "point and TAR@1e-3 ≥ 0.9x the weaker native's; *id ok*: migrated gallery's rank-1 ≥ 0.97x and "
+        "FNIR@FPIR 1e-2 ≤ 1.1x native B's. The ceiling adds the scored population's other half to the "
+        "last variant's data.",
+        "",
+        "### Summary: directions that hold, per population and variant",
+        "",
+        row("population", *variants),
+        "|---|" + "---:|" * len(variants),
+    ]
+    for name in described:
+        cells = []
+        for v in variants:
+            rs = [r for r in results if r.population == name and r.variant == v]
+            if not rs:
+                cells.append("")
+                continue
+            ok = sum(r.verification_ok for r in rs)
+            ident = sum(r.identification_ok for r in rs)
+            worst = min(r.accuracy_gap for r in rs)
+            cells.append(f"{ok}/{len(rs)} ok, {ident}/{len(rs)} id ok, worst {worst:+.1f}")
+        out.append(row(name, *cells))
+    out += ["", "Mean accuracy gap (points) and mean fit time per direction:", ""]
+    out += [row("population", *variants), "|---|" + "---:|" * len(variants)]
+    for name in described:
+        cells = []
+        for v in variants:
+            rs = [r for r in results if r.population == name and r.variant == v]
+            cells.append(
+                f"{np.mean([r.accuracy_gap for r in rs]):+.2f} ({np.mean([r.seconds for r in rs]):.0f} s)"
+                if rs
+                else ""
+            )
+        out.append(row(name, *cells))
+    for name, what in described.items():
+        out += ["", f"### {name}: {what}", ""]
+        out += [
+            row("direction", *variants),
+            "|---|" + "---:|" * len(variants),
+        ]
+        directions = list(dict.fromkeys(r.direction for r in results if r.population == name))
+        for d in directions:
+            cells = []
+            for v in variants:
+                r = next(
+                    (r for r in results if r.population == name and r.direction == d and r.variant == v), None
+                )
+                cells.append(
+                    ""
+                    if r is None
+                    else f"{r.accuracy_gap:+.1f} / {r.tar_ratio:.2f} / "
+                    f"{r.rank1_ratio:.3f} / {r.fnir_ratio:.2f}"
+                )
+            out.append(row(d, *cells))
+        out += ["", "Cells: accuracy gap (points) / TAR ratio / rank-1 ratio / FNIR ratio."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=ROOT / "cache", help="embedding caches (NAME-MODEL.npz)"
+    )
+    parser.add_argument(
+        "--population", action="append", help=f"scored populations; default {', '.join(POPULATIONS)}"
+    )
+    parser.add_argument("--model", action="append", help=f"repeat; default {', '.join(MODELS)}")
+    parser.add_argument(
+        "--direction", action="append", help="SOURCE:TARGET, repeat; default every ordered pair"
+    )
+    parser.add_argument(
+        "--variant", action="append", help=f"repeat; default all of {', '.join(v.name for v in VARIANTS)}"
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling fit")
+    parser.add_argument("--seed", type=int, default=0, help="seeds every draw and fit")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "maps-across-populations.md")
+    args = parser.parse_args(argv)
+    models = args.model or list(MODELS)
+    directions = (
+        [tuple(d.split(":", 1)) for d in args.direction]
+        if args.direction
+        else list(itertools.permutations(models, 2))
+    )
+    known = {v.name: v for v in VARIANTS}
+    unknown = set(args.variant or ()) - set(known)
+    if unknown:
+        parser.error(f"unknown variant {sorted(unknown)}; choose from {', '.join(known)}")
+    variants = [known[v] for v in args.variant] if args.variant else list(VARIANTS)
+    names = args.population or list(POPULATIONS)
+    command = "python scripts/map_lopo_study.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    results, described = run(args.cache, names, models, directions, variants, not args.no_ceiling, args.seed)
+    columns = ["shipped", *(v.name for v in variants), *([] if args.no_ceiling else ["ceiling"])]
+    upsert_section(
+        args.out, "leave-one-population-out", markdown(results, described, columns, command.strip())
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
