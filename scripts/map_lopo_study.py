@@ -12,6 +12,8 @@ ingredient at a time, so each one's gain on unseen people is measured:
 - `+fairface`: and the 5,000 fairface-val photos (seven race groups, no identities);
 - `+balance`: every population resampled to the same number of rows (small ones repeated, large
   ones drawn without replacement), so one large population does not drown the rest;
+- `+augment`: and the downscaled and re-compressed (JPEG) variants of the photos, where cached
+  (`facebridge.vision.augment`: capture conditions the populations differ in);
 - `+geometry`: a loss that keeps the batch's pairwise cosines and each row's direction;
 - `+wide`: a hidden layer four times wider;
 - `+ensemble`: three members averaged (one residual MLP in the map file).
@@ -42,12 +44,14 @@ from typing import Any
 
 import numpy as np
 
+from facebridge.dataset_embedding import dataset_cache_path
 from facebridge.evaluation.identification import IdentificationResult, identify, open_set_split
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
 from facebridge.evaluation.population import STUDY_MODELS as MODELS
 from facebridge.evaluation.population import (
     Population,
     PopulationMetrics,
+    fitting_rows,
     load_population,
     measure,
     pair_scores,
@@ -75,6 +79,7 @@ class Variant:
     name: str
     fairface: bool = True
     balance: bool = False
+    augment: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,15 +88,30 @@ VARIANTS = (
     Variant("others", fairface=False),
     Variant("+fairface"),
     Variant("+balance", balance=True),
-    Variant("+geometry", balance=True, params=GEOMETRY),
-    Variant("+wide", balance=True, params={**GEOMETRY, "hidden": 1024}),
-    Variant("+ensemble", balance=True, params={**GEOMETRY, "hidden": 1024, "members": 3}),
+    Variant("+augment", balance=True, augment=True),
+    Variant("+geometry", balance=True, augment=True, params=GEOMETRY),
+    Variant("+wide", balance=True, augment=True, params={**GEOMETRY, "hidden": 1024}),
+    Variant("+ensemble", balance=True, augment=True, params={**GEOMETRY, "hidden": 1024, "members": 3}),
 )
+AUGMENTATIONS = ("downscale", "jpeg")
+
+
+def cached_kinds(cache: Path, name: str, models: Sequence[str]) -> list[str]:
+    """The augmentations of AUGMENTATIONS cached for `name` under every model."""
+    return [
+        kind
+        for kind in AUGMENTATIONS
+        if all(dataset_cache_path(cache, name, m, kind).exists() for m in models)
+    ]
+
+
+def load(cache: Path, name: str, models: Sequence[str]) -> Population:
+    return load_population(cache, name, list(models), cached_kinds(cache, name, models))
 
 
 def unlabelled(cache: Path, models: Sequence[str]) -> Population:
     """fairface-val: every photo its own person (it has no identity labels)."""
-    population = load_population(cache, UNLABELLED, models)
+    population = load(cache, UNLABELLED, models)
     population.identities = np.char.add(f"{UNLABELLED}:", population.paths.astype(str))
     return population
 
@@ -118,15 +138,21 @@ def fitting_population(
     parts = [*labelled, *([fairface] if variant.fairface and fairface is not None else [])]
     # identities prefixed by population: a name may recur across populations
     named = [
-        Population(p.name, p.paths, np.char.add(f"{p.name}:", p.identities.astype(str)), p.clean)
+        Population(
+            p.name,
+            p.paths,
+            np.char.add(f"{p.name}:", p.identities.astype(str)),
+            p.clean,
+            p.variants if variant.augment else {},
+        )
         for p in parts
     ]
     return balanced(named, BALANCED_ROWS, seed) if variant.balance else merge(named)
 
 
 def fit(population: Population, source: str, target: str, variant: Variant, seed: int) -> MapEstimator:
-    estimator = ResidualMLPMap(random_state=seed, **variant.params)
-    return estimator.fit(population.clean[source], population.clean[target], population.identities)
+    x, y, groups = fitting_rows(population, source, target, sorted(population.variants))
+    return ResidualMLPMap(random_state=seed, **variant.params).fit(x, y, groups)
 
 
 @dataclass(frozen=True)
@@ -199,7 +225,7 @@ def run(
     seed: int,
 ) -> tuple[list[Result], dict[str, str]]:
     bank = MappingBank.load(ROOT / "mappings")
-    populations = {n: load_population(cache, n, list(models)) for n in POPULATIONS}
+    populations = {n: load(cache, n, models) for n in POPULATIONS}
     fairface = unlabelled(cache, models)
     results, described = [], {}
     for name in names:

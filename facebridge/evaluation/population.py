@@ -111,7 +111,7 @@ def population_origin(root: Path) -> tuple[str, str]:
     if start < 0:
         return source, ""
     paragraph = text[start:].split("\n\n", 1)[0]
-    lines = []
+    lines: list[str] = []
     for line in paragraph.splitlines():
         if lines and line.strip().endswith(":") is False and line[:1].isupper() and ":" in line[:40]:
             break  # the next "Field: ..." line of SOURCE.txt
