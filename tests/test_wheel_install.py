@@ -40,6 +40,16 @@ with Client(url, key) as client:
         raise AssertionError("an unknown model was accepted")
     print(f"translate ok: maps {moved.maps}; verify ok: score {result.score:.4f}")
 """
+# 100 people x 4 photos: embeddings near a per-person centre in A (128-d), and a fixed map of them into B
+NPY_SCRIPT = """
+import numpy as np
+rng = np.random.default_rng(0)
+ids = np.arange(400) // 4
+a = rng.normal(size=(100, 128))[ids] + 0.5 * rng.normal(size=(400, 128))
+np.save("a.npy", a.astype(np.float32))
+np.save("b.npy", (np.tanh(a @ rng.normal(size=(128, 192)) / 8)).astype(np.float32))
+np.save("ids.npy", ids)
+"""
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -201,3 +211,17 @@ def test_without_an_onnx_runtime_commands_say_what_to_install(
         lines = refused.stderr.splitlines()
         assert len(lines) == 1 and fix in lines[0] and "ONNX Runtime" in lines[0], (args, refused.stderr)
         assert refused.stdout == ""
+
+    # fitting a map from .npy files runs no model: it works without a runtime (the default method, the
+    # bank's selection between ridge and the residual MLP, included) and writes exactly the --out file
+    python = str(bin_dir / "python")
+    _run([python, "-c", NPY_SCRIPT], env=env, cwd=work)
+    fitted = run(
+        "fit", "--source-npy", "a.npy", "--target-npy", "b.npy", "--labels", "ids.npy",
+        "--source-model", "arcface-mbf128", "--target-model", "sirius-mbf192", "--out", "f.safetensors",
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stdout + fitted.stderr
+    assert (work / "f.safetensors").is_file() and "<- chosen" in fitted.stdout, fitted.stdout
+    check = "from pathlib import Path; from facebridge.mapping.mapfile import load_map; "
+    check += "print(load_map(Path('f.safetensors')).meta.id)"
+    assert _run([python, "-c", check], env=env, cwd=work).stdout.strip() == "arcface-mbf128->sirius-mbf192"

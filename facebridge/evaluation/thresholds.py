@@ -26,7 +26,8 @@ from facebridge.cohort.calibration_set import (
     SetKind,
 )
 from facebridge.cohort.scoring import comparison_key, comparison_pins
-from facebridge.evaluation.population import PairSample, Population, _rowdot, verification_pairs
+from facebridge.evaluation.population import PairSample, Population
+from facebridge.evaluation.verification import rowdot, verification_pairs
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.calibration import Calibration, calibrate_pooled, widen_for_population
 from facebridge.mapping.compare import plan_comparison
@@ -153,7 +154,7 @@ def comparison_scores(
         orders.append((pairs.right, pairs.left))
     raw, norm, labels = [], [], []
     for left, right in orders:
-        scores = _rowdot(a, b, left, right)
+        scores = rowdot(a, b, left, right)
         raw.append(scores)
         norm.append(
             as_norm(
