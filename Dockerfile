@@ -43,7 +43,8 @@ RUN if ! command -v python3 >/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends python3 \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
-    && useradd --system --uid 10001 --user-group --create-home --home-dir /srv/facebridge facebridge
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /srv/facebridge facebridge \
+    && install -d -o facebridge -g facebridge -m 0700 /srv/facebridge/audit
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/manifest.toml /srv/facebridge/manifest.toml
 COPY --from=build --chown=facebridge:facebridge /opt/models /srv/facebridge/models
@@ -55,6 +56,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     FACEBRIDGE_MODELS_DIR=/srv/facebridge/models \
     FACEBRIDGE_MAPPINGS_DIR=/srv/facebridge/mappings \
     FACEBRIDGE_CACHE_DIR=/tmp/facebridge-cache \
+    FACEBRIDGE_AUDIT_LOG=/srv/facebridge/audit/audit.log \
     FACEBRIDGE_HOST=0.0.0.0 \
     FACEBRIDGE_PORT=8000 \
     FACEBRIDGE_WORKERS=1

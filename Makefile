@@ -18,13 +18,19 @@ models: $(VENV)/.installed
 	@if [ -d "$(SHARED_MODELS)" ]; then $(BIN)/facebridge models fetch --all --from $(SHARED_MODELS); \
 	else echo "no $(SHARED_MODELS): install models with 'facebridge models fetch ID'"; fi
 
-# without FACEBRIDGE_API_KEYS, a random key is generated once into $(KEYS_FILE) (send it as X-API-Key)
-KEYS_FILE ?= .facebridge/api-keys
+# without FACEBRIDGE_API_KEYS(_FILE), `facebridge keys create` makes one key with every scope on first run:
+# its salted hash goes into $(KEYS_FILE), the key itself into $(KEY_FILE) (send it as the X-API-Key header)
+KEYS_FILE ?= .facebridge/keys.json
+KEY_FILE ?= .facebridge/api-key
 serve: setup
-	@if [ -z "$$FACEBRIDGE_API_KEYS" ] && [ ! -s $(KEYS_FILE) ]; then \
-	  mkdir -p $(dir $(KEYS_FILE)) && (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(KEYS_FILE)) && \
-	  echo "generated an API key in $(KEYS_FILE)"; fi
-	@[ -n "$$FACEBRIDGE_API_KEYS" ] || echo "API key: send the contents of $(KEYS_FILE) as the X-API-Key header"
+	@if [ -z "$$FACEBRIDGE_API_KEYS" ] && [ -z "$$FACEBRIDGE_API_KEYS_FILE" ] && [ ! -s $(KEYS_FILE) ]; then \
+	  mkdir -p $(dir $(KEYS_FILE)) && umask 077 && \
+	  out=$$($(BIN)/facebridge keys create --file $(KEYS_FILE) --name make-serve --scope all) && \
+	  echo "$$out" | tail -n 1 > $(KEY_FILE) && \
+	  echo "created an API key with every scope: its hash is in $(KEYS_FILE), the key in $(KEY_FILE)"; fi
+	@if [ -n "$$FACEBRIDGE_API_KEYS" ] || [ -n "$$FACEBRIDGE_API_KEYS_FILE" ]; then :; \
+	elif [ -s $(KEY_FILE) ]; then echo "API key: send the contents of $(KEY_FILE) as the X-API-Key header"; \
+	else echo "API keys: $(KEYS_FILE); a new key: $(BIN)/facebridge keys rotate --file $(KEYS_FILE) make-serve"; fi
 	@if [ -z "$$FACEBRIDGE_API_KEYS" ]; then export FACEBRIDGE_API_KEYS_FILE=$${FACEBRIDGE_API_KEYS_FILE:-$(KEYS_FILE)}; fi; \
 	  exec $(BIN)/facebridge serve --host $(HOST) --port $(PORT)
 

@@ -14,6 +14,7 @@ exceptions of facebridge.exceptions, each naming the input field at fault.
 
 from __future__ import annotations
 
+import base64
 import binascii
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -45,7 +46,15 @@ from facebridge.schemas.calibration import (
     ComparisonInForce,
     DriftInfo,
 )
-from facebridge.schemas.embed import DetectorInfo, Embedding, EmbedOptions, EmbedResponse, Face, ImageResult
+from facebridge.schemas.embed import (
+    AlignedCrop,
+    DetectorInfo,
+    Embedding,
+    EmbedOptions,
+    EmbedResponse,
+    Face,
+    ImageResult,
+)
 from facebridge.schemas.translate import MapUsed, TranslateResponse
 from facebridge.schemas.verify import (
     FAR_POINTS,
@@ -478,14 +487,19 @@ class Bridge:
         detection: DetectionOptions,
     ) -> ImageResult:
         if options.aligned:
-            faces = [pipeline.embed_aligned(image, model_ids, options.normalize, options.mode)]
+            faces = [pipeline.embed_aligned(image, model_ids, options.normalize, options.mode, options.crops)]
         else:
             try:
-                faces = pipeline.embed_image(image, model_ids, detection, options.normalize, options.mode)
+                faces = pipeline.embed_image(
+                    image, model_ids, detection, options.normalize, options.mode, options.crops
+                )
             except NoFaceFound as error:
                 raise NoFaceFound(f"images[{index}]: {error}", f"images[{index}]") from None
         return ImageResult(
-            index=index, width=image.shape[1], height=image.shape[0], faces=[_face(f) for f in faces]
+            index=index,
+            width=image.shape[1],
+            height=image.shape[0],
+            faces=[_face(f, pipeline if options.crops else None) for f in faces],
         )
 
     @staticmethod
@@ -626,7 +640,28 @@ def decode_base64(text: str, max_bytes: int, where: str = "image") -> bytes:
         raise InvalidBase64(f"{where}: invalid base64: {error}", where) from None
 
 
-def _face(result: FaceResult) -> Face:
+def _crops(result: FaceResult, pipeline: FacePipeline) -> list[AlignedCrop]:
+    """The aligned crops a face was embedded from, as base64 PNG (what `crops: true` asks for)."""
+    import cv2
+
+    crops = []
+    for model_id, crop in result.crops.items():
+        ok, png = cv2.imencode(".png", crop)
+        if not ok:  # pragma: no cover (a uint8 BGR array always encodes)
+            continue
+        crops.append(
+            AlignedCrop(
+                model=model_id,
+                alignment=pipeline.registry.recognizer(model_id).entry.alignment,
+                size=int(crop.shape[0]),
+                png=base64.b64encode(png.tobytes()).decode("ascii"),
+            )
+        )
+    return crops
+
+
+def _face(result: FaceResult, pipeline: FacePipeline | None = None) -> Face:
+    """The answer's face; with `pipeline` (crops asked for), its aligned crops too."""
     det = result.detection
     return Face(
         box=None if det is None else [round(float(v), 2) for v in det.box],
@@ -645,4 +680,5 @@ def _face(result: FaceResult) -> Face:
             )
             for e in result.embeddings
         ],
+        crops=_crops(result, pipeline) if pipeline is not None else None,
     )

@@ -9,7 +9,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facebridge.paths import default_cache_dir, default_mappings_dir, default_models_dir, shipped_manifest
+from facebridge.paths import (
+    default_audit_log,
+    default_cache_dir,
+    default_mappings_dir,
+    default_models_dir,
+    shipped_manifest,
+)
 from facebridge.vision.manifest import Manifest, load_manifest, overlay_manifest
 
 
@@ -66,10 +72,32 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=32, gt=0)
     max_faces_per_image: int = Field(default=32, gt=0)
 
-    api_keys: str | None = Field(default=None, description="comma-separated; never logged", repr=False)
-    api_keys_file: Path | None = Field(default=None, description="one key per line, # comments")
+    api_keys: str | None = Field(
+        default=None,
+        description="comma-separated plain keys, each with every scope; never logged",
+        repr=False,
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="scoped, hashed keys written by `facebridge keys create` (re-read when it changes and "
+        "on SIGHUP); an older file of plain keys, one per line, still works with every scope",
+    )
     auth_disabled: bool = Field(default=False, description="serve without keys (development only)")
+    key_rate_per_s: float = Field(
+        default=0.0, ge=0, description="requests per second per API key (token bucket; 0: no limit)"
+    )
+    key_burst: float | None = Field(
+        default=None, ge=0, description="token bucket size per key (default: the rate, at least 1)"
+    )
+    key_max_concurrent: int = Field(default=0, ge=0, description="requests in flight per key (0: no limit)")
+    audit_log: Path | None = Field(
+        default=None,
+        description="append-only JSON lines: erasures, pair recordings, reloads, refused requests; "
+        "default ./.facebridge/audit.log in a checkout, else the per-user data folder (a default that "
+        "cannot be written is logged as an error; a path set here that cannot be written stops the start)",
+    )
     metrics_public: bool = Field(default=True, description="/metrics without an API key")
+    console: bool = Field(default=True, description="the read-only operator console at /console")
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -95,6 +123,10 @@ class Settings(BaseSettings):
         "committed before the answer, synced at checkpoints (survives a crash of the service, saves an "
         "fsync per request); erasure is always fsynced",
     )
+
+    @cached_property
+    def audit_log_path(self) -> Path:
+        return self.audit_log if self.audit_log is not None else default_audit_log()
 
     @cached_property
     def manifest_path(self) -> Path:

@@ -54,6 +54,9 @@ PROBLEM_TYPES: dict[type[ex.FacebridgeError], tuple[int, str, str]] = {
     ex.ImageError: (422, "invalid-image", "Image rejected"),
     ex.UndecodableImage: (422, "undecodable-image", "Image rejected"),
     ex.ImageTooLarge: (413, "image-too-large", "Image too large"),
+    ex.AccessDenied: (403, "forbidden", "Forbidden"),
+    ex.InvalidApiKey: (401, "unauthorized", "Missing or invalid API key"),
+    ex.MissingScope: (403, "missing-scope", "API key lacks the scope this route needs"),
 }
 
 
@@ -120,11 +123,13 @@ def validation_problem(errors: list[dict[str, Any]] | Any) -> Problem:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetail, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
     for status, description in {
-        401: "Missing or invalid API key",
+        401: "Missing or invalid API key (unknown, wrong, expired or revoked)",
+        403: "The API key lacks the scope this route needs",
         404: "Unknown model or resource",
         409: "Model known but not installed or refused",
         413: "Image or request too large",
         422: "Invalid input",
+        429: "Too many requests (in flight, or for this API key); see Retry-After",
         503: "Models still loading",
     }.items()
 }

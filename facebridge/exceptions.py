@@ -91,3 +91,19 @@ class UndecodableImage(ImageError):
 
 class ImageTooLarge(ImageError):
     """More bytes or pixels than the configured limits."""
+
+
+class AccessDenied(FacebridgeError, PermissionError):
+    """The caller may not do this (the service's API keys; never raised by the library itself)."""
+
+
+class InvalidApiKey(AccessDenied):
+    """No API key, or not a valid one: unknown, wrong, expired or revoked."""
+
+
+class MissingScope(AccessDenied):
+    """A valid API key that lacks the scope the route needs (`scope` names it)."""
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope

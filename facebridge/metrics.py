@@ -34,6 +34,19 @@ INFERENCE = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ERRORS = Counter("facebridge_errors_total", "problem+json answers by problem type", ["type"])
+KEY_REQUESTS = Counter(
+    "facebridge_key_requests_total",
+    "requests per API key id (never the key) and outcome: served (scope check passed), forbidden (a "
+    "scope missing), rate-limited, concurrency-limited (429), expired, revoked; key_id none: missing or "
+    "invalid keys",
+    ["key_id", "outcome"],
+)
+AUDIT_EVENTS = Counter(
+    "facebridge_audit_events_total", "audit log lines written, by action and outcome", ["action", "outcome"]
+)
+AUDIT_FAILURES = Counter(
+    "facebridge_audit_failures_total", "audit records that could not be written", ["sink"]
+)
 MAPS_LOADED = Gauge("facebridge_maps_loaded", "map files loaded and serving")
 MAPS_REFUSED = Gauge("facebridge_maps_refused", "map files refused at load")
 MODELS_LOADED = Gauge("facebridge_models_loaded", "model files loaded")

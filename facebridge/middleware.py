@@ -3,6 +3,8 @@
 - a request id (the caller's X-Request-ID if sane, else a new one) in every log line and answer;
 - an access log line per request (method, route, status, duration; never bodies);
 - limits answered with problem+json before the app runs: body size (413), requests in flight (429);
+- the API key, looked up once (facebridge/security.py) and its per-key limits applied: requests per
+  second and in flight (429 with Retry-After; other keys are not affected);
 - a time budget per request (503 once it is spent, if no answer has started).
 """
 
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facebridge.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
 from facebridge.logs import request_id
 from facebridge.metrics import ERRORS
+from facebridge.security import AUTH, PRINCIPAL, ApiKeys, KeyLimiter
 
 access_log = logging.getLogger("facebridge.access")
 UNLIMITED = {"/healthz", "/readyz", "/metrics"}
@@ -28,12 +31,18 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class RequestGuard:
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_in_flight: int, time_budget_s: float | None
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_in_flight: int,
+        time_budget_s: float | None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.time_budget_s = time_budget_s
+        self.keys = keys
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,6 +88,8 @@ class RequestGuard:
         path = scope.get("path", "")
         guarded = path not in UNLIMITED
         counted = False
+        held: KeyLimiter | None = None
+        key_id = None
         try:
             length = headers.get(b"content-length")
             if guarded and length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -101,6 +112,26 @@ class RequestGuard:
             if guarded:
                 self.in_flight += 1
                 counted = True
+            if guarded and self.keys is not None:
+                raw = headers.get(b"x-api-key")
+                auth = await self.keys.authenticate(raw.decode("latin-1") if raw else None)
+                scope[AUTH] = auth
+                if auth.principal is not None:
+                    key_id = auth.principal.key_id
+                    limiter = auth.principal.limiter
+                    refusal = limiter.admit() if limiter.limited else None
+                    if refusal is not None:
+                        limiter.count(refusal.outcome)
+                        await problem(
+                            429,
+                            "too-many-requests",
+                            "Too many requests for this API key",
+                            refusal.detail,
+                            {"retry-after": str(refusal.retry_after)},
+                        )
+                        return
+                    if limiter.limited:
+                        held = limiter
             received = 0
 
             async def counting_receive() -> Message:
@@ -143,6 +174,11 @@ class RequestGuard:
         finally:
             if counted:
                 self.in_flight -= 1
+            if held is not None:
+                held.release()
+            served = scope.get(PRINCIPAL)
+            if served is not None:
+                served.limiter.count("served")
             route = scope.get("route")
             access_log.info(
                 "%s %s %d %.1f ms",
@@ -156,6 +192,7 @@ class RequestGuard:
                         "route": getattr(route, "path", path),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        "key_id": key_id,
                     }
                 },
             )

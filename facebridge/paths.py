@@ -62,3 +62,8 @@ def default_mappings_dir() -> Path:
 
 def default_cache_dir() -> Path:
     return Path("cache") if in_checkout() else user_cache_path(APP_NAME)
+
+
+def default_audit_log() -> Path:
+    """./.facebridge/audit.log in a checkout (beside `make serve`'s keys), else the per-user data folder."""
+    return Path(".facebridge") / "audit.log" if in_checkout() else user_data_path(APP_NAME) / "audit.log"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from facebridge.bridge import Bridge
-from facebridge.cohort.drift import drift_of, warn_about_drift
+from facebridge.cohort.drift import DriftEstimate, drift_of, warn_about_drift
+from facebridge.cohort.drift_history import DriftHistory
 from facebridge.config import Settings
 from facebridge.errors import Problem
 from facebridge.mapping.bank import MappingBank
@@ -35,13 +36,14 @@ class ServiceState:
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
     pairs: PairStore | None = None  # the paired-template store, when FACEBRIDGE_PAIRS_DB/_DSN is set
+    drift_history: DriftHistory = field(default_factory=DriftHistory)  # GET /calibration/history
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> None:
         try:
             # maps first: translating needs no ONNX file, and they load in milliseconds
             self.bank = MappingBank.from_settings(self.settings)
-            watch_drift(self.bank)
+            self.drift_history.record("start", self.bank, watch_drift(self.bank))
             registry = open_registry(self.settings)
             self.registry = registry
             self.pipeline = FacePipeline(
@@ -75,7 +77,7 @@ class ServiceState:
             if not swap:
                 return fresh
             self.bank = fresh
-            watch_drift(fresh)
+            self.drift_history.record("reload", fresh, watch_drift(fresh))
             log.info("mappings reloaded: %d map(s), %d refused", len(fresh.maps), len(fresh.refused))
             return fresh
 
@@ -85,11 +87,12 @@ class ServiceState:
         return thread
 
 
-def watch_drift(bank: MappingBank) -> None:
+def watch_drift(bank: MappingBank) -> list[DriftEstimate]:
     """Estimate the shipped thresholds' FAR on the cohorts' population: gauges and log warnings."""
     estimates = drift_of(bank)
     publish_drift([(d.comparison, d.operating_point, d.estimated_far, d.nominal_far) for d in estimates])
     warn_about_drift(estimates)
+    return estimates
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread,

@@ -33,9 +33,9 @@ Numpy only, from the embedding caches (`cache/{population}-{model}.npz`). Writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
-import shlex
-import sys
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -223,6 +223,7 @@ def run(
     variants: Sequence[Variant],
     ceiling: bool,
     seed: int,
+    log: Path,
 ) -> tuple[list[Result], dict[str, str]]:
     bank = MappingBank.load(ROOT / "mappings")
     populations = {n: load(cache, n, models) for n in POPULATIONS}
@@ -240,6 +241,7 @@ def run(
             if path is not None:
                 x = mapped_path(path, s.population.clean[a])
                 results.append(score(s, a, b, x, name, "shipped", 0.0))
+                record(log, results[-1], described[name])
             for variant in variants:
                 data = fitting_population(variant, others, fairface, seed)
                 started = time.perf_counter()
@@ -248,7 +250,7 @@ def run(
                 results.append(
                     score(s, a, b, mapped(estimator, s.population.clean[a]), name, variant.name, took)
                 )
-                print(results[-1], flush=True)
+                record(log, results[-1], described[name])
             if ceiling and variants:
                 last = variants[-1]
                 data = fitting_population(last, [*others, fit_half], fairface, seed)
@@ -258,8 +260,28 @@ def run(
                 results.append(
                     score(s, a, b, mapped(estimator, s.population.clean[a]), name, "ceiling", took)
                 )
-                print(results[-1], flush=True)
+                record(log, results[-1], described[name])
     return results, described
+
+
+def record(log: Path, result: Result, described: str) -> None:
+    """Append one result to the JSON-lines log (runs over different populations or variants share it)."""
+    line = json.dumps({**dataclasses.asdict(result), "described": described})
+    print(line, flush=True)
+    with log.open("a") as out:
+        out.write(line + "\n")
+
+
+def read_log(log: Path) -> tuple[list[Result], dict[str, str]]:
+    """Every result in the log, the latest one winning where a (population, direction, variant) repeats."""
+    latest: dict[tuple[str, str, str], Result] = {}
+    described: dict[str, str] = {}
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        described[row["population"]] = row.pop("described")
+        result = Result(**row)
+        latest[(result.population, result.direction, result.variant)] = result
+    return list(latest.values()), dict(sorted(described.items(), key=lambda kv: POPULATIONS.index(kv[0])))
 
 
 def mapped_path(path: Any, x: np.ndarray) -> np.ndarray:
@@ -352,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling fit")
     parser.add_argument("--seed", type=int, default=0, help="seeds every draw and fit")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "maps-across-populations.md")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=ROOT / "cache" / "map-lopo.jsonl",
+        help="results are appended here; the report is written from every result in it",
+    )
+    parser.add_argument("--report-only", action="store_true", help="write the report from --log, fit nothing")
     args = parser.parse_args(argv)
     models = args.model or list(MODELS)
     directions = (
@@ -365,13 +394,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant {sorted(unknown)}; choose from {', '.join(known)}")
     variants = [known[v] for v in args.variant] if args.variant else list(VARIANTS)
     names = args.population or list(POPULATIONS)
-    command = "python scripts/map_lopo_study.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    results, described = run(args.cache, names, models, directions, variants, not args.no_ceiling, args.seed)
-    columns = ["shipped", *(v.name for v in variants), *([] if args.no_ceiling else ["ceiling"])]
+    if not args.report_only:
+        run(args.cache, names, models, directions, variants, not args.no_ceiling, args.seed, args.log)
+    results, described = read_log(args.log)
+    order = ["shipped", *(v.name for v in VARIANTS), "ceiling"]
+    columns = [c for c in order if any(r.variant == c for r in results)]
     upsert_section(
-        args.out, "leave-one-population-out", markdown(results, described, columns, command.strip())
+        args.out,
+        "leave-one-population-out",
+        markdown(results, described, columns, f"python scripts/map_lopo_study.py ... --log {args.log.name}"),
     )
     print(f"wrote {args.out}")
     return 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -94,7 +95,13 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, "FACEBRIDGE_LOG_LEVEL": "warning", **env}
+        audit_log = log_path.with_name(log_path.stem + "-audit.log")  # never the checkout's .facebridge/
+        full_env = {
+            **os.environ,
+            "FACEBRIDGE_LOG_LEVEL": "warning",
+            "FACEBRIDGE_AUDIT_LOG": str(audit_log),
+            **env,
+        }
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -132,6 +139,28 @@ class LiveServer:
 
 # two valid keys at once, as during a rotation
 API_KEYS = ("test-key-current-5b1f", "test-key-next-9c2e")
+
+
+@dataclass(frozen=True)
+class ScopedKeys:
+    """A keys file (facebridge keys) with one key per scope, each having only that scope."""
+
+    file: Path
+    keys: dict[str, str]  # scope -> key
+    ids: dict[str, str]  # scope -> key id
+
+
+@pytest.fixture(scope="session")
+def scoped_keys(tmp_path_factory: pytest.TempPathFactory) -> ScopedKeys:
+    from facebridge.keyfile import ALL_SCOPES, create_key
+
+    file = tmp_path_factory.mktemp("keys") / "keys.json"
+    keys, ids = {}, {}
+    for scope in ALL_SCOPES:
+        entry, keys[scope] = create_key(file, f"only-{scope.replace(':', '-')}", [scope])
+        ids[scope] = entry.id
+    return ScopedKeys(file, keys, ids)
+
 
 SUBSET_MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192"]
 SUBSET_CACHE_DIR = ROOT / "cache" / "tests"
@@ -224,7 +253,7 @@ def maps_dir(
 
 @pytest.fixture(scope="session")
 def server(
-    settings: Settings, maps_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings, maps_dir: Path, scoped_keys: ScopedKeys, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     live = LiveServer(
         {
@@ -236,7 +265,8 @@ def server(
             "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": "4",
             "FACEBRIDGE_MAX_IMAGE_BYTES": "2000000",
             "FACEBRIDGE_MAX_IMAGE_PIXELS": "4000000",
-            "FACEBRIDGE_API_KEYS": ",".join(API_KEYS),
+            "FACEBRIDGE_API_KEYS": ",".join(API_KEYS),  # plain keys with every scope
+            "FACEBRIDGE_API_KEYS_FILE": str(scoped_keys.file),  # and one key per scope
         },
         tmp_path_factory.mktemp("server") / "server.log",
     )

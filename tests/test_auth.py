@@ -1,4 +1,6 @@
-"""API keys against a real server: missing, wrong, rotated, fail-closed and explicitly disabled."""
+"""API keys against a real server: missing, wrong, rotated, fail-closed and explicitly disabled; plain keys
+(FACEBRIDGE_API_KEYS, or an older keys file of one key per line) keep every scope.
+Scoped keys, limits and the audit trail: tests/test_scoped_keys.py."""
 
 from __future__ import annotations
 
@@ -41,12 +43,14 @@ def test_both_keys_of_a_rotation_are_accepted_and_never_logged(server: LiveServe
     assert httpx.get(server.url + "/readyz").status_code == 200
     log = server.log()
     assert all(key not in log for key in API_KEYS)
+    assert "plain key(s) from FACEBRIDGE_API_KEYS, each with every scope" in log  # said at start-up
 
 
 def test_openapi_declares_the_key_header(server: LiveServer) -> None:
     spec = httpx.get(server.url + "/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
-    assert spec["paths"]["/translate"]["post"]["security"] == [{"APIKeyHeader": []}]
+    assert spec["paths"]["/translate"]["post"]["security"] == [{"APIKeyHeader": ["translate"]}]
+    assert spec["paths"]["/mappings"]["get"]["security"] == [{"APIKeyHeader": []}]  # any valid key
     assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
@@ -90,5 +94,11 @@ def test_keys_file_with_comments(tmp_path: Path) -> None:
         _assert_unauthorized(
             httpx.get(live.url + "/models", headers={"X-API-Key": "# rotated in 2026-11"}), "valid"
         )
+        # an older file's keys have every scope, admin's included, and the log says how to move on
+        reload = httpx.post(live.url + "/admin/reload-mappings", headers={"X-API-Key": "file-key-one"})
+        assert reload.status_code == 200, reload.text
+        log = live.log()
+        assert "2 plain key(s), one per line: each has every scope" in log
+        assert "facebridge keys create" in log and "file-key-one" not in log
     finally:
         live.stop()

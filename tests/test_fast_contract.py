@@ -82,6 +82,7 @@ def synthetic_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         cache_dir=root / "cache",
         auth_disabled=True,
         providers="cpu",
+        audit_log=root / "audit.log",
     )
 
 

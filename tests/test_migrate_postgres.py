@@ -1,9 +1,12 @@
-"""`facebridge migrate` on a real PostgreSQL server (started by the test): a new column filled in place.
+"""`facebridge migrate` on a real PostgreSQL server (started by the test): a gallery column translated,
+staged in a side table (the default design) and swapped in, or updated in place (`--design in-place`).
 
 Checked against the shipped arcface→sirius map applied in numpy: 200k rows with every id present once;
-a migration SIGKILLed half-way and rerun; inserts and updates from another connection while it runs;
-NULL, wrongly sized and non-finite values reported per id; the swap; `real[]`, `bytea` and pgvector's
-`vector` columns (the last where the extension is installed: scripts/install_pgvector.sh; required when
+a migration SIGKILLed half-way and rerun; one of two worker processes SIGKILLed and the run resumed;
+several workers (processes, Dask tasks) against one, row for row; inserts and updates from another
+connection while it runs; NULL, wrongly sized and non-finite values reported per id; the table's rows
+left unwritten until the swap, which is one transaction; `real[]`, `bytea` and pgvector's `vector`
+columns (the last where the extension is installed: scripts/install_pgvector.sh; required when
 FACEBRIDGE_REQUIRE_PGVECTOR=1); wrong DSN, table or column as one-line errors.
 """
 
@@ -16,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +27,7 @@ import pytest
 
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.migration.pg_table import TableError, TableRef
-from facebridge.migration.postgres import BATCHES, JOBS, PROBLEMS, MigrationError, PostgresMigration
+from facebridge.migration.postgres import BATCHES, JOBS, PARTS, PROBLEMS, MigrationError, PostgresMigration
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, ROOT
@@ -46,10 +50,7 @@ def path() -> MapPath:
 @pytest.fixture
 def dsn(postgres: PostgresCluster) -> str:
     """A fresh schema of its own (pgvector, where installed, lives in public)."""
-    name = f"gallery_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    return postgres.dsn(options=f"-c search_path={name},public")
+    return new_schema(postgres)
 
 
 def has_pgvector(postgres: PostgresCluster) -> bool:
@@ -88,20 +89,48 @@ def create_gallery(dsn: str, x: np.ndarray, kind: str = "real[]", key: str = "bi
     return ids
 
 
-def read_column(dsn: str, column: str, kind: str = "real[]") -> dict[Any, Any]:
+def read_column(
+    dsn: str, column: str, kind: str = "real[]", table: str = "faces", key: str = "user_id"
+) -> dict[Any, Any]:
     """Every row's value of `column`, decoded by psycopg (text for vector, floats for arrays)."""
     with psycopg.connect(dsn) as conn:
         if kind == "vector":
-            rows = conn.execute(f"SELECT user_id, {column}::text FROM faces").fetchall()
+            rows = conn.execute(f"SELECT {key}, {column}::text FROM {table}").fetchall()
             return {k: None if v is None else np.array(v.strip("[]").split(","), np.float32) for k, v in rows}
-        rows = conn.execute(f"SELECT user_id, {column} FROM faces").fetchall()
+        rows = conn.execute(f"SELECT {key}, {column} FROM {table}").fetchall()
     if kind == "bytea":
         return {k: None if v is None else np.frombuffer(v, "<f4") for k, v in rows}
     return {k: None if v is None else np.asarray(v, dtype=np.float32) for k, v in rows}
 
 
+def side_table(dsn: str, to: str = "template_b") -> str:
+    """The side table the staged migration into `to` keeps its translations in until the swap."""
+    rows = fetch(
+        dsn, f"SELECT description->>'side_table' FROM {JOBS} WHERE job = %s", (f"faces.template->{to}",)
+    )
+    assert rows and rows[0][0], f"no staged job into {to}"
+    return str(rows[0][0])
+
+
+def read_translated(dsn: str, to: str = "template_b", kind: str = "real[]") -> dict[Any, Any]:
+    """The staged translations, by key (read from the side table: the table is written at the swap)."""
+    return read_column(dsn, "value", kind, table=side_table(dsn, to), key="id")
+
+
+def row_versions(dsn: str) -> list[tuple[Any, ...]]:
+    """Every row's key, version (xmin) and place (ctid): equal before and after only if no row was written."""
+    return fetch(dsn, "SELECT user_id, xmin::text, ctid::text FROM faces ORDER BY user_id")
+
+
 def url(dsn: str) -> str:
     return f"{dsn}&table=faces&id=user_id&column=template"
+
+
+def new_schema(postgres: PostgresCluster) -> str:
+    name = f"gallery_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return postgres.dsn(options=f"-c search_path={name},public")
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -144,18 +173,21 @@ def test_200k_templates_migrate_exactly_and_the_source_is_untouched(dsn: str, pa
     x = unit_rows(n, 128, seed=1)
     ids = create_gallery(dsn, x)
     source_digest = "SELECT md5(string_agg(array_send(template), '' ORDER BY user_id)) FROM faces"
-    before = fetch(dsn, source_digest)
+    before, versions = fetch(dsn, source_digest), row_versions(dsn)
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "20000", timeout=900)
     assert done.returncode == 0, done.stderr
     assert f"{n} rows translated" in done.stdout and f"checked: {n} rows, {n} translated" in done.stdout
     assert fetch(dsn, source_digest) == before  # the source column is never written
+    assert row_versions(dsn) == versions  # nor any row, until the swap
     counts = fetch(dsn, "SELECT count(*), count(DISTINCT user_id), count(template_b) FROM faces")
-    assert counts == [(n, n, n)]
-    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))
+    assert counts == [(n, n, 0)]
+    side = side_table(dsn)
+    assert fetch(dsn, f"SELECT count(*), count(DISTINCT id), count(value) FROM {side}") == [(n, n, n)]
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
     # the confidence column is the map's own predictor, row for row
     _, confidence = path.apply_with_confidence(x)
     assert confidence is not None
-    stored = dict(fetch(dsn, "SELECT user_id, template_b_confidence FROM faces"))
+    stored = dict(fetch(dsn, f"SELECT id, confidence FROM {side}"))
     np.testing.assert_allclose([stored[k] for k in ids], confidence, atol=1e-6)
     # what was recorded: the map's id and tensor hash, every batch with its checksum
     (description,) = fetch(dsn, f"SELECT description FROM {JOBS}")[0]
@@ -197,7 +229,7 @@ def test_sigkill_half_way_then_rerun_redoes_at_most_one_batch(dsn: str, path: Ma
     written_after = int(done.stdout.split(" rows translated")[0])
     assert written_after + rows_before == n  # every row written once: only the killed batch is redone
     assert "resumed after" in done.stdout
-    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
     assert fetch(dsn, f"SELECT sum(rows) FROM {BATCHES}") == [(n,)]
 
 
@@ -254,7 +286,7 @@ def test_inserts_and_updates_during_the_migration_are_picked_up(dsn: str, path: 
     keys = list(current)
     matrix = np.stack([current[k] for k in keys])
     assert len(keys) == n + 400
-    assert_translated(read_column(dsn, "template_b"), dict(zip(keys, path.apply(matrix), strict=True)))
+    assert_translated(read_translated(dsn), dict(zip(keys, path.apply(matrix), strict=True)))
 
 
 def test_a_rerun_translates_only_rows_whose_template_changed(dsn: str, path: MapPath) -> None:
@@ -268,7 +300,7 @@ def test_a_rerun_translates_only_rows_whose_template_changed(dsn: str, path: Map
     again = cli(url(dsn), "--to-column", "template_b")
     assert again.returncode == 0 and again.stdout.startswith("1 rows translated"), again.stdout
     x[7] = x[8]
-    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
 
 
 # ---------------------------------------------------------------------------------------------- bad values
@@ -284,7 +316,7 @@ def test_bad_values_are_reported_per_id_and_fatal_only_when_strict(dsn: str, pat
         conn.execute("UPDATE faces SET template[2] = NULL WHERE user_id = 15")
     strict = cli(url(dsn), "--to-column", "template_b", "--strict", "--batch-rows", "100")
     assert strict.returncode == 1 and "cannot be translated" in strict.stderr
-    assert fetch(dsn, "SELECT count(template_b) FROM faces") == [(0,)]  # the batch was rolled back
+    assert fetch(dsn, f"SELECT count(*) FROM {side_table(dsn)}") == [(0,)]  # the batch was rolled back
 
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "100")
     assert done.returncode == 0, done.stderr
@@ -307,7 +339,7 @@ def test_bad_values_are_reported_per_id_and_fatal_only_when_strict(dsn: str, pat
     assert again.returncode == 0 and again.stdout.startswith("1 rows translated")
     assert "11" not in dict(fetch(dsn, f"SELECT id, reason FROM {PROBLEMS}"))
     good = [k for k in ids if k not in (10, 12, 13, 14, 15)]
-    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, good, x[good]))
+    assert_translated(read_translated(dsn), expected_by_id(path, good, x[good]))
 
 
 # ---------------------------------------------------------------------------------------------- kinds
@@ -317,7 +349,7 @@ def test_bytea_gallery_with_uuid_keys(dsn: str, path: MapPath) -> None:
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "700")
     assert done.returncode == 0, done.stderr
     assert fetch(dsn, COLUMN_TYPE) == [("bytea",)]
-    assert_translated(read_column(dsn, "template_b", "bytea"), expected_by_id(path, ids, x))
+    assert_translated(read_translated(dsn, kind="bytea"), expected_by_id(path, ids, x))
 
 
 def test_pgvector_gallery(postgres: PostgresCluster, dsn: str, path: MapPath) -> None:
@@ -331,14 +363,17 @@ def test_pgvector_gallery(postgres: PostgresCluster, dsn: str, path: MapPath) ->
     done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "600")
     assert done.returncode == 0, done.stderr
     assert fetch(dsn, COLUMN_TYPE) == [("vector(192)",)]
-    assert_translated(read_column(dsn, "template_b", "vector"), expected_by_id(path, ids, x))
+    assert_translated(read_translated(dsn, kind="vector"), expected_by_id(path, ids, x))
     # pgvector's own operator agrees: the translated rows are unit length
-    norms = fetch(dsn, "SELECT min(vector_norm(template_b)), max(vector_norm(template_b)) FROM faces")[0]
+    norms = fetch(dsn, f"SELECT min(vector_norm(value)), max(vector_norm(value)) FROM {side_table(dsn)}")[0]
     assert 0.9999 < norms[0] <= norms[1] < 1.0001
     # another kind for the new column: vector source, bytea target (a second, separate job)
     done = cli(url(dsn), "--to-column", "template_c", "--to-type", "bytea")
     assert done.returncode == 0, done.stderr
-    assert_translated(read_column(dsn, "template_c", "bytea"), expected_by_id(path, ids, x))
+    assert_translated(read_translated(dsn, "template_c", "bytea"), expected_by_id(path, ids, x))
+    swapped = cli(url(dsn), "--to-column", "template_b", "--swap")
+    assert swapped.returncode == 0, swapped.stderr
+    assert_translated(read_column(dsn, "template", "vector"), expected_by_id(path, ids, x))
 
 
 # ---------------------------------------------------------------------------------------------- swap
@@ -375,6 +410,169 @@ def test_swap_switches_over_in_one_transaction(dsn: str, path: MapPath) -> None:
             conn.execute("INSERT INTO faces (user_id) VALUES (6001)")
     refused = cli(url(dsn), "--to-column", "template_b")
     assert refused.returncode == 1 and "already swapped" in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------- staged design
+def test_the_table_is_not_written_until_the_swap_which_is_one_transaction(dsn: str, path: MapPath) -> None:
+    x = unit_rows(2_000, 128, seed=20)
+    ids = create_gallery(dsn, x)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE faces ALTER COLUMN template SET NOT NULL")
+    source = "SELECT md5(string_agg(array_send(template), '' ORDER BY user_id)) FROM faces"
+    before, versions = fetch(dsn, source), row_versions(dsn)
+    done = cli(url(dsn), "--to-column", "template_b", "--batch-rows", "300")
+    assert done.returncode == 0, done.stderr
+    # every row as it was (same source, same row version and place); the new columns empty
+    assert fetch(dsn, source) == before and row_versions(dsn) == versions
+    assert fetch(dsn, "SELECT count(template_b), count(template_b_confidence) FROM faces") == [(0, 0)]
+    side = side_table(dsn)
+    assert fetch(dsn, f"SELECT relpersistence FROM pg_class WHERE oid = '{side}'::regclass") == [("u",)]
+    assert fetch(dsn, f"SELECT count(value) FROM {side}") == [(2_000,)]
+    # a swap whose last statement fails leaves nothing of itself: no row written, no column renamed
+    failed = cli(url(dsn), "--to-column", "template_b", "--swap", "--swap-also", "SELECT 1/0")
+    assert failed.returncode == 1 and "division by zero" in failed.stderr, failed.stderr
+    assert fetch(dsn, source) == before and row_versions(dsn) == versions
+    columns = {r[0] for r in fetch(dsn, COLUMNS)}
+    assert columns == {"user_id", "name", "template", "template_b", "template_b_confidence"}
+    assert fetch(dsn, "SELECT count(template_b) FROM faces") == [(0,)]
+    assert fetch(dsn, f"SELECT state FROM {JOBS}") == [("complete",)]
+    assert fetch(dsn, f"SELECT count(*) FROM {side}") == [(2_000,)]
+    # the swap, whole: every row written by its one transaction (one row version on every row)
+    swapped = cli(url(dsn), "--to-column", "template_b", "--swap")
+    assert swapped.returncode == 0, swapped.stderr
+    assert fetch(dsn, "SELECT count(DISTINCT xmin::text), count(*) FROM faces") == [(1, 2_000)]
+    assert fetch(dsn, f"SELECT to_regclass('{side}')") == [(None,)]
+    assert_translated(read_column(dsn, "template"), expected_by_id(path, ids, x))
+
+
+def test_workers_over_key_ranges_equal_one_worker_row_for_row(
+    postgres: PostgresCluster, path: MapPath
+) -> None:
+    x = unit_rows(6_000, 128, seed=21)
+    one, many = new_schema(postgres), new_schema(postgres)
+    ids = create_gallery(one, x)
+    create_gallery(many, x)
+    alone = cli(url(one), "--to-column", "template_b", "--batch-rows", "700")
+    assert alone.returncode == 0, alone.stderr
+    shared = cli(url(many), "--to-column", "template_b", "--batch-rows", "700", "--workers", "3")
+    assert shared.returncode == 0, shared.stderr
+    assert "checked: 6000 rows, 6000 translated, 0 with problems, 0 stale" in shared.stdout
+    # three disjoint key ranges covering every key, each walked to its end
+    parts = fetch(many, f"SELECT after_key, upto_key, done FROM {PARTS} ORDER BY part")
+    assert len(parts) == 3 and all(done for _, _, done in parts)
+    assert parts[0][0] is None and parts[-1][1] is None
+    assert [upto for _, upto, _ in parts[:-1]] == [after for after, _, _ in parts[1:]]
+    # the same bits, row for row
+    query = "SELECT id, value, confidence, source_sha1 FROM {} ORDER BY id"
+    assert fetch(one, query.format(side_table(one))) == fetch(many, query.format(side_table(many)))
+    for where in (one, many):
+        assert cli(url(where), "--to-column", "template_b", "--swap").returncode == 0
+    swapped = "SELECT user_id, template, template_b_confidence FROM faces ORDER BY user_id"
+    assert fetch(one, swapped) == fetch(many, swapped)
+    assert_translated(read_column(many, "template"), expected_by_id(path, ids, x))
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The multiprocessing workers among the descendants of `pid` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    family, found = {pid}, True
+    while found:
+        found = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                found = True
+    workers = []
+    for child in sorted(family - {pid}):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            workers.append(child)
+    return workers
+
+
+def test_one_worker_killed_then_a_rerun_writes_every_row_once(dsn: str, path: MapPath) -> None:
+    n, batch = 20_000, 250
+    x = unit_rows(n, 128, seed=22)
+    ids = create_gallery(dsn, x)
+    options = ["--to-column", "template_b", "--batch-rows", str(batch), "--workers", "2"]
+    args = [*FACEBRIDGE, "migrate", "--source", SOURCE, "--target", TARGET, "--quiet", url(dsn), *options]
+    process = subprocess.Popen(
+        [*args, "--pause", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 180
+    started: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline and process.poll() is None:
+        try:  # both parts under way
+            started = fetch(dsn, f"SELECT part FROM {PARTS} WHERE cursor IS NOT NULL AND NOT done")
+        except psycopg.Error:  # the progress tables are not there yet
+            started = []
+        if len(started) == 2:
+            break
+        time.sleep(0.02)
+    workers = worker_processes(process.pid)
+    assert process.poll() is None and len(started) == 2 and len(workers) == 2, process.communicate()[1]
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "a worker process died" in stderr, stderr
+    rows_before = fetch(dsn, f"SELECT coalesce(sum(rows), 0) FROM {BATCHES}")[0][0]
+    assert 2 * batch <= rows_before < n
+    done = cli(url(dsn), *options)
+    assert done.returncode == 0, done.stderr
+    assert "resumed after" in done.stdout
+    written_after = int(done.stdout.split(" rows translated")[0])
+    assert written_after + rows_before == n  # no row written twice, none left out
+    assert fetch(dsn, f"SELECT sum(rows), count(DISTINCT batch) FROM {BATCHES}")[0][0] == n
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
+
+
+def test_dask_tasks_over_key_ranges(dsn: str, path: MapPath) -> None:
+    x = unit_rows(3_000, 128, seed=23)
+    ids = create_gallery(dsn, x)
+    options = ["--to-column", "template_b", "--batch-rows", "500", "--engine", "dask", "--workers", "2"]
+    done = cli(url(dsn), *options)
+    assert done.returncode == 0, done.stderr
+    assert "checked: 3000 rows, 3000 translated, 0 with problems, 0 stale" in done.stdout
+    assert len(fetch(dsn, f"SELECT part FROM {PARTS} WHERE done")) == 2
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
+
+
+def test_an_emptied_side_table_starts_the_job_over(dsn: str, path: MapPath) -> None:
+    """Crash recovery empties unlogged tables: the next run notices and translates everything again."""
+    x = unit_rows(1_000, 128, seed=25)
+    ids = create_gallery(dsn, x)
+    assert cli(url(dsn), "--to-column", "template_b").returncode == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {side_table(dsn)}")
+    again = cli(url(dsn), "--to-column", "template_b")
+    assert again.returncode == 0, again.stderr
+    assert "starting over" in again.stderr and again.stdout.startswith("1000 rows translated")
+    assert_translated(read_translated(dsn), expected_by_id(path, ids, x))
+
+
+def test_the_in_place_design_on_request(dsn: str, path: MapPath) -> None:
+    x = unit_rows(2_000, 128, seed=24)
+    ids = create_gallery(dsn, x)
+    in_place = ["--to-column", "template_b", "--design", "in-place"]
+    done = cli(url(dsn), *in_place, "--batch-rows", "700")
+    assert done.returncode == 0, done.stderr
+    assert "checked: 2000 rows, 2000 translated" in done.stdout
+    assert_translated(read_column(dsn, "template_b"), expected_by_id(path, ids, x))  # in the table
+    other = cli(url(dsn), "--to-column", "template_b")  # the job belongs to its design
+    assert other.returncode == 1 and "started with the in-place design" in other.stderr
+    several = cli(url(dsn), *in_place, "--workers", "2")
+    assert several.returncode == 1 and "one worker" in several.stderr
+    swapped = cli(url(dsn), *in_place, "--swap")
+    assert swapped.returncode == 0, swapped.stderr
+    assert_translated(read_column(dsn, "template"), expected_by_id(path, ids, x))
 
 
 # ---------------------------------------------------------------------------------------------- errors

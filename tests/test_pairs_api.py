@@ -25,6 +25,7 @@ from facebridge.client import Client
 from facebridge.config import Settings
 from facebridge.main import create_app
 from facebridge.pairs import PairStore, SchemaTooNew
+from facebridge.pairs.migrations import latest_version
 from facebridge.paths import shipped_manifest
 from facebridge.vision.manifest import load_manifest
 
@@ -68,6 +69,7 @@ def _settings(root: Path, **changes: Any) -> Settings:
         cache_dir=root / "cache",
         auth_disabled=True,
         providers="cpu",
+        audit_log=root / "audit.log",
         **changes,
     )
 
@@ -111,7 +113,7 @@ def test_pairs_are_recorded_with_the_manifest_pins(app_with_store: TestClient, t
         stored.source[1], np.asarray(template(A, 3), np.float32)
     )  # s1 was recorded B->A
     stats = http.get("/pairs/stats").json()
-    assert stats["backend"] == "sqlite" and stats["schema_version"] == 1
+    assert stats["backend"] == "sqlite" and stats["schema_version"] == latest_version()
     assert stats["retention_days"] == 180 and stats["max_rows_per_pair"] == 1_000_000
     [entry] = stats["model_pairs"]
     assert (entry["source_model"], entry["target_model"], entry["pairs"], entry["subjects"]) == (A, B, 2, 2)
@@ -357,7 +359,8 @@ def test_the_photo_is_never_stored(recording: tuple[LiveServer, Target]) -> None
         assert [t for c, t in columns if c.endswith(("subject", "model", "sha256"))] == ["text"] * 5
         text = "MAX(octet_length(subject || source_model || target_model))"
     largest = target.execute(f"SELECT {text} FROM pairs")[0][0]
-    assert sorted(tables) == ["pairs", "schema_version"] and [c for c, _ in columns] == EXPECTED_COLUMNS
+    assert sorted(tables) == ["audit_log", "pairs", "schema_version"]
+    assert [c for c, _ in columns] == EXPECTED_COLUMNS
     sizes = target.execute(
         "SELECT length(source_embedding), length(target_embedding), length(source_sha256), "
         "length(target_sha256) FROM pairs WHERE subject IN ('photo-json', 'photo-form')"

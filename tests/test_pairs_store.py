@@ -200,6 +200,21 @@ def test_stats_per_model_pair(store: PairStore) -> None:
     assert stats.first == early and stats.last == early + timedelta(days=2)
 
 
+def test_timeline_per_model_pair_by_day_and_hour(store: PairStore) -> None:
+    early = datetime(2030, 1, 1, 22, 30, tzinfo=UTC)
+    store.record([row("s0", created_at=early), row("s0", False, created_at=early + timedelta(minutes=20))])
+    store.record([row("s1", created_at=early + timedelta(hours=2))])  # the next day, both orientations merged
+    days = [(p.model_a, p.model_b, p.start, p.pairs) for p in store.timeline("day")]
+    assert days == [
+        ("net-a", "net-b", datetime(2030, 1, 1, tzinfo=UTC), 2),
+        ("net-a", "net-b", datetime(2030, 1, 2, tzinfo=UTC), 1),
+    ]
+    hours = [(p.start, p.pairs) for p in store.timeline("hour")]
+    assert hours == [(datetime(2030, 1, 1, 22, tzinfo=UTC), 2), (datetime(2030, 1, 2, 0, tzinfo=UTC), 1)]
+    with pytest.raises(ValueError):
+        store.timeline("week")  # type: ignore[arg-type]
+
+
 def test_concurrent_writers_lose_no_row(store: PairStore) -> None:
     def writer(thread: int) -> None:
         for i in range(50):
@@ -230,7 +245,7 @@ def schema_of(target: Target) -> tuple[list[str], list[tuple[str, str]]]:
 
 def test_schema_is_only_the_expected_columns(store: PairStore, target: Target) -> None:
     tables, columns = schema_of(target)
-    assert sorted(tables) == ["pairs", "schema_version"]
+    assert sorted(tables) == ["audit_log", "pairs", "schema_version"]
     assert [c for c, _ in columns] == EXPECTED_COLUMNS
     blob = "blob" if target.kind == "sqlite" else "bytea"
     assert [c for c, t in columns if t == blob] == ["source_embedding", "target_embedding"]
@@ -251,14 +266,16 @@ def test_older_schema_is_migrated_step_by_step(target: Target) -> None:
     first = target.open()
     first.record([row("s0")])
     first.close()
-    step = Migration(2, "a test column", ("ALTER TABLE pairs ADD COLUMN note TEXT",))
+    latest = latest_version()
+    step = Migration(latest + 1, "a test column", ("ALTER TABLE pairs ADD COLUMN note TEXT",))
     upgraded = target.open(migrations=(*MIGRATIONS, step))
-    assert upgraded.schema_version == 2
+    assert upgraded.schema_version == latest + 1
     assert upgraded.read("net-a", "net-b").subjects.tolist() == ["s0"]  # data kept across the step
     upgraded.close()
-    assert [r[0] for r in target.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    versions = [r[0] for r in target.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, latest + 2))
     with pytest.raises(ValueError, match="numbered"):
-        target.open(migrations=(*MIGRATIONS, replace(step, version=3)))
+        target.open(migrations=(*MIGRATIONS, replace(step, version=latest + 2)))
 
 
 def test_newer_schema_is_refused_and_left_untouched(target: Target) -> None:
@@ -274,6 +291,36 @@ def test_newer_schema_is_refused_and_left_untouched(target: Target) -> None:
     with pytest.raises(SchemaTooNew, match=r"schema version 99, newer than this facebridge knows"):
         target.open()
     assert target.execute("SELECT MAX(version) FROM schema_version") == [(99,)]
+
+
+def test_a_version_1_store_gets_an_append_only_audit_log(target: Target) -> None:
+    first = target.open(migrations=MIGRATIONS[:1])
+    first.record([row("s0")])
+    first.close()
+    store = target.open()
+    assert store.schema_version == latest_version() >= 2
+    assert store.read("net-a", "net-b").subjects.tolist() == ["s0"]  # data kept across the step
+    now = datetime.now(UTC).replace(microsecond=123000)
+    records: list[dict[str, Any]] = [
+        {"time": now - timedelta(hours=2), "key_id": "3f9a1c2e", "action": "pairs.erase", "route": "/pairs",
+         "method": "DELETE", "subject": "s0", "outcome": "ok", "counts": {"deleted": 1}},
+        {"time": now, "key_id": None, "action": "auth.unauthorized", "route": "/verify", "method": "POST",
+         "outcome": "missing", "detail": "send an API key"},
+    ]  # fmt: skip
+    assert store.append_audit(records) == 2
+    stored = store.read_audit()
+    assert [(r["action"], r["key_id"], r["subject"], r["counts"]) for r in stored] == [
+        ("pairs.erase", "3f9a1c2e", "s0", {"deleted": 1}),
+        ("auth.unauthorized", None, None, None),
+    ]
+    assert stored[1]["time"] == now and stored[1]["detail"] == "send an API key"
+    assert [r["action"] for r in store.read_audit(since=now - timedelta(hours=1))] == ["auth.unauthorized"]
+    store.apply_retention(max_age_days=0.001, max_rows_per_pair=1)  # retention leaves the trail alone
+    store.close()
+    for statement in ("UPDATE audit_log SET outcome = 'changed'", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"):
+            target.execute(statement)
+    assert len(target.execute("SELECT id FROM audit_log")) == 2
 
 
 # ---------------------------------------------------------------------------------------------- retention

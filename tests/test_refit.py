@@ -29,6 +29,7 @@ from facebridge.mapping.refit import (
     subject_sides,
 )
 from facebridge.pairs.store import PairRow, PairStore
+from facebridge.refit_history import read_records
 
 from .conftest import MODELS_DIR
 
@@ -153,6 +154,7 @@ def test_refit_command_reads_the_store_and_writes_only_a_better_map(
     assert dry.returncode == 0, dry.stderr
     assert "skipping 1 of" in dry.stderr and "(--dry-run)" in dry.stdout
     assert not (out / map_filename(ARC, SIR)).exists()
+    assert read_records(out) == []  # a dry run is not a refit of record
     real = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert real.returncode == 0, real.stderr
     assert "held-out deployment subjects" in real.stdout and "wrote" in real.stdout, real.stdout
@@ -162,3 +164,7 @@ def test_refit_command_reads_the_store_and_writes_only_a_better_map(
     assert refitted.meta.provenance.dataset == "deployment"
     confidence = refitted.confidence(deployment.clean[ARC][:5])  # the predictor travelled with the map
     assert confidence is not None and confidence.shape == (5,)
+    [record] = read_records(out)  # the refit history GET /refits serves
+    assert (record.source, record.target, record.written) == (ARC, SIR, True)
+    assert record.file == map_filename(ARC, SIR)
+    assert record.tensor_sha256 == refitted.meta.tensor_sha256 and record.after.genuine_pairs > 0

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -93,6 +94,22 @@ def installed_bare(
 ) -> tuple[Path, dict[str, str], Path]:
     """A fresh install of the wheel without extras, so without any ONNX Runtime: `pip install facebridge`."""
     return _fresh_install(tmp_path_factory.mktemp("bare"), str(wheel))
+
+
+def test_the_wheel_ships_the_console_and_the_map_evaluations(wheel: Path) -> None:
+    """The operator console is served from package data, and its map curves come from the shipped
+    evaluation files: both must be in the wheel (the tests' vendored axe-core must not)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = ROOT / "facebridge" / "console"
+    shipped = [p for p in console.rglob("*") if p.is_file() and p.suffix in (".html", ".css", ".svg", ".js")]
+    assert shipped
+    for path in shipped:
+        assert str(path.relative_to(ROOT)) in names, path
+    evaluations = sorted((ROOT / "mappings" / "evaluations").glob("*.evaluation.json"))
+    assert evaluations
+    for path in evaluations:
+        assert f"facebridge/data/mappings/evaluations/{path.name}" in names, path
+    assert not any("axe" in name for name in names)
 
 
 def test_one_opencv_and_one_onnxruntime_and_no_top_level_app(

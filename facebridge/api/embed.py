@@ -10,12 +10,13 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from facebridge.api.openapi import request_body
-from facebridge.api.pairs import RECORDED_HEADER, embed_and_record, recording_store
+from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.bridge import Bridge, decode_base64
 from facebridge.config import Settings
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
+from facebridge.security import Principal, needs, require_also
 from facebridge.state import get_bridge, get_pipeline, state_of
 
 router = APIRouter(tags=["embed"])
@@ -36,6 +37,7 @@ OPENAPI_BODY = request_body(
                 "detection_threshold": {"type": "number", "minimum": 0, "maximum": 1},
                 "normalize": {"type": "boolean"},
                 "mode": {"type": "string", "enum": ["embedding", "full-network"]},
+                "crops": {"type": "boolean", "description": "also return the aligned crops (base64 PNG)"},
                 "record_subject": {"type": "string", "description": "record the pairs (see `record`)"},
             },
         },
@@ -101,13 +103,15 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOption
     summary="Detect, align and embed faces",
     description="Send one image or a batch as multipart files (`images`) or base64 JSON. Each face is "
     "returned with its box, landmarks, detection score and one embedding per requested model, each "
-    "naming the sha256 of the weights that produced it.",
+    "naming the sha256 of the weights that produced it. With `record` (or `record_subject`) the key "
+    "needs scope `pairs:record` as well.",
     openapi_extra=OPENAPI_BODY,
     responses={**PROBLEM_RESPONSES, 415: {"description": "Unsupported content type"}},
 )
 async def embed(
     request: Request,
     response: Response,
+    principal: Principal = needs("embed"),
     bridge: Bridge = Depends(get_bridge),
     _: object = Depends(get_pipeline),
 ) -> EmbedResponse:
@@ -129,9 +133,19 @@ async def embed(
     check_batch_size(
         len(blobs), limit, "images", "images", f"{len(blobs)} images; the limit is {limit} per request"
     )
+    if options.record is not None:
+        require_also(request, principal, "pairs:record", "recording pairs (`record`)")
     store = recording_store(request, options)  # before any photo is decoded: 404 when recording is off
     if store is not None:
-        answer, recorded = await run_in_threadpool(embed_and_record, bridge, store, blobs, options)
+        assert options.record is not None
+        subject = options.record.subject
+        try:
+            answer, recorded = await run_in_threadpool(embed_and_record, bridge, store, blobs, options)
+        except Problem as problem:
+            if problem.code == "pairs-unavailable":
+                audit_recording(request, principal, "failed", 0, subject)
+            raise
+        audit_recording(request, principal, "ok", recorded, subject)
         response.headers[RECORDED_HEADER] = str(recorded)
         return answer
     return await run_in_threadpool(bridge.embed_images, blobs, options)

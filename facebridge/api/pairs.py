@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter
 
+from facebridge.audit import AuditEvent, AuditLog, event_for
 from facebridge.bridge import Bridge
 from facebridge.errors import PROBLEM_RESPONSES, Problem, check_batch_size
 from facebridge.exceptions import (
@@ -36,7 +39,11 @@ from facebridge.schemas.pairs import (
     PairsRequest,
     PairStatsEntry,
     PairStatsResponse,
+    PairTimelineBucket,
+    PairTimelineEntry,
+    PairTimelineResponse,
 )
+from facebridge.security import Principal, needs
 from facebridge.state import ServiceState, get_bridge, state_of
 
 log = logging.getLogger(__name__)
@@ -141,6 +148,27 @@ def record_rows(store: PairStore, rows: list[PairRow]) -> int:
         raise store_unavailable(error, "record the pairs") from error
 
 
+def audit_of(request: Request) -> AuditLog | None:
+    audit: AuditLog | None = getattr(request.app.state, "audit", None)
+    return audit
+
+
+def audit_recording(
+    request: Request,
+    principal: Principal,
+    outcome: str,
+    recorded: int,
+    subject: str | None = None,
+    subjects: int | None = None,
+) -> None:
+    """The audit record of one recording batch: how many pairs (and subjects), by which key."""
+    audit = audit_of(request)
+    if audit is not None:
+        counts = {"pairs": recorded} if subjects is None else {"pairs": recorded, "subjects": subjects}
+        event = AuditEvent(action="pairs.record", outcome=outcome, subject=subject, counts=counts)
+        audit.record(event_for(request, principal.key_id, event))
+
+
 # ---------------------------------------------------------------------------------------------- /embed
 def recording_store(request: Request, options: EmbedOptions) -> PairStore | None:
     """The store an /embed request records into (None without `record`); 404 when recording is off."""
@@ -189,6 +217,7 @@ def embed_and_record(
 async def record_pairs(
     body: PairsRequest,
     request: Request,
+    principal: Principal = needs("pairs:record"),
     store: PairStore = Depends(get_pair_store),
     bridge: Bridge = Depends(get_bridge),
 ) -> PairsRecorded:
@@ -196,7 +225,13 @@ async def record_pairs(
     observe_batch("/pairs", len(body.pairs))
     check_batch_size(len(body.pairs), limit, "pairs", "pairs")
     rows = pair_rows(bridge, body.pairs)
-    recorded = await run_in_threadpool(record_rows, store, rows)
+    subjects = len({row.subject for row in rows})
+    try:
+        recorded = await run_in_threadpool(record_rows, store, rows)
+    except Problem:
+        audit_recording(request, principal, "failed", 0, subjects=subjects)
+        raise
+    audit_recording(request, principal, "ok", recorded, subjects=subjects)
     PAIRS_RECORDED.labels("/pairs").inc(recorded)
     return PairsRecorded(recorded=recorded)
 
@@ -209,13 +244,21 @@ async def record_pairs(
     responses=PROBLEM_RESPONSES,
 )
 async def erase_subject(
+    request: Request,
     subject: str = Query(pattern=SUBJECT_PATTERN, description=SUBJECT_DESCRIPTION),
+    principal: Principal = needs("pairs:erase"),
     store: PairStore = Depends(get_pair_store),
 ) -> PairsDeleted:
+    audit = audit_of(request)
+    erasure = AuditEvent(action="pairs.erase", outcome="ok", subject=subject)
     try:
         deleted = await run_in_threadpool(store.erase, subject)
     except Exception as error:
+        if audit is not None:
+            audit.record(event_for(request, principal.key_id, replace(erasure, outcome="failed")))
         raise store_unavailable(error, "erase the subject") from error
+    if audit is not None:  # the audit trail names the subject (an opaque id); the service log does not
+        audit.record(event_for(request, principal.key_id, replace(erasure, counts={"deleted": deleted})))
     PAIRS_ERASED.inc(deleted)
     log.info("pair store: erased %d row(s) of one subject", deleted)  # the id itself is not logged
     return PairsDeleted(deleted=deleted)
@@ -226,6 +269,7 @@ async def erase_subject(
     response_model=PairStatsResponse,
     summary="What the pair store holds: pairs, subjects and time span per model pair",
     responses=PROBLEM_RESPONSES,
+    dependencies=[needs("pairs:read")],
 )
 async def pair_stats(store: PairStore = Depends(get_pair_store)) -> PairStatsResponse:
     try:
@@ -239,4 +283,33 @@ async def pair_stats(store: PairStore = Depends(get_pair_store)) -> PairStatsRes
         retention_days=(retention.max_age_days or None) if retention else None,
         max_rows_per_pair=(retention.max_rows_per_pair or None) if retention else None,
         model_pairs=[PairStatsEntry.model_validate(s, from_attributes=True) for s in stats],
+    )
+
+
+@router.get(
+    "/pairs/timeline",
+    response_model=PairTimelineResponse,
+    summary="Pairs recorded per model pair per day (or hour): how fast a roll-out collects them",
+    responses=PROBLEM_RESPONSES,
+    dependencies=[needs("pairs:read")],
+)
+async def pair_timeline(
+    bucket: Literal["day", "hour"] = Query("day", description="UTC day or hour"),
+    store: PairStore = Depends(get_pair_store),
+) -> PairTimelineResponse:
+    try:
+        points = await run_in_threadpool(store.timeline, bucket)
+    except Exception as error:
+        raise store_unavailable(error, "be read") from error
+    entries: dict[tuple[str, str], list[PairTimelineBucket]] = {}
+    for point in points:
+        entries.setdefault((point.model_a, point.model_b), []).append(
+            PairTimelineBucket(start=point.start, pairs=point.pairs)
+        )
+    return PairTimelineResponse(
+        bucket=bucket,
+        model_pairs=[
+            PairTimelineEntry(source_model=a, target_model=b, buckets=buckets)
+            for (a, b), buckets in sorted(entries.items())
+        ],
     )

@@ -24,6 +24,7 @@ from facebridge.bridge import Bridge, Translation
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.schemas.translate import TranslateRequest, TranslateResponse
+from facebridge.security import needs
 from facebridge.state import get_bridge, state_of
 from facebridge.vectors import check_matrix, parse_matrix
 
@@ -159,6 +160,7 @@ OPENAPI_BODY: dict[str, Any] = {
         200: {"content": {NPY: {}, NPZ: {}}},
         415: {"description": "Unsupported content type"},
     },
+    dependencies=[needs("translate")],
 )
 async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> Response:
     settings = state_of(request).settings

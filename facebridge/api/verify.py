@@ -12,6 +12,7 @@ from facebridge.errors import PROBLEM_RESPONSES, check_batch_size, validation_pr
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT
 from facebridge.metrics import observe_batch
 from facebridge.schemas.verify import VerifyRequest, VerifyResponse, VerifyResult
+from facebridge.security import needs
 from facebridge.state import get_bridge, state_of
 
 router = APIRouter(tags=["verify"])
@@ -28,6 +29,7 @@ OPENAPI_BODY = request_body({"application/json": VerifyRequest})
     f"`space`). Default decision rule: operating point `{DEFAULT_OPERATING_POINT}` (FAR 0.1%).",
     openapi_extra=OPENAPI_BODY,
     responses=PROBLEM_RESPONSES,
+    dependencies=[needs("verify")],
 )
 async def verify(request: Request, bridge: Bridge = Depends(get_bridge)) -> VerifyResponse:
     # the body is parsed here rather than by a parameter so that errors come as problem+json with

@@ -1,4 +1,4 @@
-"""The `facebridge` command: serve, manage models, embed datasets, evaluate, fit, migrate, doctor.
+"""The `facebridge` command: serve, manage models, embed datasets, evaluate, fit, migrate, doctor, keys.
 
 Each command lives in its own module with a `register(subparsers)`; modules import the vision stack
 (OpenCV, onnxruntime) only inside the commands that need it, so `facebridge --help` stays fast.
@@ -11,12 +11,14 @@ import logging
 import sys
 
 from facebridge.cli import (
+    audit,
     calibrate,
     cohort,
     doctor,
     embed,
     evaluate,
     fit,
+    keys,
     migrate,
     models,
     refit,
@@ -24,7 +26,21 @@ from facebridge.cli import (
     studies,
 )
 
-COMMANDS = (serve, models, doctor, embed, evaluate, studies, migrate, fit, refit, calibrate, cohort)
+COMMANDS = (
+    serve,
+    models,
+    doctor,
+    embed,
+    evaluate,
+    studies,
+    migrate,
+    fit,
+    refit,
+    calibrate,
+    cohort,
+    keys,
+    audit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

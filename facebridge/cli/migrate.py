@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,7 +81,7 @@ def migrate_postgres(args: argparse.Namespace) -> int:
     """`facebridge migrate ... postgresql://...?table=&id=&column= --to-column NAME` (see
     facebridge/migration/postgres.py); one-line errors for a bad URL, server, table or column."""
     from facebridge.migration.pg_table import TableError, TableRef
-    from facebridge.migration.postgres import MigrationError, PostgresMigration
+    from facebridge.migration.postgres import MigrationError, open_migration
 
     try:
         import psycopg
@@ -95,9 +96,12 @@ def migrate_postgres(args: argparse.Namespace) -> int:
         return 2
     try:
         ref = TableRef.parse(args.input, args.id_column_pg, args.column)
-        job = PostgresMigration(
-            ref, path, args.to_column, args.to_type, args.batch_rows, args.strict, args.max_passes,
-            progress=not args.quiet, pause=args.pause,
+        engine = "dask" if args.engine == "dask" else "process"
+        workers = args.workers or (1 if engine == "process" or args.scheduler else os.cpu_count() or 1)
+        job = open_migration(
+            args.design, ref, path, args.to_column, to_kind=args.to_type, batch_rows=args.batch_rows,
+            strict=args.strict, max_passes=args.max_passes, progress=not args.quiet, pause=args.pause,
+            workers=workers, engine=engine, scheduler=args.scheduler,
         )  # fmt: skip
         if args.dry_run:
             print("\n".join(job.dry_run()))
@@ -111,9 +115,11 @@ def migrate_postgres(args: argparse.Namespace) -> int:
             )
             return 0
         result = job.run()
-    except (TableError, MigrationError) as exc:
+        for note in getattr(job, "notes", []):
+            print(f"note: {note}", file=sys.stderr)
+    except (TableError, MigrationError, ValueError) as exc:
         print(f"facebridge migrate: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, TableError) else 1
+        return 1 if isinstance(exc, MigrationError) else 2
     except psycopg.Error as exc:
         print(f"facebridge migrate: PostgreSQL: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1
@@ -161,12 +167,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "--engine",
         choices=["stream", "dask"],
         default="stream",
-        help="dask: Parquet partitions on a Dask cluster",
+        help="dask: Parquet partitions, or a PostgreSQL table's key ranges, as tasks on a Dask cluster",
     )
     migrate.add_argument(
         "--scheduler", help="Dask scheduler address (default: a LocalCluster on this machine)"
     )
-    migrate.add_argument("--workers", type=int, help="LocalCluster worker processes (default: CPU count)")
+    migrate.add_argument(
+        "--workers", type=int,
+        help="PostgreSQL: worker processes over disjoint key ranges (default 1); dask: LocalCluster "
+        "worker processes (default: CPU count)",
+    )  # fmt: skip
     pg = migrate.add_argument_group("PostgreSQL galleries")
     pg.add_argument("--to-column", help="the column to fill with translated templates (added if missing)")
     pg.add_argument(
@@ -176,6 +186,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     pg.add_argument("--id", dest="id_column_pg", help="the table's unique key (or ?id= in the URL)")
     pg.add_argument("--column", help="the source template column (or ?column= in the URL)")
     pg.add_argument("--batch-rows", type=int, default=5_000, help="rows per batch and transaction")
+    pg.add_argument(
+        "--design", choices=["staged", "in-place"], default="staged",
+        help="staged (default): translations in a side table, written into the table by --swap's one "
+        "UPDATE; in-place: every row updated batch by batch, a short --swap (docs/migration.md)",
+    )  # fmt: skip
     pg.add_argument(
         "--pause", type=float, default=0.0, metavar="SECONDS",
         help="sleep between batches, to spare a busy production database (default 0)",

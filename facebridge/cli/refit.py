@@ -22,7 +22,7 @@ from facebridge.cli.common import add_settings_options, check_methods, needs_onn
 if TYPE_CHECKING:
     from facebridge.config import Settings
     from facebridge.evaluation.population import Population
-    from facebridge.mapping.refit import RefitPlan
+    from facebridge.mapping.refit import RefitPlan, RefitResult
 
 
 def _base_population(args: argparse.Namespace, settings: Settings, models: list[str]) -> Population | None:
@@ -108,6 +108,8 @@ def cmd_refit(args: argparse.Namespace) -> int:
         print(
             "map not written" + (" (--dry-run)" if args.dry_run else ": the current map is as good or better")
         )
+        if not args.dry_run:
+            _record_refit(args, settings, result, None)
         return 0
     out = args.out or settings.mappings_dir
     if not os.access(out, os.W_OK):
@@ -129,8 +131,25 @@ def cmd_refit(args: argparse.Namespace) -> int:
         confidence.info("the refit's held-out deployment subjects") if confidence is not None else None,
     )
     print(f"wrote {path}; a running service loads it on POST /admin/reload-mappings or SIGHUP")
+    _record_refit(args, settings, result, path)
     _calibrate_refitted(args, settings, out, deployment, plan)
     return 0
+
+
+def _record_refit(
+    args: argparse.Namespace, settings: Settings, result: RefitResult, written: Path | None
+) -> None:
+    """One line of the refit history (MAPPINGS/refits/history.jsonl, read by GET /refits): before/after
+    on the held-out subjects and whether the map was written; skipped where the folder is read-only."""
+    from facebridge.mapping.mapfile import load_map
+    from facebridge.refit_history import append_record, refit_record
+
+    out: Path = args.out or settings.mappings_dir
+    if not os.access(out, os.W_OK):
+        return
+    digest = load_map(written).meta.tensor_sha256 if written is not None else None
+    record = refit_record(result, args.source, args.target, out, written, digest)
+    print(f"refit recorded in {append_record(out, record)}")
 
 
 def _calibrate_refitted(

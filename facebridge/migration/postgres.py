@@ -1,41 +1,52 @@
-"""In-place migration of a PostgreSQL gallery: a new column filled with translated templates, resumable.
+"""Migration of a PostgreSQL gallery, staged: translations collected in a side table, swapped in at once.
 
-The table keeps its source column untouched. The migration adds (if missing) five nullable columns,
-named after `--to-column` (say `template_b`):
+The default design (`--design staged`; the in-place one is pg_inplace.py, docs/migration.md compares
+them). The live table is not written until the swap: its source column and its rows stay as they are
+(the migration only adds the empty target columns, a catalogue change). The translations go to an
+unlogged side table in the table's schema, `facebridge_side_<12 hex digits>` (named in the job's
+description), one row per key:
 
-- `template_b`: the translated template, of the source column's kind (`real[]`, `double precision[]`,
-  `vector(n)`, `bytea`) unless told otherwise;
-- `template_b_confidence` (`real`): each row's expected cosine with the target model's own embedding,
-  when every map of the path carries a confidence predictor;
-- `template_b_source_md5` (`bytea`): md5 of the source value the row was translated from. A row is
-  *stale* when this differs from the source's current md5, so a row inserted or updated while the
-  migration runs is seen and translated again, and a rerun skips every row already done;
-- `template_b_row_version` (`bigint`): the row version (xmin) the migration's own write gave the row.
-  Any later write to the row changes its xmin, so rows whose xmin still equals it are known unchanged
-  without reading (and detoasting) their source: the passes after the first and the checks hash only
-  the rows some other write touched;
-- `template_b_batch` (`integer`): the batch that wrote it, for the checksums.
+- `id`: the key; `value`: the translated template, of the source column's kind (`real[]`,
+  `double precision[]`, `vector(n)`, `bytea`) unless told otherwise; `confidence` (`real`): each row's
+  expected cosine with the target model's own embedding, when every map of the path carries a predictor;
+- `row_version` (`xid`): the source row's version (xmin) when it was read. Any write to the row gives
+  it a new xmin, and the migration never writes the table, so a row is *current* exactly when its side
+  row's version equals its xmin: the passes after the first and the checks find changed rows by a join
+  on the key, without reading (and detoasting) a single source;
+- `source_sha1` (`bytea`): the fingerprint of the source it was translated from. A row whose xmin moved
+  but whose fingerprint did not (a write to another column) is marked current again, not re-translated;
+- `batch` (`integer`): the batch that wrote it, for the checksums.
 
-Work goes in windows of `batch_rows` keys walked in order (keyset pagination: `WHERE id > last ORDER
-BY id`). A second connection reads the stale rows of the next windows (binary COPY out) while the
-first writes the current one in one transaction: translate in numpy, binary COPY into a temporary
-table, UPDATE ... FROM it the rows not written since they were read (same xmin), check on the server
-that count and checksum of what landed equal what was sent, and record the batch and the cursor in
-`facebridge_migration_batches` / `facebridge_migrations`. A crash loses at most the batch in
-flight; a rerun continues from the cursor. After the keyset pass, passes from the start pick up rows
-changed behind the cursor, until one finds nothing (or `max_passes`, then the remaining ids are
-reported). Values that cannot be translated (NULL, wrong dimension, NaN) are recorded per id in
-`facebridge_migration_problems` and left NULL (fatal with `strict`).
+**Work.** The key space is cut into parts (one per worker; their bounds in `facebridge_migration_parts`),
+each walked in windows of `batch_rows` keys (keyset pagination, `WHERE id > last ORDER BY id`) by a
+worker: a second connection reads the next windows (binary COPY out) while the first writes the
+current one in one transaction: translate in numpy, binary COPY into the side table, check on the server
+that count and checksum of what landed equal what was sent, and record the batch and the part's cursor
+(`facebridge_migration_batches`, `facebridge_migration_parts`). A crash loses at most the batches in
+flight; a rerun continues each part from its cursor. Workers are processes on this machine or tasks
+on a Dask cluster. After the first pass, passes over every part pick up rows changed behind the cursors
+until one finds nothing (or `max_passes`). Values that cannot be translated (NULL, wrong dimension,
+NaN) are recorded per id in `facebridge_migration_problems` and get a side row without a value (fatal
+with `strict`).
 
-`swap` switches the identity system over in one transaction (see docs/identity-system.md).
+**Swap.** One transaction: block writers, translate whatever changed since, repeat the full check,
+write every row's translation into the target columns with one `UPDATE ... FROM` the side table, rename
+the columns, drop the side table (see docs/identity-system.md).
+
+An unlogged table is emptied by crash recovery of the server (and is empty on a promoted standby): a
+run that finds the side table empty while the job records batches starts over, and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,114 +55,117 @@ from psycopg import sql
 from tqdm import tqdm
 
 from facebridge import __version__
-from facebridge.mapping.bank import MapPath
+from facebridge.mapping.bank import RESIDUAL_CHUNK_ROWS, MapPath
 from facebridge.migration import pg_codec
 from facebridge.migration.pg_codec import ColumnKind
+from facebridge.migration.pg_common import (
+    BATCH_SEQUENCE,
+    BATCHES,
+    DESIGNS,
+    JOBS,
+    PARTS,
+    PROBLEMS,
+    PROGRESS_SCHEMA,
+    MigrationError,
+    PgMigrationResult,
+    TargetColumns,
+    Verification,
+    connect,
+    refuse_other_design,
+    send,
+)
 from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
 from facebridge.migration.pipeline import prefetch
 from facebridge.progress import bar_disabled
 
-JOBS = "facebridge_migrations"
-BATCHES = "facebridge_migration_batches"
-PROBLEMS = "facebridge_migration_problems"
-STAGING = "facebridge_staging"
+__all__ = [
+    "BATCHES",
+    "DESIGNS",
+    "JOBS",
+    "PARTS",
+    "PROBLEMS",
+    "MigrationError",
+    "Part",
+    "PgMigrationResult",
+    "PostgresMigration",
+    "TargetColumns",
+    "Verification",
+    "open_migration",
+]
+
 READ_AHEAD = 2  # windows read ahead of the one being written (memory: a few batches)
-PROGRESS_SCHEMA = [
-    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
-        job text PRIMARY KEY, description jsonb NOT NULL, state text NOT NULL, cursor text,
-        started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
-        finished_at timestamptz)""",
-    f"""CREATE TABLE IF NOT EXISTS {BATCHES} (
-        job text NOT NULL, batch integer NOT NULL, pass integer NOT NULL, first_id text, last_id text,
-        rows integer NOT NULL, hash_sum numeric NOT NULL, written_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (job, batch))""",
-    f"""CREATE TABLE IF NOT EXISTS {PROBLEMS} (
-        job text NOT NULL, id text NOT NULL, reason text NOT NULL, source_md5 bytea,
-        found_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, id))""",
+MIN_BLOCK = 64  # rows: smaller blocks are padded, so a row's translation never depends on its batch
+PART_LOCK_WAIT = 15.0  # seconds a worker waits for a part whose last worker's connection is closing
+SIDE_PREFIX = "facebridge_side_"
+ENGINES = ("process", "dask")
+STAGED_SCHEMA = [
+    f"""CREATE TABLE IF NOT EXISTS {PARTS} (
+        job text NOT NULL, part integer NOT NULL, after_key text, upto_key text, cursor text,
+        done boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job, part))""",
+    f"CREATE SEQUENCE IF NOT EXISTS {BATCH_SEQUENCE} AS integer",
 ]
 
 
-class MigrationError(RuntimeError):
-    """The migration cannot go on (another run holds the job, strict mode met a bad value, ...)."""
-
-
 @dataclass(frozen=True)
-class TargetColumns:
-    """The names of the columns a migration into `name` fills."""
+class Part:
+    """A range of keys one worker walks: above `after` (None: from the first key) up to and including
+    `upto` (None: to the last key, rows inserted meanwhile included)."""
 
-    name: str
-
-    @property
-    def confidence(self) -> str:
-        return f"{self.name}_confidence"
-
-    @property
-    def source_md5(self) -> str:
-        return f"{self.name}_source_md5"
-
-    @property
-    def row_version(self) -> str:
-        return f"{self.name}_row_version"
-
-    @property
-    def batch(self) -> str:
-        return f"{self.name}_batch"
-
-
-@dataclass(frozen=True)
-class Window:
-    """The stale rows (key as text, source in binary form, row version) among one range of keys."""
-
-    end: str | None  # the range's last key; None: it runs to the table's end
-    rows: list[list[bytes | None]]
-
-    @property
-    def last_key(self) -> str:
-        """Where the next window starts (the range's end, or its last row when open-ended)."""
-        return self.end if self.end is not None else (self.rows[-1][0] or b"").decode()
+    number: int
+    after: str | None
+    upto: str | None
 
 
 @dataclass
-class Verification:
-    """The final check: every row translated from its current source or listed as a problem, and
-    each batch's rows and checksum on the server equal to what the batch sent."""
+class Rows:
+    """The rows read from one window of keys: `after` < key <= `end` (None: no bound).
 
-    rows: int
-    translated: int
-    problems: int
-    stale: int
-    batches: int
-    mismatches: list[str] = field(default_factory=list)
-    deleted: int = 0
+    Keys and sources come as numpy records (`fast`: every row of the stream had one width) or as lists
+    of binary values; `texts` holds the keys as text where their type has no fixed width. In a later
+    pass, `previous` holds each row's side row: None, or its value and confidence in binary form."""
 
-    @property
-    def ok(self) -> bool:
-        return self.stale == 0 and not self.mismatches and self.translated + self.problems == self.rows
+    after: str | None
+    end: str | None
+    last: bool  # the part's last window
+    keys: Any  # records' V-typed key field, or list[bytes]
+    sources: Any  # records of the source kind's row_dtype, or list[bytes | None]
+    versions: np.ndarray  # uint32 xmin of each row
+    previous: list[tuple[bytes | None, bytes | None] | None] | None
+    texts: list[str] | None
+    fast: bool
 
-    def describe(self) -> str:
-        verdict = "checked" if self.ok else "CHECK FAILED"
-        text = (
-            f"{verdict}: {self.rows} rows, {self.translated} translated, {self.problems} with problems, "
-            f"{self.stale} stale; {self.batches} batch checksums compared"
-        )
-        if self.deleted:
-            text += f"; {self.deleted} translated rows deleted from the table since"
-        return text + "".join(f"\n  {m}" for m in self.mismatches)
+    def __len__(self) -> int:
+        return len(self.versions)
 
 
 @dataclass
-class PgMigrationResult:
-    rows_written: int
-    batches: int
-    passes: int
+class PartOutcome:
+    written: int = 0
+    refreshed: int = 0
+    batches: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: PartOutcome) -> None:
+        self.written += other.written
+        self.refreshed += other.refreshed
+        self.batches += other.batches
+        self.problems += other.problems
+
+
+@dataclass(frozen=True)
+class Written:
+    written: int
+    refreshed: int
     problems: list[tuple[str, str]]
-    seconds: float
-    verification: Verification
-    resumed_from: str | None
+    batch: int | None
 
 
 class PostgresMigration:
-    """Translate `ref`'s template column with `path` into `to_column` of the same table."""
+    """Translate `ref`'s template column with `path` into `to_column` of the same table, staged in a
+    side table and swapped in at once, by `workers` processes (or Dask tasks) over disjoint key ranges."""
+
+    design = "staged"
 
     def __init__(
         self,
@@ -165,62 +179,70 @@ class PostgresMigration:
         progress: bool = True,
         pause: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
+        engine: str = "process",
+        scheduler: str | None = None,
     ) -> None:
         if to_column in (ref.column, ref.id_column):
             raise TableError(f"--to-column {to_column} would overwrite the table's own column")
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
         self.ref, self.path, self.to = ref, path, TargetColumns(to_column)
         self.to_kind, self.batch_rows, self.strict = to_kind, batch_rows, strict
         self.max_passes, self.progress, self.on_batch = max_passes, progress, on_batch
         self.pause = pause  # seconds between batches: a gentler load on a busy production database
+        self.workers, self.engine, self.scheduler = workers, engine, scheduler
         self.dim_in = path.maps[0].meta.source.dim
         self.dim_out = path.maps[-1].meta.target.dim
         self.job = f"{ref.qualified}.{ref.column}->{to_column}"
+        self.side_name = SIDE_PREFIX + hashlib.md5(self.job.encode()).hexdigest()[:12]
+        self.notes: list[str] = []  # what the run had to do that the user should know
 
-    # ------------------------------------------------------------------------------------- connection
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        import psycopg
+    def connect(self) -> AbstractContextManager[Any]:
+        return connect(self.ref)
 
-        try:
-            conn = psycopg.connect(self.ref.dsn, autocommit=True)
-        except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TableError(f"cannot connect to {self.ref.where}: {first}") from exc
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def worker_arguments(self) -> dict[str, Any]:
+        """What a worker process needs to rebuild this migration (picklable)."""
+        return {
+            "ref": self.ref, "path": self.path, "to_column": self.to.name, "to_kind": self.to_kind,
+            "batch_rows": self.batch_rows, "strict": self.strict, "pause": self.pause,
+        }  # fmt: skip
 
     # ------------------------------------------------------------------------------------- SQL parts
+    def side(self) -> sql.Composable:
+        schema = self.ref.schema
+        return sql.Identifier(schema, self.side_name) if schema else sql.Identifier(self.side_name)
+
     def _sql(self, text: str, **extra: sql.Composable) -> sql.Composed:
-        """`text` with the table's identifiers filled in: {t} {id} {src} {to} {conf} {md5} {batch}
-        {id_type}, {src_digest} (md5 of the source's binary form, '' for NULL), {stale} and
-        {to_hash} (the 64-bit row hash of the translated value)."""
+        """`text` with the table's identifiers filled in: {t} (the table, alias t in queries) {side}
+        {id} {src} {to} {conf} {id_type} and {current} (side row s holds the translation of table
+        row t's present source)."""
         parts: dict[str, sql.Composable] = {
             "t": self.ref.identifier(),
+            "side": self.side(),
             "id": sql.Identifier(self.ref.id_column),
             "src": sql.Identifier(self.ref.column),
             "to": sql.Identifier(self.to.name),
             "conf": sql.Identifier(self.to.confidence),
-            "md5": sql.Identifier(self.to.source_md5),
-            "batch": sql.Identifier(self.to.batch),
-            "version": sql.Identifier(self.to.row_version),
             "id_type": sql.SQL(self.columns.id_type),
+            "current": sql.SQL("(s.row_version = t.xmin)"),
             **extra,
         }
-        src_send = _send(self.columns.kind, sql.SQL("t.{}").format(parts["src"]))
-        parts["src_digest"] = sql.SQL(
-            "(CASE WHEN t.{src} IS NULL THEN '\\x'::bytea ELSE decode(md5({send}), 'hex') END)"
-        ).format(src=parts["src"], send=src_send)
-        # never written by the migration, or written again since (xmin moved) with another source
-        parts["stale"] = sql.SQL(
-            "(t.{md5} IS NULL OR (t.{version} IS DISTINCT FROM t.xmin::text::bigint AND t.{md5} <> {digest}))"
-        ).format(md5=parts["md5"], version=parts["version"], digest=parts["src_digest"])
-        to_send = _send(self.target_kind, sql.SQL("t.{}").format(parts["to"]))
-        parts["to_hash"] = sql.SQL("(('x' || left(md5({}), 16))::bit(64)::bigint)").format(to_send)
         return sql.SQL(text).format(**{k: v for k, v in parts.items() if "{" + k + "}" in text})
+
+    def _bounds(self, after: str | None, upto: str | None, side: bool = False) -> sql.Composable:
+        """`AND` conditions keeping the key of table row t (side row s) above `after` and up to `upto`."""
+        key = sql.SQL("s.id") if side else sql.SQL("t.{}").format(sql.Identifier(self.ref.id_column))
+        clauses: list[sql.Composable] = []
+        if after is not None:
+            clauses.append(self._sql("AND {k} > {v}::{id_type}", k=key, v=sql.Literal(after)))
+        if upto is not None:
+            clauses.append(self._sql("AND {k} <= {v}::{id_type}", k=key, v=sql.Literal(upto)))
+        return sql.SQL(" ").join(clauses)
 
     # ------------------------------------------------------------------------------------- plan
     def inspect(self, conn: Any) -> None:
@@ -239,6 +261,7 @@ class PostgresMigration:
                 cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
                 if cursor.fetchone() is None:
                     raise TableError("a vector column needs the pgvector extension: CREATE EXTENSION vector")
+        self.key_width = pg_codec.KEY_WIDTHS.get(self.columns.id_type)
 
     def description(self) -> dict[str, Any]:
         return {
@@ -256,7 +279,15 @@ class PostgresMigration:
             ],
             "confidence_column": self.path.has_confidence,
             "code_version": __version__,
+            "design": self.design,
+            "side_table": (f"{self.ref.schema}." if self.ref.schema else "") + self.side_name,
         }
+
+    def _target_columns(self) -> list[tuple[str, str]]:
+        wanted = [(self.to.name, self.target_kind.sql_type(self.dim_out))]
+        if self.path.has_confidence:
+            wanted.append((self.to.confidence, "real"))
+        return wanted
 
     def dry_run(self) -> list[str]:
         """What a run would do, read in a read-only transaction: nothing is written."""
@@ -271,33 +302,34 @@ class PostgresMigration:
             ]
             wanted = self._target_columns()
             to_add = [f"{name} {kind}" for name, kind in wanted if self.columns.type_of(name) is None]
-            lines.append("would add columns: " + (", ".join(to_add) if to_add else "none (all present)"))
+            lines.append(
+                "would add columns: "
+                + (", ".join(to_add) if to_add else "none (all present)")
+                + " (left empty until --swap)"
+            )
             with conn.cursor() as cursor:
                 cursor.execute(self._sql("SELECT count(*) FROM {t} t"))
                 (rows,) = cursor.fetchone()
+                cursor.execute("SELECT to_regclass(%s)", (self.side().as_string(cursor),))
+                has_side = cursor.fetchone()[0] is not None
                 done = 0
-                if not to_add:
-                    cursor.execute(self._sql("SELECT count(*) FROM {t} t WHERE NOT {stale}"))
+                if has_side:
+                    cursor.execute(self._sql("SELECT count(*) FROM {t} t JOIN {side} s ON s.id = t.{id} "
+                                             "WHERE {current}"))  # fmt: skip
                     (done,) = cursor.fetchone()
                 job = self._job_row(cursor)
             batches = -(-(rows - done) // self.batch_rows)
             lines.append(
                 f"{rows} rows, {done} already translated from their current source; would translate "
-                f"{rows - done} in about {batches} batches of {self.batch_rows}"
+                f"{rows - done} in about {batches} batches of {self.batch_rows}, "
+                f"{self.workers} worker{'s' if self.workers != 1 else ''}"
             )
+            lines.append(f"translations kept in {self.description()['side_table']} (unlogged) until --swap")
             lines.append(
-                f"progress in {JOBS} (job {self.job!r}): "
-                + (f"state {job[0]}, cursor {job[1]!r}" if job else "no earlier run")
+                f"progress in {JOBS} (job {self.job!r}): " + (f"state {job[0]}" if job else "no earlier run")
             )
             lines.append(f"{self.ref.column} is never altered; switch over with --swap when done")
         return lines
-
-    def _target_columns(self) -> list[tuple[str, str]]:
-        wanted = [(self.to.name, self.target_kind.sql_type(self.dim_out))]
-        if self.path.has_confidence:
-            wanted.append((self.to.confidence, "real"))
-        wanted += [(self.to.source_md5, "bytea"), (self.to.row_version, "bigint"), (self.to.batch, "integer")]
-        return wanted
 
     # ------------------------------------------------------------------------------------- run
     def run(self) -> PgMigrationResult:
@@ -305,22 +337,22 @@ class PostgresMigration:
         with self.connect() as conn:
             self.inspect(conn)
             self._prepare(conn)
-            self._prepare_staging(conn)
             with conn.cursor() as cursor:
                 cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.job,))
                 if not cursor.fetchone()[0]:
                     raise MigrationError(f"another migration of {self.job} is running")
             try:
-                with self.connect() as reader:
-                    return self._run_locked(conn, reader, started)
+                with _Runner(self) as runner:
+                    return self._run_locked(conn, runner, started)
             finally:
                 with conn.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.job,))
 
     def _prepare(self, conn: Any) -> None:
-        """Progress tables, the target columns and the job row; a job of other maps is refused."""
+        """Progress tables, the target columns, the side table and the job row; a job of other maps or
+        of the other design is refused."""
         with conn.transaction(), conn.cursor() as cursor:
-            for statement in PROGRESS_SCHEMA:
+            for statement in [*PROGRESS_SCHEMA, *STAGED_SCHEMA]:
                 cursor.execute(statement)
             for name, kind in self._target_columns():
                 cursor.execute(
@@ -334,8 +366,10 @@ class PostgresMigration:
                     f"INSERT INTO {JOBS} (job, description, state) VALUES (%s, %s, 'running')",
                     (self.job, json.dumps(plan)),
                 )
+                self._start_over(cursor)
                 return
             previous, state = found
+            refuse_other_design(self.job, previous, self.design)
             if state == "swapped":
                 raise MigrationError(f"{self.job} was already swapped in; nothing to migrate")
             keys = ("source", "target", "maps", "to_type", "confidence_column")
@@ -348,41 +382,77 @@ class PostgresMigration:
                 f"UPDATE {JOBS} SET description = %s, state = 'running', updated_at = now() WHERE job = %s",
                 (json.dumps(plan), self.job),
             )
+            cursor.execute("SELECT to_regclass(%s)", (self.side().as_string(cursor),))
+            if cursor.fetchone()[0] is None:
+                self.notes.append(f"the side table {plan['side_table']} was gone: starting over")
+                self._start_over(cursor)
+                return
+            cursor.execute(f"SELECT count(*) FROM {BATCHES} WHERE job = %s", (self.job,))
+            (recorded,) = cursor.fetchone()
+            cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(self.side()))
+            if recorded and not cursor.fetchone()[0]:
+                self.notes.append(
+                    f"the side table {plan['side_table']} is empty where {recorded} batches were written "
+                    "(the server's crash recovery empties unlogged tables): starting over"
+                )
+                self._start_over(cursor)
 
-    def _run_locked(self, conn: Any, reader: Any, started: float) -> PgMigrationResult:
+    def _start_over(self, cursor: Any) -> None:
+        """A fresh side table and no progress recorded for this job."""
+        for table in (BATCHES, PROBLEMS, PARTS):
+            cursor.execute(f"DELETE FROM {table} WHERE job = %s", (self.job,))
+        cursor.execute(f"UPDATE {JOBS} SET cursor = NULL WHERE job = %s", (self.job,))
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.side()))
+        cursor.execute(
+            self._sql(
+                "CREATE UNLOGGED TABLE {side} (id {id_type} PRIMARY KEY, batch integer NOT NULL, "
+                "row_version xid NOT NULL, value {kind}, confidence real)",
+                kind=sql.SQL(self.target_kind.sql_type(self.dim_out)),
+            )
+        )
+
+    def _run_locked(self, conn: Any, runner: _Runner, started: float) -> PgMigrationResult:
+        parts = self._parts(conn)
         with conn.cursor() as cursor:
-            cursor.execute(f"SELECT cursor FROM {JOBS} WHERE job = %s", (self.job,))
-            resumed_from = cursor.fetchone()[0]
-            self._next_batch = first_batch = self._next_batch_number(cursor)
-            cursor.execute(self._sql("SELECT count(*), count(t.{md5}) FROM {t} t"))
-            rows, done = cursor.fetchone()
-        written, passes, problems = 0, 0, []
+            cursor.execute(
+                f"SELECT part, cursor, done FROM {PARTS} WHERE job = %s ORDER BY part", (self.job,)
+            )
+            progress = cursor.fetchall()
+            cursor.execute(self._sql("SELECT count(*) FROM {t} t"))
+            (rows,) = cursor.fetchone()
+            cursor.execute(f"SELECT coalesce(sum(rows), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
+            (done_before,) = cursor.fetchone()
+        cursors = [c for _, c, d in progress if c is not None and not d]
+        resumed_from = None
+        if cursors:
+            resumed_from = (
+                cursors[0]
+                if len(progress) == 1
+                else ", ".join(f"part {p} at {c!r}" for p, c, d in progress if c is not None and not d)
+            )
+        todo = [part for part, (_, _, done) in zip(parts, progress, strict=True) if not done]
+        outcome, passes = PartOutcome(), 0
         bar = tqdm(
-            total=rows, initial=done, unit="row", unit_scale=True, disable=bar_disabled(self.progress),
-            desc=f"{self.path.source} -> {self.path.target}",
+            total=rows, initial=min(int(done_before), rows), unit="row", unit_scale=True,
+            disable=bar_disabled(self.progress), desc=f"{self.path.source} -> {self.path.target}",
         )  # fmt: skip
-        with bar:
-            start_after = resumed_from
+        with bar, runner.watching(bar, int(done_before)):
+            if todo:
+                passes += 1
+                for result in runner.run([("fill", part, passes) for part in todo]):
+                    outcome.add(result)
+                with conn.cursor() as cursor:  # statistics for the passes' joins and the swap
+                    cursor.execute(sql.SQL("ANALYZE {}").format(self.side()))
+            # passes over every part pick up rows inserted or changed behind the cursors, until one
+            # finds nothing: then every row was current when its window was read
             while passes < self.max_passes:
                 passes += 1
-                found = 0
-                # the next windows are read on a second connection while this one writes
-                for window in prefetch(self._windows(reader, start_after), READ_AHEAD):
-                    _, count, batch_problems = self._write_window(conn, window, passes)
-                    found += count
-                    problems += batch_problems
-                    bar.update(count)
-                    if self.pause and count:
-                        time.sleep(self.pause)
-                written += found
-                with conn.cursor() as cursor:
-                    self._set_cursor(cursor, None)  # the next pass starts from the first key
-                # a pass from the first key that found nothing proves every row current; a pass that
-                # found rows (or began mid-table) is followed by one from the start, for rows inserted
-                # or updated behind the cursor meanwhile
-                if found == 0 and start_after is None:
+                found = PartOutcome()
+                for result in runner.run([("catch-up", part, passes) for part in parts]):
+                    found.add(result)
+                outcome.add(found)
+                if found.written + found.refreshed == 0:
                     break
-                start_after = None
         with conn.transaction():
             verification = self.verify(conn)
             state = "complete" if verification.ok else "incomplete"
@@ -392,268 +462,446 @@ class PostgresMigration:
                     (state, self.job),
                 )
         return PgMigrationResult(
-            written, self._next_batch - first_batch, passes, problems, time.perf_counter() - started,
+            outcome.written, outcome.batches, passes, outcome.problems, time.perf_counter() - started,
             verification, resumed_from,
         )  # fmt: skip
 
-    def _set_cursor(self, cursor: Any, value: str | None) -> None:
-        """Where a resumed run starts (None: from the first key)."""
-        cursor.execute(f"UPDATE {JOBS} SET cursor = %s, updated_at = now() WHERE job = %s", (value, self.job))
+    def _parts(self, conn: Any) -> list[Part]:
+        """The job's parts: as recorded, or `workers` ranges of about equal row counts (cut at key
+        quantiles in one index scan) on a first run. A rerun keeps the first run's parts, whatever
+        its `workers`: its processes share them out."""
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT part, after_key, upto_key FROM {PARTS} WHERE job = %s ORDER BY part", (self.job,)
+            )
+            found = [Part(n, a, u) for n, a, u in cursor.fetchall()]
+            if found:
+                return found
+            bounds: list[str] = []
+            if self.workers > 1:
+                cursor.execute(self._sql("SELECT count(*) FROM {t} t"))
+                (rows,) = cursor.fetchone()
+                step = max(1, -(-rows // self.workers))
+                cursor.execute(
+                    self._sql(
+                        "SELECT k FROM (SELECT t.{id}::text AS k, row_number() OVER (ORDER BY t.{id}) AS n "
+                        "FROM {t} t) q WHERE n % {step} = 0 AND n < {rows} ORDER BY n LIMIT {most}",
+                        step=sql.Literal(step),
+                        rows=sql.Literal(rows),
+                        most=sql.Literal(self.workers - 1),
+                    )
+                )
+                bounds = [k for (k,) in cursor.fetchall()]
+            edges: list[str | None] = [None, *bounds, None]
+            parts = [Part(i, edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+            cursor.executemany(
+                f"INSERT INTO {PARTS} (job, part, after_key, upto_key) VALUES (%s, %s, %s, %s)",
+                [(self.job, p.number, p.after, p.upto) for p in parts],
+            )
+        return parts
 
-    def _next_batch_number(self, cursor: Any) -> int:
-        cursor.execute(f"SELECT coalesce(max(batch), 0) FROM {BATCHES} WHERE job = %s", (self.job,))
-        return int(cursor.fetchone()[0]) + 1
-
-    def _job_row(self, cursor: Any) -> tuple[str, str | None] | None:
-        """This job's (state, cursor), or None where it never ran (the progress tables may not exist)."""
+    def _job_row(self, cursor: Any) -> tuple[str, dict[str, Any]] | None:
+        """This job's (state, description), or None where it never ran."""
         cursor.execute("SELECT to_regclass(%s)::oid", (JOBS,))
         if cursor.fetchone()[0] is None:
             return None
-        cursor.execute(f"SELECT state, cursor FROM {JOBS} WHERE job = %s", (self.job,))
+        cursor.execute(f"SELECT state, description FROM {JOBS} WHERE job = %s", (self.job,))
         row = cursor.fetchone()
         return None if row is None else (row[0], row[1])
 
-    def _one_batch(
-        self, conn: Any, after: str | None, pass_number: int
-    ) -> tuple[str, int, list[tuple[str, str]]] | None:
-        """Read and write the next window after key `after` in one transaction (the swap's way: its
-        lock covers both). Returns what `_write_window` does, or None past the last key."""
-        with conn.transaction():
-            window = self._read_window(conn, after)
-            return None if window is None else self._write_window(conn, window, pass_number)
+    # ------------------------------------------------------------------------------------- one part
+    def run_part(self, task: str, part: Part, pass_number: int) -> PartOutcome:
+        """Walk `part`: its first pass from its cursor ("fill": every row, no look at the side table),
+        or a later pass from its start ("catch-up": the rows no side row holds current)."""
+        outcome = PartOutcome()
+        with self.connect() as conn, self.connect() as reader:
+            self._lock_part(conn, part.number)
+            try:
+                start = part.after
+                if task == "fill":
+                    with conn.cursor() as cursor:
+                        cursor.execute(
+                            f"SELECT cursor, done FROM {PARTS} WHERE job = %s AND part = %s",
+                            (self.job, part.number),
+                        )
+                        cursor_at, done = cursor.fetchone()
+                    if done:
+                        return outcome
+                    start = cursor_at if cursor_at is not None else part.after
+                windows = self._windows(reader, part, start, catch_up=task != "fill")
+                for rows in prefetch(windows, READ_AHEAD):
+                    written = self._write(conn, rows, pass_number, part if task == "fill" else None)
+                    outcome.written += written.written
+                    outcome.refreshed += written.refreshed
+                    outcome.problems += written.problems
+                    if written.batch is not None:
+                        outcome.batches += 1
+                        if self.on_batch is not None:
+                            self.on_batch(written.batch)
+                    if self.pause and written.written:
+                        time.sleep(self.pause)
+            finally:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", (self.job, part.number))
+        return outcome
 
-    def _windows(self, conn: Any, after: str | None) -> Iterator[Window]:
-        """Every window from key `after` to the last key, read on `conn` (the reader's connection)."""
-        while (window := self._read_window(conn, after)) is not None:
-            yield window
-            after = window.last_key
+    def _lock_part(self, conn: Any, number: int) -> None:
+        """One worker per part; a killed worker's lock goes with its connection, which the server may
+        take a moment to notice."""
+        deadline = time.monotonic() + PART_LOCK_WAIT
+        with conn.cursor() as cursor:
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", (self.job, number))
+                if cursor.fetchone()[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise MigrationError(f"part {number} of {self.job} is being migrated by another process")
+                time.sleep(0.2)
 
-    def _read_window(self, conn: Any, after: str | None) -> Window | None:
-        """The stale rows among the next `batch_rows` keys after `after` (None past the last key).
+    def _windows(self, conn: Any, part: Part, after: str | None, catch_up: bool) -> Iterator[Rows]:
+        """Every window of `part` after key `after`, read on `conn` (the reader's connection)."""
+        while True:
+            rows = self._read(conn, after, part.upto, catch_up)
+            yield rows
+            if rows.last:
+                return
+            after = rows.end
 
-        The window is cut on the key alone (an index range), then filtered for stale rows: asking for
-        "the next n stale rows" instead lets the planner scan and hash the whole table per batch."""
-        after_clause = (
-            self._sql("AND t.{id} > {after}::{id_type}", after=sql.Literal(after)) if after else sql.SQL("")
-        )
+    def _read(self, conn: Any, after: str | None, upto: str | None, catch_up: bool) -> Rows:
+        """The rows among the next `batch_rows` keys after `after` (up to `upto`): all of them in a
+        first pass; in a later one those no side row holds current, with what their side row holds.
+
+        The window is cut on the key alone (an index range), then read: asking for "the next n stale
+        rows" instead lets the planner scan and hash the whole table per batch."""
         with conn.cursor() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT t.{id}::text FROM {t} t WHERE true {after_clause} ORDER BY t.{id} "
+                    "SELECT t.{id}::text FROM {t} t WHERE true {bounds} ORDER BY t.{id} "
                     "OFFSET {skip} LIMIT 1",
-                    after_clause=after_clause,
+                    bounds=self._bounds(after, upto),
                     skip=sql.Literal(self.batch_rows - 1),
                 )
             )
-            found_end = cursor.fetchone()
-            window_end: str | None = found_end[0] if found_end else None
-            upper = (
-                self._sql("AND t.{id} <= {end}::{id_type}", end=sql.Literal(window_end))
-                if window_end is not None
-                else sql.SQL("")
-            )
-            select = self._sql(
-                "COPY (SELECT t.{id}::text, t.{src}, t.xmin::text FROM {t} t "
-                "WHERE {stale} {after_clause} {upper} ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
-                after_clause=after_clause,
-                upper=upper,
-            )
+            found = cursor.fetchone()
+            end: str | None = found[0] if found else upto
+            last = found is None or found[0] == upto
+            if catch_up:
+                select = self._sql(
+                    "COPY (SELECT t.{id}, t.{src}, t.xmin, s.batch, s.value, s.confidence, t.{id}::text "
+                    "FROM {t} t LEFT JOIN {side} s ON s.id = t.{id} WHERE (s.id IS NULL OR NOT {current}) "
+                    "{bounds} ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
+                    bounds=self._bounds(after, end),
+                )
+            else:
+                key_text = (
+                    sql.SQL("")
+                    if self.key_width is not None
+                    else sql.SQL(", t.{}::text").format(sql.Identifier(self.ref.id_column))
+                )
+                select = self._sql(
+                    "COPY (SELECT t.{id}, t.{src}, t.xmin {key_text} FROM {t} t WHERE true {bounds} "
+                    "ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
+                    bounds=self._bounds(after, end),
+                    key_text=key_text,
+                )
+            stream = bytearray()
             with cursor.copy(select) as copy:
-                stream = b"".join(bytes(block) for block in copy)
-        rows = pg_codec.parse_copy(stream, 3)
-        if not rows and window_end is None:
-            return None
-        return Window(window_end, rows)
+                for block in copy:
+                    stream += block
+        if self.key_width is not None and not catch_up:
+            layout = [
+                ("key", np.dtype(f"V{self.key_width}")),
+                ("source", self.columns.kind.row_dtype(self.dim_in)),
+                ("version", np.dtype(">u4")),
+            ]
+            records = pg_codec.fixed_rows(stream, layout)
+            if records is not None:  # one block of records: no Python work per row
+                versions = records["version"].astype(np.uint32)
+                return Rows(after, end, last, records["key"], records["source"], versions, None, None, True)
+        fields = 7 if catch_up else (3 if self.key_width is not None else 4)
+        parsed = pg_codec.parse_copy(stream, fields)
+        versions = np.array([int.from_bytes(r[2] or b"", "big") for r in parsed], dtype=np.uint32)
+        previous = [None if r[3] is None else (r[4], r[5]) for r in parsed] if catch_up else None
+        texts = [(r[-1] or b"").decode() for r in parsed] if fields > 3 else None
+        return Rows(after, end, last, [r[0] for r in parsed], [r[1] for r in parsed], versions,
+                    previous, texts, False)  # fmt: skip
 
-    def _write_window(
-        self, conn: Any, window: Window, pass_number: int
-    ) -> tuple[str, int, list[tuple[str, str]]]:
-        """Translate a window's rows and write those nobody changed since they were read, in one
-        transaction with the batch's record, checksum check and the cursor. Returns (last key of the
-        window, rows changed, problems)."""
-        rows = window.rows
+    def _key_text(self, rows: Rows, index: int) -> str:
+        if rows.texts is not None:
+            return rows.texts[index]
+        return pg_codec.key_text(bytes(rows.keys[index]), self.columns.id_type)
+
+    def _translate(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The path applied to `matrix`, bit for bit the same whichever batch, part or worker a row
+        falls in: BLAS takes other code paths for a handful of rows (whose last bits differ), so rows
+        go through in blocks of MIN_BLOCK to RESIDUAL_CHUNK_ROWS, a short one padded."""
+        values = np.empty((len(matrix), self.dim_out), dtype=np.float32)
+        confidence = np.empty(len(matrix), dtype=np.float32) if self.path.has_confidence else None
+        for start in range(0, len(matrix), RESIDUAL_CHUNK_ROWS):
+            block = matrix[start : start + RESIDUAL_CHUNK_ROWS]
+            n = len(block)
+            if n < MIN_BLOCK:
+                padded = np.repeat(block[:1], MIN_BLOCK, axis=0)
+                padded[:n] = block
+                block = padded
+            out = np.empty((len(block), self.dim_out), dtype=np.float32)
+            translated, predicted = self.path.apply_with_confidence(block, out)
+            values[start : start + n] = translated[:n]
+            if confidence is not None and predicted is not None:
+                confidence[start : start + n] = predicted[:n]
+        return values, confidence
+
+    def _write(self, conn: Any, rows: Rows, pass_number: int, part: Part | None) -> Written:
+        """Translate a window's rows into the side table in one transaction with the batch's record,
+        its checksum check and (first pass) the part's cursor. In a later pass a row whose translation
+        comes out as its side row holds it (same bits: another column was written) is only marked
+        current again."""
+        if rows.fast:
+            matrix, keep, reasons = pg_codec.decode_records(rows.sources, self.columns.kind, self.dim_in)
+            kind, dim = self.columns.kind, self.dim_in
+            problems = {i: why or pg_codec.describe_malformed(rows.sources[i].tobytes(), kind, dim)
+                        for i, why in reasons.items()}  # fmt: skip
+            good, matrix = np.flatnonzero(keep), matrix[keep]
+        else:
+            decoded = pg_codec.decode_templates(rows.sources, self.columns.kind, self.dim_in)
+            matrix, good, problems = decoded.matrix, decoded.good, decoded.problems
+        if problems and self.strict:
+            listed = "; ".join(
+                f"{self._key_text(rows, i)}: {why}" for i, why in sorted(problems.items())[:10]
+            )
+            raise MigrationError(f"{len(problems)} rows cannot be translated ({listed})")
+        translated, confidence = self._translate(matrix)
+        values = pg_codec.encode_records(translated, self.target_kind)
+        conf = None if confidence is None else confidence.astype(">f4")
+        keep_rows = np.ones(len(good), dtype=bool)  # good rows to write (the others are refreshed)
+        refresh: list[int] = []
+        if rows.previous is not None:
+            for position, index in enumerate(good.tolist()):
+                held = rows.previous[index]
+                if held is None or held[0] is None or held[0] != values[position].tobytes():
+                    continue
+                if (held[1] if conf is not None else None) != (
+                    None if conf is None else conf[position : position + 1].tobytes()
+                ):
+                    continue
+                keep_rows[position] = False
+                refresh.append(index)
+        written_good = good[keep_rows]
+        values, conf = values[keep_rows], None if conf is None else conf[keep_rows]
+        rewrite = sorted(set(written_good.tolist()) | set(problems))
+        digest = batch_digest(values)
+        problem_list = [(self._key_text(rows, i), why) for i, why in sorted(problems.items())]
         with conn.transaction(), conn.cursor() as cursor:
-            if not rows:
-                self._set_cursor(cursor, window.last_key)
-                return window.last_key, 0, []
-            ids = [(r[0] or b"").decode() for r in rows]
-            sources = [r[1] for r in rows]
-            decoded = pg_codec.decode_templates(sources, self.columns.kind, self.dim_in)
-            if decoded.problems and self.strict:
-                listed = "; ".join(f"{ids[i]}: {why}" for i, why in sorted(decoded.problems.items())[:10])
-                raise MigrationError(f"{len(decoded.problems)} rows cannot be translated ({listed})")
-            values: list[bytes | None] = [None] * len(rows)
-            confidences: list[bytes | None] = [None] * len(rows)
-            if len(decoded.good):
-                out = np.empty((len(decoded.good), self.dim_out), dtype=np.float32)
-                translated, confidence = self.path.apply_with_confidence(decoded.matrix, out)
-                encoded = pg_codec.encode_templates(translated, self.target_kind)
-                conf_bytes = pg_codec.float4(confidence) if confidence is not None else None
-                for position, index in enumerate(decoded.good.tolist()):
-                    values[index] = encoded[position]
-                    if conf_bytes is not None:
-                        confidences[index] = conf_bytes[position]
-            digests = [pg_codec.digest(s) for s in sources]
-            staging = pg_codec.build_copy(
-                [
-                    (i.encode(), v, c, d, r[2])
-                    for i, v, c, d, r in zip(ids, values, confidences, digests, rows, strict=True)
-                ]
-            )
-            copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGING))
-            with cursor.copy(copy_in) as copy:
-                copy.write(staging)
-            # statistics of the key alone (the join's planning needs no more; array statistics would
-            # cost more than the batch)
-            cursor.execute(sql.SQL("ANALYZE {} (id)").format(sql.Identifier(STAGING)))
-            # one statement writes the rows nobody changed since they were read (same row version,
-            # xmin; a row changed in between keeps its old source md5, so it stays stale and a later
-            # pass translates it) and returns, for rows an earlier batch had written, that batch and
-            # the hash of the value replaced (the statement's snapshot: the version just updated)
-            batch = self._next_batch
-            cursor.execute(
-                self._sql(
-                    "WITH updated AS (UPDATE {t} t SET {to} = s.value, {conf_set} {md5} = s.source_md5, "
-                    "{version} = pg_current_xact_id()::text::bigint % 4294967296, "
-                    "{batch} = CASE WHEN s.value IS NULL THEN NULL ELSE {number} END "
-                    "FROM {staging} s WHERE t.{id} = s.id::{id_type} AND t.xmin::text = s.row_version "
-                    "RETURNING s.id), "
-                    "replaced AS (SELECT s.id, t.{batch} AS batch, "
-                    "CASE WHEN t.{to} IS NULL THEN NULL ELSE {to_hash} END AS hash "
-                    "FROM {t} t JOIN {staging} s ON t.{id} = s.id::{id_type} WHERE t.{batch} IS NOT NULL) "
-                    "SELECT u.id, r.batch, r.hash FROM updated u LEFT JOIN replaced r ON r.id = u.id",
-                    staging=sql.Identifier(STAGING),
-                    number=sql.Literal(batch),
-                    conf_set=self._sql("{conf} = s.confidence,") if self.path.has_confidence else sql.SQL(""),
+            batch: int | None = None
+            if refresh:
+                self._refresh(cursor, rows, refresh)
+            if rewrite:
+                cursor.execute(f"SELECT nextval('{BATCH_SEQUENCE}')")
+                batch = int(cursor.fetchone()[0])
+                if rows.previous is not None:
+                    self._take_over(cursor, [self._key_text(rows, i) for i in rewrite])
+                columns = ["id", "batch", "row_version", "value"]
+                columns += ["confidence"] if self.path.has_confidence else []
+                copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    self.side(), sql.SQL(", ").join(map(sql.Identifier, columns))
                 )
-            )
-            updated = cursor.fetchall()
-            updated_ids = [row[0] for row in updated]
-            position_of = {key: index for index, key in enumerate(ids)}
-            sent = [values[position_of[key]] for key in updated_ids]
-            sent_rows = sum(1 for v in sent if v is not None)
-            sent_sum = sum(pg_codec.row_hash(v) for v in sent if v is not None)
-            cursor.execute(
-                self._sql(
-                    "SELECT count(*), coalesce(sum({to_hash}), 0) FROM {t} t "
-                    "JOIN {staging} s ON t.{id} = s.id::{id_type} WHERE t.{batch} = {number}",
-                    staging=sql.Identifier(STAGING),
-                    number=sql.Literal(batch),
+                with cursor.copy(copy_in) as copy:
+                    copy.write(self._copy_stream(rows, written_good, sorted(problems), batch, values, conf))
+                first, last = self._key_text(rows, rewrite[0]), self._key_text(rows, rewrite[-1])
+                landed = self._batch_on_server(cursor, batch, first, last)
+                if landed != (len(values), digest):
+                    raise MigrationError(
+                        f"batch {batch}: the server holds {landed[0]} rows (checksum {landed[1]}) where "
+                        f"{len(values)} were sent (checksum {digest}); nothing of this batch was kept"
+                    )
+                cursor.execute(
+                    f"INSERT INTO {BATCHES} (job, batch, pass, first_id, last_id, rows, hash_sum) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (self.job, batch, pass_number, first, last, len(values), digest),
                 )
-            )
-            landed_rows, landed_sum = cursor.fetchone()
-            if (landed_rows, int(landed_sum)) != (sent_rows, sent_sum):
-                raise MigrationError(
-                    f"batch {batch}: the server holds {landed_rows} rows (checksum {landed_sum}) where "
-                    f"{sent_rows} were sent (checksum {sent_sum}); nothing of this batch was kept"
+                if problem_list:
+                    cursor.executemany(
+                        f"INSERT INTO {PROBLEMS} (job, id, reason) VALUES (%s, %s, %s)",
+                        [(self.job, key, why) for key, why in problem_list],
+                    )
+            if part is not None:
+                cursor.execute(
+                    f"UPDATE {PARTS} SET cursor = %s, done = %s, updated_at = now() "
+                    "WHERE job = %s AND part = %s",
+                    (rows.end, rows.last, self.job, part.number),
                 )
-            # problems of rows written now (a row changed since it was read is judged by a later pass)
-            updated_set = set(updated_ids)
-            problems = [(i, why) for i, why in sorted(decoded.problems.items()) if ids[i] in updated_set]
-            self._record(cursor, batch, pass_number, ids, updated, sent_rows, sent_sum, problems, digests)
-            self._set_cursor(cursor, window.last_key)
-            cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING)))
-        self._next_batch += 1
-        if self.on_batch is not None:
-            self.on_batch(batch)
-        return window.last_key, len(updated_ids), [(ids[i], why) for i, why in problems]
+        return Written(len(values), len(refresh), problem_list, batch)
 
-    def _record(
-        self,
-        cursor: Any,
-        batch: int,
-        pass_number: int,
-        ids: list[str],
-        updated: list[tuple[str, int | None, int | None]],
-        rows: int,
-        hash_sum: int,
-        problems: list[tuple[int, str]],
-        digests: list[bytes],
-    ) -> None:
-        """The batch's checksum, the rows it took over from earlier batches, and its problems."""
+    def _batch_on_server(self, cursor: Any, batch: int, first: str, last: str) -> tuple[int, int]:
+        """(rows, checksum) of what the side table holds for `batch`, whose keys lie from `first` to
+        `last`: the md5 of its values' binary forms in key order (see `batch_digest`)."""
         cursor.execute(
-            f"INSERT INTO {BATCHES} (job, batch, pass, first_id, last_id, rows, hash_sum) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (self.job, batch, pass_number, ids[0], ids[-1], rows, hash_sum),
+            self._sql(
+                "SELECT count(*), coalesce({digest}, 0) FROM {side} s WHERE s.batch = {number} "
+                "AND s.id >= {first}::{id_type} AND s.id <= {last}::{id_type} AND s.value IS NOT NULL",
+                digest=digest_sql(self.target_kind),
+                number=sql.Literal(batch),
+                first=sql.Literal(first),
+                last=sql.Literal(last),
+            )
         )
-        taken: dict[int, tuple[int, int]] = {}
-        for _, old_batch, old_hash in updated:
-            if old_batch is not None and old_hash is not None:
-                count, total = taken.get(old_batch, (0, 0))
-                taken[old_batch] = (count + 1, total + int(old_hash))
-        for old_batch, (count, total) in taken.items():
+        count, digest = cursor.fetchone()
+        return int(count), int(digest)
+
+    def _copy_stream(
+        self,
+        rows: Rows,
+        good: np.ndarray,
+        problems: list[int],
+        batch: int,
+        values: np.ndarray,
+        confidence: np.ndarray | None,
+    ) -> bytes:
+        """The side rows of a batch as a binary COPY stream: translated rows as one block of numpy
+        records where the key has a fixed width, the others (problems, other keys) tuple by tuple."""
+        batch_bytes = batch.to_bytes(4, "big", signed=True)
+        tuples: list[list[bytes | None]] = []
+        block = b""
+        if rows.fast and len(good):
+            columns = [
+                np.asarray(rows.keys)[good],
+                np.full(len(good), batch, dtype=">i4"),
+                rows.versions[good].astype(">u4"),
+                values,
+            ]
+            block = pg_codec.fixed_copy([*columns, *([] if confidence is None else [confidence])])
+        else:
+            for position, index in enumerate(good.tolist()):
+                row: list[bytes | None] = [
+                    bytes(rows.keys[index]), batch_bytes, int(rows.versions[index]).to_bytes(4, "big"),
+                    values[position].tobytes(),
+                ]  # fmt: skip
+                if confidence is not None:  # a slice keeps the big-endian order (a scalar would not)
+                    row.append(confidence[position : position + 1].tobytes())
+                tuples.append(row)
+        for index in problems:
+            row = [bytes(rows.keys[index]), batch_bytes, int(rows.versions[index]).to_bytes(4, "big"), None]
+            if self.path.has_confidence:
+                row.append(None)
+            tuples.append(row)
+        return pg_codec.HEADER + block + pg_codec.copy_tuples(tuples) + pg_codec.TRAILER
+
+    def _refresh(self, cursor: Any, rows: Rows, indices: list[int]) -> None:
+        """Rows written to since they were translated whose translation is unchanged: current again."""
+        cursor.execute(
+            self._sql(
+                "UPDATE {side} s SET row_version = v.version::xid "
+                "FROM unnest(%s::text[], %s::text[]) AS v(id, version) WHERE s.id = v.id::{id_type}"
+            ),
+            ([self._key_text(rows, i) for i in indices], [str(int(rows.versions[i])) for i in indices]),
+        )
+
+    def _take_over(self, cursor: Any, keys: list[str]) -> None:
+        """Remove the side rows about to be written again and forget their problems (judged again
+        now). The batches that wrote them are recorded anew: rows and checksum of what remains, as the
+        server holds it."""
+        cursor.execute(
+            self._sql(
+                "DELETE FROM {side} s USING unnest(%s::text[]) AS v(id) WHERE s.id = v.id::{id_type} "
+                "RETURNING s.batch, s.value IS NOT NULL"
+            ),
+            (keys,),
+        )
+        for old_batch in sorted({b for b, translated in cursor.fetchall() if translated}):
             cursor.execute(
-                f"UPDATE {BATCHES} SET rows = rows - %s, hash_sum = hash_sum - %s "
-                "WHERE job = %s AND batch = %s",
-                (count, total, self.job, old_batch),
+                f"SELECT first_id, last_id FROM {BATCHES} WHERE job = %s AND batch = %s",
+                (self.job, old_batch),
             )
-        updated_ids = [row[0] for row in updated]
-        cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, updated_ids))
-        bad = [(self.job, ids[i], why, digests[i]) for i, why in problems]
-        if bad:
-            cursor.executemany(
-                f"INSERT INTO {PROBLEMS} (job, id, reason, source_md5) VALUES (%s, %s, %s, %s)", bad
+            found = cursor.fetchone()
+            if found is None:
+                continue
+            count, digest = self._batch_on_server(cursor, old_batch, found[0], found[1])
+            cursor.execute(
+                f"UPDATE {BATCHES} SET rows = %s, hash_sum = %s WHERE job = %s AND batch = %s",
+                (count, digest, self.job, old_batch),
             )
+        cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, keys))
 
     # ------------------------------------------------------------------------------------- checks
     def verify(self, conn: Any) -> Verification:
-        """Counts over the whole table and every batch's rows and checksum, recomputed on the server."""
+        """Counts over the whole table against the side table (a row is current when its side row
+        was read from its present version), and every batch's rows and checksum recomputed on the
+        server from the side table."""
         with conn.cursor() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT count(*), count(t.{to}), count(*) FILTER (WHERE {stale}), "
-                    "count(*) FILTER (WHERE t.{md5} IS NOT NULL AND t.{to} IS NULL) FROM {t} t"
+                    "SELECT count(*), count(*) FILTER (WHERE {current} AND s.value IS NOT NULL), "
+                    "count(*) FILTER (WHERE {current} AND s.value IS NULL), "
+                    "count(*) FILTER (WHERE s.id IS NULL OR NOT {current}) "
+                    "FROM {t} t LEFT JOIN {side} s ON s.id = t.{id}"
                 )
             )
-            rows, translated, stale, problems = cursor.fetchone()
+            rows, translated, problems, stale = cursor.fetchone()
             cursor.execute(
                 self._sql(
-                    "SELECT t.{batch}, count(*), sum({to_hash}) FROM {t} t "
-                    "WHERE t.{to} IS NOT NULL GROUP BY 1"
+                    "SELECT count(*) FROM {side} s WHERE NOT EXISTS (SELECT FROM {t} t WHERE t.{id} = s.id)"
                 )
             )
-            on_server = {b: (n, int(s)) for b, n, s in cursor.fetchall()}
-            cursor.execute(f"SELECT batch, rows, hash_sum FROM {BATCHES} WHERE job = %s", (self.job,))
-            recorded = {b: (n, int(s)) for b, n, s in cursor.fetchall()}
-        result = Verification(rows, translated, problems, stale, len(recorded))
-        for batch, (count, total) in sorted(recorded.items()):
-            found_count, found_total = on_server.pop(batch, (0, 0))
-            if (found_count, found_total) == (count, total):
-                continue
-            if found_count < count:
-                result.deleted += count - found_count  # rows removed by the application since
-            else:
-                result.mismatches.append(
-                    f"batch {batch}: {found_count} rows with checksum {found_total} on the server, "
-                    f"{count} rows with checksum {total} written"
-                )
-        for batch, (count, _) in sorted(on_server.items(), key=lambda item: item[0] or 0):
-            result.mismatches.append(f"{count} rows carry batch {batch}, which this job never wrote")
+            (deleted,) = cursor.fetchone()
+            cursor.execute(
+                f"SELECT batch, rows, hash_sum, first_id, last_id FROM {BATCHES} WHERE job = %s "
+                "ORDER BY batch",
+                (self.job,),
+            )
+            recorded = cursor.fetchall()
+            result = Verification(rows, translated, problems, stale, len(recorded), deleted=int(deleted))
+            held = 0
+            for batch, count, digest, first, last in recorded:
+                on_server = self._batch_on_server(cursor, batch, first, last) if count else (0, 0)
+                held += on_server[0]
+                if on_server != (count, int(digest)):
+                    result.mismatches.append(
+                        f"batch {batch}: {on_server[0]} rows with checksum {on_server[1]} on the server, "
+                        f"{count} rows with checksum {digest} written"
+                    )
+            cursor.execute(self._sql("SELECT count(*) FROM {side} s WHERE s.value IS NOT NULL"))
+            (values,) = cursor.fetchone()
+            if values != held:
+                result.mismatches.append(f"{values - held} translations in the side table no batch wrote")
         return result
 
     # ------------------------------------------------------------------------------------- swap
     def swap(self, retire_as: str, also: list[str]) -> Verification:
-        """In one transaction: block writers, translate whatever changed since, check, then rename
-        the source column to `retire_as` and the translated one to the source's name, and run
-        `also` (e.g. the identity system's own "current model" setting)."""
+        """In one transaction: block writers, translate whatever changed since, check, write every
+        row's translation into the target columns, rename the source column to `retire_as` and the
+        translated one to the source's name, run `also` (e.g. the identity system's own "current
+        model" setting) and drop the side table. Readers go on until the renames, at the very end."""
         with self.connect() as conn:
             self.inspect(conn)
             with conn.transaction(), conn.cursor() as cursor:
                 found = self._job_row(cursor)
+                if found is not None:
+                    refuse_other_design(self.job, found[1], self.design)
                 if found is None or found[0] not in ("complete", "incomplete"):
                     state = found[0] if found else "never run"
                     raise MigrationError(f"{self.job} is {state}; run the migration to the end first")
                 cursor.execute(self._sql("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE"))
-                self._prepare_staging(conn)
-                self._next_batch = self._next_batch_number(cursor)
-                after: str | None = None
-                while (batch := self._one_batch(conn, after, 0)) is not None:
-                    after = batch[0]
+                for rows in self._windows(conn, Part(0, None, None), None, catch_up=True):
+                    self._write(conn, rows, 0, None)
                 verification = self.verify(conn)
                 if not verification.ok:
                     raise MigrationError("not swapped: " + verification.describe())
                 if retire_as in self.columns.existing:
                     raise MigrationError(f"not swapped: {self.ref.qualified} has a column {retire_as}")
+                conf = self._sql(", {conf} = s.confidence") if self.path.has_confidence else sql.SQL("")
+                cursor.execute(
+                    self._sql(
+                        "UPDATE {t} t SET {to} = s.value {conf} FROM {side} s WHERE s.id = t.{id}", conf=conf
+                    )
+                )
+                if cursor.rowcount != verification.rows:
+                    raise MigrationError(
+                        f"not swapped: {cursor.rowcount} rows took their translation, "
+                        f"{verification.rows} expected"
+                    )
+                cursor.execute(self._sql("SELECT count(t.{to}) FROM {t} t"))
+                if cursor.fetchone()[0] != verification.translated:
+                    raise MigrationError("not swapped: the translated column does not hold every translation")
                 cursor.execute(
                     "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
                     (self.ref.identifier().as_string(cursor), self.ref.column),
@@ -680,18 +928,138 @@ class PostgresMigration:
                     "description = description || jsonb_build_object('retired_as', %s::text) WHERE job = %s",
                     (retire_as, self.job),
                 )
+                cursor.execute(sql.SQL("DROP TABLE {}").format(self.side()))
         return verification
 
-    def _prepare_staging(self, conn: Any) -> None:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} "
-                    "(id text, value {}, confidence real, source_md5 bytea, row_version text)"
-                ).format(sql.Identifier(STAGING), sql.SQL(self.target_kind.sql_type(self.dim_out)))
-            )
+
+def batch_digest(values: np.ndarray) -> int:
+    """A batch's checksum: the first 8 bytes of the md5 of its values' binary forms (records of
+    `row_dtype`) concatenated in key order, as a signed 64-bit integer (0 for none). One md5 over the
+    batch costs the client a fraction of one per row, and the server an aggregate (`digest_sql`)."""
+    if not len(values):
+        return 0
+    return int.from_bytes(
+        hashlib.md5(np.ascontiguousarray(values).tobytes()).digest()[:8], "big", signed=True
+    )
 
 
-def _send(kind: ColumnKind, expression: sql.Composable) -> sql.Composable:
-    function = kind.send_function()
-    return expression if function is None else sql.SQL(function + "({})").format(expression)
+def digest_sql(kind: ColumnKind) -> sql.Composable:
+    """`batch_digest` on the server, over side rows s (NULL for none)."""
+    value = send(kind, sql.SQL("s.value"))
+    return sql.SQL("('x' || left(md5(string_agg({}, ''::bytea ORDER BY s.id)), 16))::bit(64)::bigint").format(
+        value
+    )
+
+
+# ----------------------------------------------------------------------------------------- workers
+def _part_task(arguments: dict[str, Any], task: str, part: Part, pass_number: int) -> PartOutcome:
+    """One part's pass, in a worker process or a Dask task."""
+    job = PostgresMigration(**arguments, progress=False)
+    with job.connect() as conn:
+        job.inspect(conn)
+    return job.run_part(task, part, pass_number)
+
+
+class _Runner:
+    """Runs part passes: in this process (one worker), in worker processes (spawned once per run and
+    kept across passes) or as tasks on a Dask cluster (a LocalCluster unless given a scheduler)."""
+
+    def __init__(self, job: PostgresMigration) -> None:
+        self.job = job
+        self.pool: ProcessPoolExecutor | None = None
+        self.client: Any = None
+        self.cluster: Any = None
+
+    def __enter__(self) -> _Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def run(self, tasks: list[tuple[str, Part, int]]) -> list[PartOutcome]:
+        job = self.job
+        if not tasks:
+            return []
+        if job.engine == "dask":
+            return self._dask(tasks)
+        # processes for a first pass; a later pass (mostly a join finding little) reuses them, or runs
+        # here when the first pass was done by an earlier run
+        fill = any(task == "fill" for task, _, _ in tasks)
+        if job.workers == 1 or len(tasks) == 1 or (self.pool is None and not fill):
+            return [job.run_part(*task) for task in tasks]
+        if self.pool is None:
+            import multiprocessing
+
+            self.pool = ProcessPoolExecutor(job.workers, mp_context=multiprocessing.get_context("spawn"))
+        arguments = job.worker_arguments()
+        futures: list[Future[PartOutcome]] = [self.pool.submit(_part_task, arguments, *t) for t in tasks]
+        try:
+            return [future.result() for future in futures]
+        except BrokenProcessPool as exc:
+            raise MigrationError(
+                "a worker process died; the parts' committed batches are kept: run the same command "
+                "again to resume"
+            ) from exc
+
+    def _dask(self, tasks: list[tuple[str, Part, int]]) -> list[PartOutcome]:
+        from dask.distributed import Client, LocalCluster
+
+        job = self.job
+        if self.client is None:
+            if job.scheduler is None:
+                self.cluster = LocalCluster(n_workers=job.workers, threads_per_worker=1, processes=True)
+            self.client = Client(job.scheduler or self.cluster)
+        arguments = self.client.scatter(job.worker_arguments(), broadcast=True)
+        futures = [self.client.submit(_part_task, arguments, *t, pure=False) for t in tasks]
+        return list(self.client.gather(futures))
+
+    def watching(self, bar: tqdm, done_before: int) -> AbstractContextManager[None]:
+        """While worker processes run, move `bar` by the rows their committed batches record."""
+        return _Watch(self.job, bar, done_before, enabled=not bar.disable and self.job.workers > 1)
+
+
+class _Watch:
+    def __init__(self, job: PostgresMigration, bar: tqdm, done_before: int, enabled: bool) -> None:
+        self.job, self.bar, self.done_before, self.enabled = job, bar, done_before, enabled
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self.thread = threading.Thread(target=self._poll, name="progress", daemon=True)
+            self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def _poll(self) -> None:
+        with self.job.connect() as conn, conn.cursor() as cursor:
+            while not self.stop.wait(0.5):
+                cursor.execute(
+                    f"SELECT coalesce(sum(rows), 0) FROM {BATCHES} WHERE job = %s", (self.job.job,)
+                )
+                done = int(cursor.fetchone()[0])
+                self.bar.update(max(0, min(done, self.bar.total) - self.bar.n))
+
+
+def open_migration(design: str, ref: TableRef, path: MapPath, to_column: str, **options: Any) -> Any:
+    """The migration of `design` ("staged" or "in-place"); the in-place one runs as one worker."""
+    if design == "staged":
+        return PostgresMigration(ref, path, to_column, **options)
+    if design != "in-place":
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}")
+    from facebridge.migration.pg_inplace import InPlaceMigration
+
+    workers = options.pop("workers", 1)
+    engine = options.pop("engine", "process")
+    options.pop("scheduler", None)
+    if workers != 1 or engine != "process":
+        raise MigrationError("the in-place design runs as one worker: leave out --workers and --engine dask")
+    return InPlaceMigration(ref, path, to_column, **options)

@@ -132,6 +132,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pairs_by_time ON pairs (created_at)",
         ),
     ),
+    Migration(
+        2,
+        "audit_log table: one append-only row per erasure, recording, reload and refused request",
+        (
+            """CREATE TABLE audit_log (
+                id {id},
+                created_at {timestamp} NOT NULL,
+                key_id TEXT,
+                action TEXT NOT NULL,
+                route TEXT,
+                method TEXT,
+                subject TEXT,
+                file TEXT,
+                outcome TEXT NOT NULL,
+                counts TEXT,
+                detail TEXT,
+                request_id TEXT
+            )""",
+            "CREATE INDEX audit_log_by_time ON audit_log (created_at)",
+            "CREATE INDEX audit_log_by_action ON audit_log (action, created_at)",
+        ),
+        only={  # append-only: rows are added, never changed or removed (retention leaves them alone)
+            "sqlite": tuple(
+                f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+                for verb in ("UPDATE", "DELETE")
+            ),
+            "postgresql": (
+                "CREATE FUNCTION facebridge_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+                "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+                "FOR EACH ROW EXECUTE FUNCTION facebridge_audit_log_append_only()",
+            ),
+        },
+    ),
 )
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

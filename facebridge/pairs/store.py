@@ -13,6 +13,7 @@ Every write commits before `record` returns, so an answer sent after it names on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,19 @@ COLUMNS = (
     "target_model, target_sha256, target_embedding, created_at"
 )
 EITHER_ORIENTATION = "((source_model = ? AND target_model = ?) OR (source_model = ? AND target_model = ?))"
+AUDIT_COLUMNS = (
+    "created_at",
+    "key_id",
+    "action",
+    "route",
+    "method",
+    "subject",
+    "file",
+    "outcome",
+    "counts",
+    "detail",
+    "request_id",
+)
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -145,6 +159,16 @@ class PairStats:
     subjects: int
     first: datetime
     last: datetime
+
+
+@dataclass(frozen=True)
+class PairTimelinePoint:
+    """Pairs of one model pair recorded in one time bucket (its start, UTC)."""
+
+    model_a: str
+    model_b: str
+    start: datetime
+    pairs: int
 
 
 @dataclass(frozen=True)
@@ -455,6 +479,46 @@ class PairStore:
             self.backend.after_erase()
         return deleted
 
+    # ------------------------------------------------------------------------------------------ audit
+    def append_audit(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Insert audit records (facebridge.audit: `time` a datetime, `counts` a dict) in one
+        transaction; the table refuses UPDATE and DELETE."""
+        if not records:
+            return 0
+        params = [
+            (
+                self.dialect.time_param(r["time"]),
+                *(r.get(name) for name in AUDIT_COLUMNS[1:-4]),
+                r.get("outcome"),
+                json.dumps(r["counts"]) if r.get("counts") is not None else None,
+                r.get("detail"),
+                r.get("request_id"),
+            )
+            for r in records
+        ]
+        insert = f"INSERT INTO audit_log ({', '.join(AUDIT_COLUMNS)}) VALUES ({_marks(len(AUDIT_COLUMNS))})"
+        with self.backend.transaction() as cursor:
+            cursor.executemany(self.dialect.sql(insert), params)
+        return len(params)
+
+    def read_audit(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Audit records, oldest first (optionally from `since` on), as facebridge.audit writes them."""
+        query = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE created_at >= ?"
+            params = (self.dialect.time_param(since),)
+        with self.backend.reading() as cursor:
+            cursor.execute(self.dialect.sql(query + " ORDER BY created_at, id"), params)
+            rows = cursor.fetchall()
+        records = []
+        for row in rows:
+            record = dict(zip(("time", *AUDIT_COLUMNS[1:]), row, strict=True))
+            record["time"] = self.dialect.time_value(record["time"])
+            record["counts"] = json.loads(record["counts"]) if record["counts"] else None
+            records.append(record)
+        return records
+
     # ------------------------------------------------------------------------------------------ reads
     def read(
         self,
@@ -518,6 +582,34 @@ class PairStore:
                 subjects = int(cursor.fetchone()[0])
             result.append(PairStats(model_a, model_b, count, subjects, first, last))
         return result
+
+    def timeline(self, bucket: Literal["day", "hour"] = "day") -> list[PairTimelinePoint]:
+        """Pairs recorded per model pair (code-point order, both orientations together) per UTC day or
+        hour, oldest first: how fast a roll-out is collecting pairs."""
+        if bucket not in ("day", "hour"):
+            raise ValueError(f"bucket must be day or hour, not {bucket!r}")
+        if self.dialect.name == "sqlite":  # stored as fixed-width ISO text: a prefix is the bucket
+            start = "substr(created_at, 1, 10)" if bucket == "day" else "substr(created_at, 1, 13)"
+        else:
+            start = f"date_trunc('{bucket}', created_at AT TIME ZONE 'UTC')"
+        query = (
+            f"SELECT source_model, target_model, {start} AS bucket, COUNT(*) FROM pairs "
+            "GROUP BY source_model, target_model, bucket"
+        )
+        with self.backend.reading() as cursor:
+            cursor.execute(query)
+            rows = cursor.fetchall()
+        merged: dict[tuple[str, str, datetime], int] = {}
+        for model_a, model_b, raw, count in rows:
+            if isinstance(raw, datetime):
+                moment = raw.replace(tzinfo=UTC)
+            else:
+                text = str(raw)
+                moment = datetime.strptime(text, "%Y-%m-%d" if len(text) == 10 else "%Y-%m-%dT%H")
+                moment = moment.replace(tzinfo=UTC)
+            key = (min(model_a, model_b), max(model_a, model_b), moment)
+            merged[key] = merged.get(key, 0) + int(count)
+        return [PairTimelinePoint(a, b, moment, count) for (a, b, moment), count in sorted(merged.items())]
 
     # ------------------------------------------------------------------------------------------ retention
     def apply_retention(self, max_age_days: float | None, max_rows_per_pair: int | None) -> RetentionResult:

@@ -3,6 +3,7 @@ fare on the deployment's population (the drift watch)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -65,3 +66,36 @@ class CalibrationReport(BaseModel):
         "of one person (docs/thresholds.md)"
     )
     refused: list[str] = Field(description="cohort and calibration files refused, with the reason")
+
+
+class DriftPoint(BaseModel):
+    """One estimate of a snapshot (the fields of DriftInfo that change over time)."""
+
+    comparison: str
+    operating_point: str
+    nominal_far: float
+    threshold: float
+    estimated_far: float
+    interval: Interval
+    ratio: float
+    off: bool
+    pairs: int
+
+
+class DriftSnapshotInfo(BaseModel):
+    at: datetime = Field(description="when the maps and cohorts were (re)loaded")
+    event: Literal["start", "reload"]
+    maps: int
+    cohorts: list[str]
+    estimates: list[DriftPoint]
+
+
+class CalibrationHistory(BaseModel):
+    """The drift watch at each load and reload since the process started, oldest first."""
+
+    kept: int = Field(description="at most this many snapshots are kept (the oldest are dropped)")
+    snapshots: list[DriftSnapshotInfo]
+    note: str = Field(
+        default="kept in memory: a restart starts a new history; facebridge_estimated_far is the "
+        "gauge to keep in a monitoring system"
+    )

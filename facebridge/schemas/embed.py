@@ -30,6 +30,11 @@ class EmbedOptions(BaseModel):
         description="embedding: the recognizer's own output; full-network: every layer pooled, "
         "standardised with the model's stored statistics and discretised to -1/0/1",
     )
+    crops: bool = Field(
+        default=False,
+        description="also return, per face and model, the aligned crop the model was fed (base64 PNG): "
+        "to see what was compared (the operator console shows them)",
+    )
     record: RecordOption | None = Field(
         default=None,
         description="service only: also store each image's pair of embeddings (exactly two models, one "
@@ -86,11 +91,21 @@ class Embedding(BaseModel):
     embedding: list[float]
 
 
+class AlignedCrop(BaseModel):
+    model: str = Field(description="the recognizer this crop was aligned for and fed to")
+    alignment: str | None = Field(description="the manifest's alignment template")
+    size: int = Field(description="width and height in pixels")
+    png: str = Field(description="base64 PNG")
+
+
 class Face(BaseModel):
     box: list[float] | None = Field(description="x1, y1, x2, y2 in image pixels; null for an aligned crop")
     landmarks: list[list[float]] | None = Field(description="5 points: eyes, nose, mouth corners")
     detection_score: float | None
     embeddings: list[Embedding]
+    crops: list[AlignedCrop] | None = Field(
+        default=None, description="with `crops: true` only: one aligned crop per model, in `models` order"
+    )
 
 
 class ImageResult(BaseModel):

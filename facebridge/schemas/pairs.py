@@ -86,3 +86,19 @@ class PairStatsResponse(BaseModel):
     retention_days: float | None = Field(description="pairs older than this are dropped (null: kept)")
     max_rows_per_pair: int | None = Field(description="oldest pairs beyond this are dropped (null: no cap)")
     model_pairs: list[PairStatsEntry]
+
+
+class PairTimelineBucket(BaseModel):
+    start: datetime = Field(description="the bucket's start (UTC)")
+    pairs: int
+
+
+class PairTimelineEntry(BaseModel):
+    source_model: str = Field(description="the pair's first model id (code-point order)")
+    target_model: str
+    buckets: list[PairTimelineBucket] = Field(description="oldest first; buckets without pairs are left out")
+
+
+class PairTimelineResponse(BaseModel):
+    bucket: Literal["day", "hour"]
+    model_pairs: list[PairTimelineEntry]

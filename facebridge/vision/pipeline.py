@@ -35,6 +35,7 @@ class FaceResult:
 
     detection: Detection | None
     embeddings: list[FaceEmbedding] = field(default_factory=list)
+    crops: dict[str, np.ndarray] = field(default_factory=dict)  # BGR crop per model, when asked for
 
 
 @dataclass(frozen=True)
@@ -117,22 +118,31 @@ class FacePipeline:
         model_ids: list[str],
         normalize: bool = True,
         mode: str = EMBEDDING,
+        keep_crops: bool = False,
     ) -> list[FaceResult]:
-        """Align every face to each model's template and embed all faces of a model in one batch."""
+        """Align every face to each model's template and embed all faces of a model in one batch
+        (`keep_crops`: each result also holds the aligned crop of each model)."""
         results = [FaceResult(face) for face in faces]
         for model_id in model_ids:
             recognizer = self.registry.recognizer(model_id)
             template = self.registry.manifest.templates[recognizer.entry.alignment or ""]
             crops = [align_face(image_bgr, face.landmarks, template) for face in faces]
             vectors = self._vectors(recognizer, crops, normalize, mode)
-            for result, vector in zip(results, vectors, strict=True):
+            for result, vector, crop in zip(results, vectors, crops, strict=True):
                 result.embeddings.append(
                     FaceEmbedding(model_id, recognizer.sha256, vector, normalize and mode == EMBEDDING, mode)
                 )
+                if keep_crops:
+                    result.crops[model_id] = crop
         return results
 
     def embed_aligned(
-        self, crop_bgr: np.ndarray, model_ids: list[str], normalize: bool = True, mode: str = EMBEDDING
+        self,
+        crop_bgr: np.ndarray,
+        model_ids: list[str],
+        normalize: bool = True,
+        mode: str = EMBEDDING,
+        keep_crops: bool = False,
     ) -> FaceResult:
         """Embed a crop that is already aligned; it is resized to each model's input size if needed."""
         result = FaceResult(None)
@@ -145,6 +155,8 @@ class FacePipeline:
             result.embeddings.append(
                 FaceEmbedding(model_id, recognizer.sha256, vector, normalize and mode == EMBEDDING, mode)
             )
+            if keep_crops:
+                result.crops[model_id] = crop
         return result
 
     def embed_image(
@@ -154,8 +166,9 @@ class FacePipeline:
         options: DetectionOptions,
         normalize: bool = True,
         mode: str = EMBEDDING,
+        keep_crops: bool = False,
     ) -> list[FaceResult]:
         faces = self.detect(image_bgr, options)
         if not faces:
             raise NoFaceFound(f"no face found with {options.detector} at score >= {options.score_threshold}")
-        return self.embed_faces(image_bgr, faces, model_ids, normalize, mode)
+        return self.embed_faces(image_bgr, faces, model_ids, normalize, mode, keep_crops)
