@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ from tqdm import tqdm
 from facebridge import __version__
 from facebridge.mapping.bank import RESIDUAL_CHUNK_ROWS, MapPath
 from facebridge.migration import pg_codec
+from facebridge.migration.blas import one_blas_thread
 from facebridge.migration.pg_codec import ColumnKind
 from facebridge.migration.pg_common import (
     BATCH_SEQUENCE,
@@ -97,6 +98,7 @@ READ_AHEAD = 2  # windows read ahead of the one being written (memory: a few bat
 MIN_BLOCK = 64  # rows: smaller blocks are padded, so a row's translation never depends on its batch
 PART_LOCK_WAIT = 15.0  # seconds a worker waits for a part whose last worker's connection is closing
 SIDE_PREFIX = "facebridge_side_"
+WORK_MEM = "64MB"  # per sort or hash of this migration's own sessions (a batch's checksum sorts ~6 MB)
 ENGINES = ("process", "dask")
 STAGED_SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS {PARTS} (
@@ -202,8 +204,12 @@ class PostgresMigration:
         self.side_name = SIDE_PREFIX + hashlib.md5(self.job.encode()).hexdigest()[:12]
         self.notes: list[str] = []  # what the run had to do that the user should know
 
-    def connect(self) -> AbstractContextManager[Any]:
-        return connect(self.ref)
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection with room to sort and hash a batch (or the checks' joins) in memory."""
+        with connect(self.ref) as conn:
+            conn.execute(f"SET work_mem = '{WORK_MEM}'")
+            yield conn
 
     def worker_arguments(self) -> dict[str, Any]:
         """What a worker process needs to rebuild this migration (picklable)."""
@@ -342,7 +348,7 @@ class PostgresMigration:
                 if not cursor.fetchone()[0]:
                     raise MigrationError(f"another migration of {self.job} is running")
             try:
-                with _Runner(self) as runner:
+                with _Runner(self) as runner, one_blas_thread():
                     return self._run_locked(conn, runner, started)
             finally:
                 with conn.cursor() as cursor:
@@ -559,17 +565,32 @@ class PostgresMigration:
                 time.sleep(0.2)
 
     def _windows(self, conn: Any, part: Part, after: str | None, catch_up: bool) -> Iterator[Rows]:
-        """Every window of `part` after key `after`, read on `conn` (the reader's connection)."""
-        while True:
-            rows = self._read(conn, after, part.upto, catch_up)
-            yield rows
-            if rows.last:
-                return
-            after = rows.end
+        """The windows of `part` after key `after`, read on `conn` (the reader's connection): every
+        row in a first pass; in a later one only rows no side row holds current, found first by one
+        join over the part's keys (no source read) and then read in windows around them."""
+        if not catch_up:
+            while True:
+                rows = self._read(conn, after, part.upto, catch_up)
+                yield rows
+                if rows.last:
+                    return
+                after = rows.end
+        with conn.cursor() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT t.{id}::text FROM {t} t LEFT JOIN {side} s ON s.id = t.{id} "
+                    "WHERE (s.id IS NULL OR NOT {current}) {bounds} ORDER BY t.{id}",
+                    bounds=self._bounds(after, part.upto),
+                )
+            )
+            stale = [key for (key,) in cursor.fetchall()]
+        for start in range(0, len(stale), self.batch_rows):
+            end = stale[min(start + self.batch_rows, len(stale)) - 1]
+            yield self._read_range(conn, after, end, catch_up=True)
+            after = end
 
     def _read(self, conn: Any, after: str | None, upto: str | None, catch_up: bool) -> Rows:
-        """The rows among the next `batch_rows` keys after `after` (up to `upto`): all of them in a
-        first pass; in a later one those no side row holds current, with what their side row holds.
+        """The rows among the next `batch_rows` keys after `after` (up to `upto`).
 
         The window is cut on the key alone (an index range), then read: asking for "the next n stale
         rows" instead lets the planner scan and hash the whole table per batch."""
@@ -583,8 +604,15 @@ class PostgresMigration:
                 )
             )
             found = cursor.fetchone()
-            end: str | None = found[0] if found else upto
-            last = found is None or found[0] == upto
+        end: str | None = found[0] if found else upto
+        return self._read_range(conn, after, end, catch_up, last=found is None or found[0] == upto)
+
+    def _read_range(
+        self, conn: Any, after: str | None, end: str | None, catch_up: bool, last: bool = False
+    ) -> Rows:
+        """The rows with keys above `after` up to `end`: all of them in a first pass; in a later one
+        those no side row holds current, with what their side row holds."""
+        with conn.cursor() as cursor:
             if catch_up:
                 select = self._sql(
                     "COPY (SELECT t.{id}, t.{src}, t.xmin, s.batch, s.value, s.confidence, t.{id}::text "
@@ -871,7 +899,7 @@ class PostgresMigration:
         row's translation into the target columns, rename the source column to `retire_as` and the
         translated one to the source's name, run `also` (e.g. the identity system's own "current
         model" setting) and drop the side table. Readers go on until the renames, at the very end."""
-        with self.connect() as conn:
+        with self.connect() as conn, one_blas_thread():
             self.inspect(conn)
             with conn.transaction(), conn.cursor() as cursor:
                 found = self._job_row(cursor)
@@ -957,7 +985,8 @@ def _part_task(arguments: dict[str, Any], task: str, part: Part, pass_number: in
     job = PostgresMigration(**arguments, progress=False)
     with job.connect() as conn:
         job.inspect(conn)
-    return job.run_part(task, part, pass_number)
+    with one_blas_thread():
+        return job.run_part(task, part, pass_number)
 
 
 class _Runner:
