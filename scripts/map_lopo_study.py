@@ -320,14 +320,20 @@ def markdown(results: list[Result], described: dict[str, str], variants: Sequenc
             worst = min(r.accuracy_gap for r in rs)
             cells.append(f"{ok}/{len(rs)} ok, {ident}/{len(rs)} id ok, worst {worst:+.1f}")
         out.append(row(name, *cells))
-    out += ["", "Mean accuracy gap (points) and mean fit time per direction:", ""]
+    out += [
+        "",
+        "Mean accuracy gap (points) over the directions measured, and mean fit time per direction (on a "
+        "shared 2-core machine):",
+        "",
+    ]
     out += [row("population", *variants), "|---|" + "---:|" * len(variants)]
     for name in described:
         cells = []
         for v in variants:
             rs = [r for r in results if r.population == name and r.variant == v]
             cells.append(
-                f"{np.mean([r.accuracy_gap for r in rs]):+.2f} ({np.mean([r.seconds for r in rs]):.0f} s)"
+                f"{np.mean([r.accuracy_gap for r in rs]):+.2f} over {len(rs)} "
+                f"({np.mean([r.seconds for r in rs]):.0f} s)"
                 if rs
                 else ""
             )
