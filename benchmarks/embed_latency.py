@@ -1,28 +1,40 @@
 """Per-face /embed latency and throughput for each recognizer, next to raw onnxruntime, in one run.
 
 For every model the same aligned crops go through (a) a bare onnxruntime session.run on preprocessed
-tensors, (b) POST /embed with `aligned=true` (HTTP + decoding + preprocessing + the same session), and
-(c) POST /embed on the original LFW photos (adds YuNet detection and alignment). The server is a real
-`facebridge serve` on loopback; client and server share this machine's cores.
+tensors, (b) POST /embed with `aligned=true` (HTTP + base64/PNG decoding + preprocessing + the same
+graph), and (c) POST /embed on the original LFW photos (adds YuNet detection and alignment). The server
+is a real `facebridge serve` on loopback; client and server share this machine's cores.
 
-    python benchmarks/embed_latency.py [--images 40] [--batch 16]
+Raw onnxruntime runs twice: with the session options the service uses (facebridge/vision/runtime.py,
+the same FACEBRIDGE_INTRA_OP_THREADS), which is what "overhead" is measured against, and with
+onnxruntime's own defaults (every core, spinning worker threads), as a plain `InferenceSession` does.
+With `--baseline-tree DIR` (a checkout of an earlier version) that tree's server is measured too.
+Everything is interleaved call by call (the order rotates), repeated over --rounds rounds, and
+reported as medians: p50 of the batch-1 latencies, batch throughput from the median batch time.
+
+    python benchmarks/embed_latency.py [--images 40] [--batch 16] [--rounds 2] [--models arcface-mbf128]
+    python benchmarks/embed_latency.py --baseline-tree /tmp/facebridge-before
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import itertools
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
+import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,87 +45,194 @@ from facebridge.vision.images import decode_image  # noqa: E402
 from facebridge.vision.loading import open_registry  # noqa: E402
 from facebridge.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
 from facebridge.vision.recognizer import Recognizer  # noqa: E402
-from facebridge.vision.runtime import create_session  # noqa: E402
-from tests.conftest import LFW, MODELS_DIR, RECOGNIZERS, LiveServer  # noqa: E402
-
-
-@dataclass
-class Row:
-    model: str
-    dim: int
-    raw_ms: float
-    raw_rate: float
-    api_p50: float
-    api_p99: float
-    api_rate: float
-    photo_p50: float
-    photo_p99: float
-
+from facebridge.vision.runtime import session_options  # noqa: E402
+from tests.conftest import LFW, MODELS_DIR, RECOGNIZERS, free_port  # noqa: E402
 
 BENCH_KEY = "benchmark-key"
 
 
-def time_calls(call: Callable[[], object], repeats: int) -> list[float]:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
+@dataclass
+class Timed:
+    """One kind of call and its times (seconds)."""
+
+    name: str
+    call: Callable[[int], object]  # the index of the image to use
+    times: list[float] = field(default_factory=list)
+
+    def once(self, index: int) -> None:
         start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
+        self.call(index)
+        self.times.append(time.perf_counter() - start)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.times) * 1e3
+
+
+def interleave(calls: list[Timed], count: int, rounds: int) -> None:
+    """`count` calls of each per round, alternating call by call (the order rotates)."""
+    for call in calls:  # warm-up
+        call.call(0)
+        call.call(1 % max(count, 1))
+    for round_ in range(rounds):
+        for i in range(count):
+            shift = (i + round_) % len(calls)
+            order = calls[shift:] + calls[:shift]
+            for call in order if i % 2 == 0 else order[::-1]:
+                call.once(i)
 
 
 def b64(data: bytes) -> dict[str, str]:
     return {"data": base64.b64encode(data).decode()}
 
 
+def raw_session(recognizer: Recognizer, service_options: bool, threads: int) -> ort.InferenceSession:
+    path = str(MODELS_DIR / recognizer.entry.file)
+    if service_options:
+        return ort.InferenceSession(
+            path, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # onnxruntime's defaults
+
+
+@dataclass
+class Row:
+    model: str
+    dim: int
+    values: dict[str, float]
+
+
 def measure_model(
-    http: httpx.Client,
+    servers: dict[str, httpx.Client],
     recognizer: Recognizer,
     crops: list[np.ndarray],
     photos: list[bytes],
-    batch_size: int,
+    args: argparse.Namespace,
 ) -> Row:
     model_id = recognizer.model_id
     tensor = recognizer.preprocess(crops)
-    session = create_session(MODELS_DIR / recognizer.entry.file, ["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
     output = recognizer._output_name
-    rows = itertools.cycle(range(len(tensor)))
-    raw_single = time_calls(lambda: session.run([output], {feed: tensor[next(rows)][None]}), len(tensor))
-    if recognizer.fixed_batch:
-        raw_rate = 1.0 / statistics.mean(raw_single)
-    else:
-        batch = tensor[:batch_size]
-        raw_rate = len(batch) / statistics.mean(time_calls(lambda: session.run([output], {feed: batch}), 5))
+    raws = {"raw": raw_session(recognizer, True, args.threads)}
+    if args.ort_defaults:  # its spinning threads take the cores from the calls timed after it
+        raws["raw-default"] = raw_session(recognizer, False, args.threads)
+    feed = recognizer._input_name
+    n = len(crops)
+
+    def run_raw(session: ort.InferenceSession, rows: np.ndarray) -> None:
+        if recognizer.fixed_batch:  # one face per run, as the service runs such a graph
+            for row in rows:
+                session.run([output], {feed: row[None]})
+        else:
+            session.run([output], {feed: rows})
 
     pngs = [cv2.imencode(".png", c)[1].tobytes() for c in crops]
-    cycle_png = itertools.cycle(pngs)
-    single_body = lambda: {"image": b64(next(cycle_png)), "aligned": True, "models": [model_id]}  # noqa: E731
-    api_single = time_calls(lambda: http.post("/embed", json=single_body()).raise_for_status(), len(pngs))
-    batch_images = [b64(p) for p in pngs[:batch_size]]
-    batch_body = {"images": batch_images, "aligned": True, "models": [model_id]}
-    api_batch = time_calls(lambda: http.post("/embed", json=batch_body).raise_for_status(), 3)
+    single_bodies = [  # encoded once: the client's own work stays out of the /embed times
+        json.dumps({"image": b64(png), "aligned": True, "models": [model_id]}).encode() for png in pngs
+    ]
+    batch = tensor[: args.batch]
+    batch_body = json.dumps(
+        {"images": [b64(p) for p in pngs[: args.batch]], "aligned": True, "models": [model_id]}
+    ).encode()
+    headers = {"content-type": "application/json"}
 
-    cycle_photo = itertools.cycle(photos)
+    def post(http: httpx.Client, body: bytes) -> None:
+        http.post("/embed", content=body, headers=headers).raise_for_status()
+
+    # one pass per server, each interleaved with raw onnxruntime: a server whose onnxruntime threads
+    # spin after a run (versions before that was turned off) slows whatever runs next, so it is never
+    # interleaved with the other server; its overhead is measured against the raw runs of its own pass
+    singles: list[Timed] = []
+    batches: list[Timed] = []
+    passes: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
+        (
+            name,
+            partial(lambda i, h: post(h, single_bodies[i % n]), h=http),
+            partial(lambda i, h: post(h, batch_body), h=http),
+        )
+        for name, http in servers.items()
+    ]
+    for name, one, many in passes:
+        pair = [
+            Timed(f"raw/{name}", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
+            Timed(name, one),
+        ]
+        interleave(pair, n, args.rounds)
+        singles += pair
+        pair = [Timed(f"raw/{name}", lambda i: run_raw(raws["raw"], batch)), Timed(name, many)]
+        interleave(pair, args.batch_repeats, args.rounds)
+        batches += pair
+    if "raw-default" in raws:
+        pair = [
+            Timed("raw/raw-default", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
+            Timed("raw-default", lambda i: run_raw(raws["raw-default"], tensor[i % n : i % n + 1])),
+        ]
+        interleave(pair, n, args.rounds)
+        singles += pair
+        pair = [
+            Timed("raw/raw-default", lambda i: run_raw(raws["raw"], batch)),
+            Timed("raw-default", lambda i: run_raw(raws["raw-default"], batch)),
+        ]
+        interleave(pair, args.batch_repeats, args.rounds)
+        batches += pair
+
     form = {"models": model_id, "largest_only": "true"}
-    api_photo = time_calls(
-        lambda: http.post(
-            "/embed", files={"images": ("p.jpg", next(cycle_photo))}, data=form
-        ).raise_for_status(),
-        len(photos),
-    )
-    return Row(
-        model_id,
-        recognizer.dim,
-        statistics.median(raw_single) * 1e3,
-        raw_rate,
-        statistics.median(api_single) * 1e3,
-        float(np.percentile(api_single, 99)) * 1e3,
-        len(batch_images) / statistics.mean(api_batch),
-        statistics.median(api_photo) * 1e3,
-        float(np.percentile(api_photo, 99)) * 1e3,
-    )
+    photo_calls = []
+    for name, http in servers.items():
+        photo = Timed(
+            name,
+            partial(
+                lambda i, h: h.post(
+                    "/embed", files={"images": ("p.jpg", photos[i % len(photos)])}, data=form
+                ).raise_for_status(),
+                h=http,
+            ),
+        )
+        interleave([photo], len(photos), 1)
+        photo_calls.append(photo)
+
+    values: dict[str, float] = {}
+    for call in singles:
+        values[f"{call.name} p50"] = call.p50_ms
+        values[f"{call.name} p90"] = float(np.percentile(call.times, 90)) * 1e3
+    for call in batches:
+        values[f"{call.name} rate"] = len(batch) / statistics.median(call.times)
+    for call in photo_calls:
+        values[f"{call.name} photo p50"] = call.p50_ms
+    return Row(model_id, recognizer.dim, values)
+
+
+def serve(tree: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
+        "FACEBRIDGE_PROVIDERS": "cpu",
+        "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": str(max(32, args.batch)),
+        "FACEBRIDGE_API_KEYS": BENCH_KEY,
+        "FACEBRIDGE_LOAD_MODELS": "[" + ",".join(f'"{m}"' for m in [*args.models, "yunet"]) + "]",
+        "FACEBRIDGE_LOG_LEVEL": "warning",
+        "FACEBRIDGE_AUDIT_LOG": f"/tmp/facebridge-embed-bench-{name}-audit.log",
+    }
+    with open(f"/tmp/facebridge-embed-bench-{name}.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tree,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, headers={"X-API-Key": BENCH_KEY})
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} server exited; see /tmp/facebridge-embed-bench-{name}.log")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return process, client
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} server not ready")
 
 
 def main() -> int:
@@ -122,48 +241,101 @@ def main() -> int:
     )
     parser.add_argument("--images", type=int, default=40, help="LFW photos per model")
     parser.add_argument("--batch", type=int, default=16, help="images per batched request")
-    args = parser.parse_args()
-
-    registry = open_registry(
-        Settings(models_dir=MODELS_DIR, providers="cpu"), model_ids=[*RECOGNIZERS, "yunet"]
+    parser.add_argument("--batch-repeats", type=int, default=4, help="batched calls per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--models", type=lambda text: text.split(","), default=RECOGNIZERS)
+    parser.add_argument("--baseline-tree", type=Path, help="a checkout of an earlier version to measure too")
+    parser.add_argument(
+        "--ort-defaults",
+        action="store_true",
+        help="also time a session with onnxruntime's defaults (its spinning threads slow what runs next)",
     )
+    args = parser.parse_args()
+    settings = Settings(models_dir=MODELS_DIR, providers="cpu")
+    args.threads = settings.intra_op_threads
+
+    registry = open_registry(settings, model_ids=[*args.models, "yunet"])
     pipeline = FacePipeline(registry)
     photos = [p.read_bytes() for p in sorted(LFW.glob("*/*_0001.jpg"))[: args.images]]
     images = [decode_image(b, 1 << 24, 1 << 24) for b in photos]
     center = DetectionOptions(policy="center", score_threshold=0.3)
     landmarks = [pipeline.detect(img, center)[0].landmarks for img in images]
 
-    env = {
-        "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
-        "FACEBRIDGE_PROVIDERS": "cpu",
-        "FACEBRIDGE_MAX_IMAGES_PER_REQUEST": str(max(32, args.batch)),
-        "FACEBRIDGE_API_KEYS": BENCH_KEY,
-    }
-    server = LiveServer(env, Path("/tmp/facebridge-bench-server.log"))
+    trees = {"after": ROOT}
+    if args.baseline_tree is not None:
+        trees["before"] = args.baseline_tree.resolve()
+    started = {name: serve(tree, name, args) for name, tree in trees.items()}
+    servers = {name: client for name, (_, client) in started.items()}
+    load_start = os.getloadavg()
     results = []
     try:
-        server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": BENCH_KEY}) as http:
-            for model_id in RECOGNIZERS:
-                recognizer = registry.recognizer(model_id)
-                template = registry.manifest.templates[recognizer.entry.alignment or ""]
-                crops = [align_face(img, lm, template) for img, lm in zip(images, landmarks, strict=True)]
-                results.append(measure_model(http, recognizer, crops, photos, args.batch))
+        for model_id in args.models:
+            recognizer = registry.recognizer(model_id)
+            template = registry.manifest.templates[recognizer.entry.alignment or ""]
+            crops = [align_face(img, lm, template) for img, lm in zip(images, landmarks, strict=True)]
+            results.append(measure_model(servers, recognizer, crops, photos, args))
+            print(f"measured {model_id}", file=sys.stderr, flush=True)
     finally:
-        server.stop()
-
-    print(f"\n/embed vs raw onnxruntime (CPU), {args.images} LFW faces per model, batch of {args.batch}\n")
-    print(
-        "| model | dim | raw ORT ms/face (b=1) | raw ORT faces/s (batch) | /embed aligned p50 ms | p99 ms "
-        "| /embed aligned faces/s (batch) | batch vs raw | /embed photo p50 ms | p99 ms |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r.model} | {r.dim} | {r.raw_ms:.2f} | {r.raw_rate:.0f} | {r.api_p50:.2f} | {r.api_p99:.2f} "
-            f"| {r.api_rate:.0f} | {r.api_rate / r.raw_rate:.2f}x | {r.photo_p50:.2f} | {r.photo_p99:.2f} |"
-        )
+        for process, client in started.values():
+            client.close()
+            process.terminate()
+            process.wait(10)
+    load_end = os.getloadavg()
+    print_tables(results, args, load_start, load_end)
     return 0
+
+
+def print_tables(
+    results: list[Row], args: argparse.Namespace, load_start: tuple[float, ...], load_end: tuple[float, ...]
+) -> None:
+    threads = args.threads or "every core"
+    print(
+        f"\n/embed vs raw onnxruntime (CPU), {args.images} LFW faces per model x {args.rounds} rounds, "
+        f"batch of {args.batch} x {args.batch_repeats} x {args.rounds}; service session options: "
+        f"intra-op threads {threads}, no spinning; load average {load_start[0]:.2f} at the start, "
+        f"{load_end[0]:.2f} at the end, {os.cpu_count()} CPUs\n"
+    )
+    print(
+        "| model | dim | server | raw ORT ms (b=1) | /embed aligned p50 ms | p90 ms | overhead ms "
+        f"| raw faces/s (batch {args.batch}) | /embed faces/s (batch) | batch vs raw | /embed photo p50 ms |"
+    )
+    print("|---|---:|---|" + "---:|" * 8)
+    names = {"after": "this tree", "before": "baseline"}
+    for r in results:
+        v = r.values
+        for name, label in names.items():
+            if f"{name} p50" not in v:
+                continue
+            raw, raw_rate = v[f"raw/{name} p50"], v[f"raw/{name} rate"]
+            cells = [
+                r.model,
+                str(r.dim),
+                label,
+                f"{raw:.2f}",
+                f"{v[f'{name} p50']:.2f}",
+                f"{v[f'{name} p90']:.2f}",
+                f"{v[f'{name} p50'] - raw:.2f}",
+                f"{raw_rate:.0f}",
+                f"{v[f'{name} rate']:.0f}",
+                f"{v[f'{name} rate'] / raw_rate:.2f}x",
+                f"{v[f'{name} photo p50']:.2f}",
+            ]
+            print("| " + " | ".join(cells) + " |")
+    if "raw-default p50" in results[0].values:
+        print(
+            "\nonnxruntime's defaults (every core, spinning threads) against the service's session options:\n"
+        )
+        print(
+            "| model | service options ms (b=1) | ORT defaults ms (b=1) | service options faces/s "
+            "| ORT defaults faces/s |"
+        )
+        print("|---|---:|---:|---:|---:|")
+        for r in results:
+            v = r.values
+            print(
+                f"| {r.model} | {v['raw/raw-default p50']:.2f} | {v['raw-default p50']:.2f} "
+                f"| {v['raw/raw-default rate']:.0f} | {v['raw-default rate']:.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -303,35 +303,58 @@ class Bridge:
             groups[(side_a.model, side_b.model)].append(index)
         results: list[VerifyResult | None] = [None] * len(sides)
         for (model_a, model_b), indices in groups.items():
-            where = f"pairs[{indices[0]}]"
             try:
-                plan = plan_comparison(self.bank, model_a, model_b, space)
-                rule = self.bank.scoring.rule(self.bank, plan, normalization)
-                answer, units = _judgement(plan, rule, point, threshold)
+                verdict = self._verdict(model_a, model_b, space, normalization, point, threshold)
             except FacebridgeError as error:
-                raise error.at(where) from None
-            a, b = _in_space(plan, vectors, indices)
+                raise error.at(f"pairs[{indices[0]}]") from None
+            a, b = _in_space(verdict.plan, vectors, indices)
             raw = np.einsum("ij,ij->i", a, b)
-            normalized = rule.normalize(raw, a, b)
-            decided = normalized if units == "as-norm" and normalized is not None else raw
-            maps = [m.id for m in maps_used(plan.path)] if plan.path is not None else []
-            stated = _stated(rule, threshold is not None, units)
+            normalized = verdict.rule.normalize(raw, a, b)
+            decided = normalized if verdict.units == "as-norm" and normalized is not None else raw
             for k, i in enumerate(indices):
-                results[i] = VerifyResult(
+                # every field is built here from checked values, so the result is not validated again
+                results[i] = VerifyResult.model_construct(
                     index=i,
                     score=float(decided[k]),
                     raw_score=float(raw[k]),
                     normalized_score=None if normalized is None else float(normalized[k]),
-                    match=bool(decided[k] >= answer.threshold),
-                    calibrated=plan.calibrated or threshold is not None,
-                    comparison=plan.kind,
-                    space=plan.space,
-                    translated=plan.translate_side,
-                    maps=maps,
-                    **stated,
-                    **answer.model_dump(),
+                    match=bool(decided[k] >= verdict.threshold),
+                    maps=list(verdict.maps),
+                    **verdict.fields,
                 )
         return [r for r in results if r is not None]
+
+    def _verdict(
+        self,
+        model_a: str,
+        model_b: str,
+        space: str | None,
+        normalization: Literal["auto", "none"],
+        point: str,
+        threshold: float | None,
+    ) -> _Verdict:
+        """How pairs of these two models are judged; kept with the bank's scoring (so a reload starts
+        afresh) unless the caller gave a threshold of its own."""
+        key = (model_a, model_b, space, normalization, point)
+        known = self.bank.scoring.verdicts.get(key) if threshold is None else None
+        if known is not None:
+            return known
+        plan = plan_comparison(self.bank, model_a, model_b, space)
+        rule = self.bank.scoring.rule(self.bank, plan, normalization)
+        answer, units = _judgement(plan, rule, point, threshold)
+        fields: dict[str, Any] = {
+            "calibrated": plan.calibrated or threshold is not None,
+            "comparison": plan.kind,
+            "space": plan.space,
+            "translated": plan.translate_side,
+            **_stated(rule, threshold is not None, units),
+            **{name: getattr(answer, name) for name in ThresholdAnswer.model_fields},
+        }
+        maps = tuple(m.id for m in maps_used(plan.path)) if plan.path is not None else ()
+        verdict = _Verdict(plan, rule, units, answer.threshold, maps, fields)
+        if threshold is None:
+            self.bank.scoring.verdicts[key] = verdict
+        return verdict
 
     def _side_vectors(self, pairs: list[tuple[_Side, _Side]]) -> dict[tuple[int, str], np.ndarray]:
         """A unit vector for every side; photos are embedded, templates checked against their space."""
@@ -341,12 +364,31 @@ class Bridge:
                 where = f"pairs[{index}].{name}"
                 self._check_model(side.model, f"{where}.model")
                 if side.embedding is not None:
-                    row = np.asarray([side.embedding], np.float32)
-                    matrix = check_matrix(row, f"{where}.embedding", self._space_dim(side.model), 1)
-                    vectors[(index, name)] = matrix[0] / np.linalg.norm(matrix[0])
+                    vectors[(index, name)] = self._template(side, f"{where}.embedding")
                 else:
                     vectors[(index, name)] = self._embed_side(side, where)
         return vectors
+
+    def _template(self, side: _Side, where: str) -> np.ndarray:
+        """A side's template as a unit float32 vector, checked against its space like `check_matrix`.
+
+        The common case (one row of the right dim, finite, not zero) is decided from its dot product
+        alone; anything else goes through `check_matrix` for its exact error (or, for huge finite
+        values whose square overflows, its approval).
+        """
+        dim = self._space_dim(side.model)
+        vector = np.asarray(side.embedding, np.float32)
+        square = vector.dot(vector) if vector.ndim == 1 else None
+        if (
+            square is None
+            or (dim is not None and len(vector) != dim)
+            or not (np.isfinite(square) and square > 0)
+        ):
+            row = vector[None] if vector.ndim == 1 else np.asarray([side.embedding], np.float32)
+            vector = check_matrix(row, where, dim, 1)[0]
+            square = vector.dot(vector)
+        normalized: np.ndarray = vector / np.sqrt(square)  # np.linalg.norm's own formula for a vector
+        return normalized
 
     def _embed_side(self, side: _Side, where: str) -> np.ndarray:
         pipeline = self._require_pipeline("image sides need the recognizers")
@@ -469,38 +511,41 @@ class Bridge:
             max_faces=1 if options.largest_only else limit,
             policy="largest",
         )
-        results = []
-        for index, array in enumerate(arrays):
-            results.append(self._embed_one(pipeline, index, array, options, model_ids, detection))
+        faces = self._embed_faces(pipeline, arrays, options, model_ids, detection)
+        results = [
+            ImageResult(
+                index=index,
+                width=image.shape[1],
+                height=image.shape[0],
+                faces=[_face(f, pipeline if options.crops else None) for f in found],
+            )
+            for index, (image, found) in enumerate(zip(arrays, faces, strict=True))
+        ]
         detector_info = None
         if not options.aligned:
             detector_info = DetectorInfo(id=detector, sha256=pipeline.registry.status[detector].sha256)
         return EmbedResponse(detector=detector_info, results=results)
 
-    def _embed_one(
-        self,
+    @staticmethod
+    def _embed_faces(
         pipeline: FacePipeline,
-        index: int,
-        image: np.ndarray,
+        images: list[np.ndarray],
         options: EmbedOptions,
         model_ids: list[str],
         detection: DetectionOptions,
-    ) -> ImageResult:
+    ) -> list[list[FaceResult]]:
+        """The faces of every image, each model running on the faces of all images together (a
+        batch of 16 aligned crops is one run per model, not 16)."""
+        normalize, mode, crops = options.normalize, options.mode, options.crops
         if options.aligned:
-            faces = [pipeline.embed_aligned(image, model_ids, options.normalize, options.mode, options.crops)]
-        else:
+            return [[face] for face in pipeline.embed_aligned_many(images, model_ids, normalize, mode, crops)]
+        found = []
+        for index, image in enumerate(images):
             try:
-                faces = pipeline.embed_image(
-                    image, model_ids, detection, options.normalize, options.mode, options.crops
-                )
+                found.append((image, pipeline.detect_faces(image, detection)))
             except NoFaceFound as error:
                 raise NoFaceFound(f"images[{index}]: {error}", f"images[{index}]") from None
-        return ImageResult(
-            index=index,
-            width=image.shape[1],
-            height=image.shape[0],
-            faces=[_face(f, pipeline if options.crops else None) for f in faces],
-        )
+        return pipeline.embed_faces_many(found, model_ids, normalize, mode, crops)
 
     @staticmethod
     def _check_embed_models(
@@ -540,6 +585,18 @@ class Bridge:
 
 
 @dataclass(frozen=True)
+class _Verdict:
+    """A comparison's plan, score rule and units, its threshold, and the fields of every result."""
+
+    plan: ComparisonPlan
+    rule: ScoreRule
+    units: Units
+    threshold: float
+    maps: tuple[str, ...]
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class _Side:
     model: str
     embedding: Any = None
@@ -565,8 +622,11 @@ def _in_space(
     plan: ComparisonPlan, vectors: dict[tuple[int, str], np.ndarray], indices: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both sides of a group as unit rows in the comparison space (the translated side mapped)."""
-    a = np.stack([vectors[(i, "a")] for i in indices])
-    b = np.stack([vectors[(i, "b")] for i in indices])
+    if len(indices) == 1:  # a single pair: its two rows as views, not stacked copies
+        a, b = vectors[(indices[0], "a")][None], vectors[(indices[0], "b")][None]
+    else:
+        a = np.stack([vectors[(i, "a")] for i in indices])
+        b = np.stack([vectors[(i, "b")] for i in indices])
     if plan.path is not None:
         if plan.translate_side == "a":
             a = plan.path.apply(a)

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     )
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
+    blas_threads: int = Field(
+        default=1,
+        ge=0,
+        description="OpenBLAS threads for the service's own matrix products (maps, cohort scores); 0: "
+        "OpenBLAS's default, every core. One measured fastest for single and bulk requests on 2 "
+        "cores, where extra threads spin on the cores the event loop needs (docs/translate.md)",
+    )
     micro_batch_ms: float = Field(
         default=0.0,
         ge=0,

@@ -16,6 +16,7 @@ from facebridge import __version__
 from facebridge.api import admin, calibration, embed, health, mappings, models, pairs, translate, verify
 from facebridge.api.openapi import install_openapi
 from facebridge.audit import AuditLog, reload_event
+from facebridge.blas import set_blas_threads
 from facebridge.config import Settings
 from facebridge.console import install_console
 from facebridge.errors import install_problem_handlers
@@ -67,11 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit.open()  # an audit log that cannot be written stops the service here
         state.pairs = PairStore.from_settings(settings)  # None unless FACEBRIDGE_PAIRS_DB/_DSN is set
         audit.attach_store(state.pairs)  # the audit_log table of the pair store's database too
+        blas_before = set_blas_threads(settings.blas_threads)  # FACEBRIDGE_BLAS_THREADS, default 1
         state.start_loading()
         install_reload_signal(state, keys, audit)
         try:
             yield
         finally:
+            if blas_before is not None and settings.blas_threads:
+                set_blas_threads(blas_before)
             audit.close()
             if state.pairs is not None:
                 state.pairs.close()
@@ -111,11 +115,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=PlainTextResponse,
         dependencies=[] if settings.metrics_public else protected,
     )
-    for router in (
-        models.router,
-        embed.router,
+    for router in (  # the hot template routes first: routes are matched in order, one by one
         translate.router,
         verify.router,
+        models.router,
+        embed.router,
         mappings.router,
         calibration.router,
         admin.router,

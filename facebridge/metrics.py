@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -71,8 +72,14 @@ def publish_drift(estimates: list[tuple[str, str, float, float]]) -> None:
         NOMINAL_FAR.labels(comparison, point).set(nominal)
 
 
+_BATCH_CHILDREN: dict[str, Any] = {}
+
+
 def observe_batch(route: str, size: int) -> None:
-    BATCH_SIZE.labels(route).observe(size)
+    child = _BATCH_CHILDREN.get(route)
+    if child is None:
+        child = _BATCH_CHILDREN[route] = BATCH_SIZE.labels(route)
+    child.observe(size)
 
 
 def track_inventory(
@@ -89,6 +96,9 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # (route, method, status) -> its counter and histogram children: a label lookup takes a lock
+        # and hashes the label values, twice a request; the routes and statuses seen are few
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,8 +119,12 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
-            REQUESTS.labels(template, method, str(status)).inc()
-            LATENCY.labels(template, method).observe(time.perf_counter() - start)
+            children = self._children.get((template, method, status))
+            if children is None:
+                children = (REQUESTS.labels(template, method, str(status)), LATENCY.labels(template, method))
+                self._children[(template, method, status)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 async def metrics_endpoint(_: Request) -> Response:

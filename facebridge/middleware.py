@@ -148,12 +148,13 @@ class RequestGuard:
                         )
                 return message
 
-            call = self.app(scope, counting_receive, send_with_id)
             try:
                 if guarded and self.time_budget_s:
-                    await asyncio.wait_for(call, self.time_budget_s)
+                    # a deadline on this task, not a second task per request as wait_for would start
+                    async with asyncio.timeout(self.time_budget_s):
+                        await self.app(scope, counting_receive, send_with_id)
                 else:
-                    await call
+                    await self.app(scope, counting_receive, send_with_id)
             except Problem:
                 if not started:
                     await problem(
@@ -179,21 +180,28 @@ class RequestGuard:
             served = scope.get(PRINCIPAL)
             if served is not None:
                 served.limiter.count("served")
-            route = scope.get("route")
-            access_log.info(
-                "%s %s %d %.1f ms",
-                scope.get("method"),
-                path,
-                status,
-                (time.perf_counter() - start) * 1000,
-                extra={
-                    "fields": {
-                        "method": scope.get("method"),
-                        "route": getattr(route, "path", path),
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "key_id": key_id,
-                    }
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):  # the fields below are not built for nothing
+                _log_access(scope, path, status, start, key_id)
             request_id.reset(token)
+
+
+def _log_access(scope: Scope, path: str, status: int, start: float, key_id: str | None) -> None:
+    """The access line: method, route, status, duration and key id (never a body or a key)."""
+    route = scope.get("route")
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    access_log.info(
+        "%s %s %d %.1f ms",
+        scope.get("method"),
+        path,
+        status,
+        elapsed_ms,
+        extra={
+            "fields": {
+                "method": scope.get("method"),
+                "route": getattr(route, "path", path),
+                "status": status,
+                "duration_ms": round(elapsed_ms, 2),
+                "key_id": key_id,
+            }
+        },
+    )

@@ -30,13 +30,16 @@ def check_matrix(matrix: np.ndarray, field: str, dim: int | None, max_rows: int)
         raise BatchTooLarge(f"{field}: {matrix.shape[0]} embeddings; the limit is {max_rows}", field)
     if dim is not None and matrix.shape[1] != dim:
         raise _invalid(f"{field}[0]", f"has dim {matrix.shape[1]}, the space has dim {dim}", WrongDimension)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        row = int(np.argmin(finite))
-        raise _invalid(f"{field}[{row}]", "contains NaN or Inf", NonFinite)
-    norms = np.linalg.norm(matrix, axis=1)
-    if not (norms > 0).all():
-        row = int(np.argmin(norms > 0))
+    # one pass, no (n, d) temporary: a row's sum of squares is NaN or Inf when the row holds a NaN or
+    # an Inf (and, rarely, when huge finite values overflow it: those rows are looked at one by one)
+    squares = np.einsum("ij,ij->i", matrix, matrix)
+    suspect = ~np.isfinite(squares)
+    if suspect.any():
+        for index in np.flatnonzero(suspect):
+            if not np.isfinite(matrix[index]).all():
+                raise _invalid(f"{field}[{index}]", "contains NaN or Inf", NonFinite)
+    if not (squares > 0).all():
+        row = int(np.argmin(squares > 0))
         raise _invalid(f"{field}[{row}]", "is the zero vector (no direction to compare)", ZeroVector)
     return matrix
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from facebridge.api.openapi import request_body
@@ -110,11 +110,10 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOption
 )
 async def embed(
     request: Request,
-    response: Response,
     principal: Principal = needs("embed"),
     bridge: Bridge = Depends(get_bridge),
     _: object = Depends(get_pipeline),
-) -> EmbedResponse:
+) -> Response:
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -146,6 +145,14 @@ async def embed(
                 audit_recording(request, principal, "failed", 0, subject)
             raise
         audit_recording(request, principal, "ok", recorded, subject)
-        response.headers[RECORDED_HEADER] = str(recorded)
-        return answer
-    return await run_in_threadpool(bridge.embed_images, blobs, options)
+        return _answer(answer, {RECORDED_HEADER: str(recorded)})
+    return _answer(await run_in_threadpool(bridge.embed_images, blobs, options))
+
+
+_ANSWER = TypeAdapter(EmbedResponse)
+
+
+def _answer(answer: EmbedResponse, headers: dict[str, str] | None = None) -> Response:
+    """The answer serialised once, straight to JSON bytes: `response_model` would validate the
+    embeddings again and encode them through Python's json module."""
+    return Response(_ANSWER.dump_json(answer), media_type="application/json", headers=headers)

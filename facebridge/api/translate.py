@@ -8,17 +8,21 @@ the bulk answer is an uncompressed .npz (`application/x-npz`) holding `embedding
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
+from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
 from facebridge.bridge import Bridge, Translation
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
@@ -28,15 +32,18 @@ from facebridge.security import needs
 from facebridge.state import get_bridge, state_of
 from facebridge.vectors import check_matrix, parse_matrix
 
-router = APIRouter(tags=["translate"])
+router = APIRouter(tags=["translate"], route_class=LeanRoute)
 
 NPY = "application/x-npy"
 NPZ = "application/x-npz"
+NPY_HEADER_PROBE = 65_545 + 12  # the longest version 1 header, and a version 2 preamble
+STREAM_MIN_ROWS = 4096  # bulk answers of more rows are mapped and sent block by block (TranslatedRows)
+STREAM_BLOCK_ROWS = 2048  # as fast as 4096 and bounds a residual map's temporaries (3 MB at h = 256)
 
 
-def read_npy(body: bytes | bytearray) -> np.ndarray:
+def read_npy(body: bytes | bytearray | memoryview) -> np.ndarray:
     """Zero-copy view of a C-ordered .npy body (float32 preferred; float64 is converted)."""
-    stream = io.BytesIO(body)
+    stream = _header_stream(body)
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -67,7 +74,23 @@ def read_npy(body: bytes | bytearray) -> np.ndarray:
     return array if dtype == np.dtype("<f4") else array.astype(np.float32)
 
 
-def npy_buffer(rows: int, dim: int) -> tuple[bytearray, np.ndarray]:
+def _header_stream(body: bytes | bytearray | memoryview) -> io.BytesIO:
+    """The .npy header as a stream, copied alone: BytesIO copies what it is given, and a bulk body is
+    tens of megabytes. A version 1 header is at most 65,545 bytes; a longer version 2 one is read whole."""
+    view = memoryview(body)
+    prefix = view[:NPY_HEADER_PROBE]
+    if len(view) > NPY_HEADER_PROBE and bytes(view[6:8]) == b"\x02\x00":
+        prefix = view[: 12 + int.from_bytes(view[8:12], "little")]
+    return io.BytesIO(prefix)
+
+
+def _uninitialised(size: int) -> memoryview:
+    """`size` writable bytes, not zero-filled first: every byte is written before it is read, and
+    filling a bulk buffer (and faulting its pages in) twice costs as much as the copy itself."""
+    return np.empty(size, np.uint8).data
+
+
+def npy_buffer(rows: int, dim: int) -> tuple[memoryview, np.ndarray]:
     """A complete .npy file for a float32 (rows, dim) array, and a writable view of its data part.
 
     Results are computed straight into the view, so the response body is never copied.
@@ -77,13 +100,14 @@ def npy_buffer(rows: int, dim: int) -> tuple[bytearray, np.ndarray]:
         header, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
     )
     offset = len(header.getvalue())
-    buffer = bytearray(offset + rows * dim * 4)
+    buffer = _uninitialised(offset + rows * dim * 4)
     buffer[:offset] = header.getvalue()
     return buffer, np.frombuffer(buffer, dtype="<f4", offset=offset).reshape(rows, dim)
 
 
-async def read_body(request: Request, limit: int) -> bytes | bytearray:
-    """The request body, read into one preallocated buffer when its length is declared."""
+async def read_body(request: Request, limit: int, binary: bool = False) -> bytes | bytearray | memoryview:
+    """The request body, read into one preallocated buffer when its length is declared (`binary`: a
+    buffer that is not zero-filled first, as a memoryview; else a bytearray, which JSON parsers take)."""
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
         body = await request.body()
@@ -93,7 +117,7 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
     size = int(declared)
     if size > limit:
         raise _too_large(size, limit)
-    buffer = bytearray(size)
+    buffer: bytearray | memoryview = _uninitialised(size) if binary else bytearray(size)
     view = memoryview(buffer)
     position = 0
     async for chunk in request.stream():
@@ -162,16 +186,19 @@ OPENAPI_BODY: dict[str, Any] = {
     },
     dependencies=[needs("translate")],
 )
-async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> Response:
+async def translate(request: Request) -> Response:
+    bridge = await get_bridge(request)
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
-    body = await read_body(request, settings.max_request_bytes)
-    if content_type.startswith(NPY):
+    binary = content_type.startswith(NPY)
+    body = await read_body(request, settings.max_request_bytes, binary)
+    if binary:
         return await _translate_npy(request, bridge, body)
     if not content_type.startswith("application/json"):
         raise Problem(
             415, "unsupported-media-type", "Unsupported content type", f"send application/json or {NPY}"
         )
+    assert not isinstance(body, memoryview)  # read_body gives JSON a bytearray (or bytes)
     try:
         payload = TranslateRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -199,7 +226,7 @@ async def translate(request: Request, bridge: Bridge = Depends(get_bridge)) -> R
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearray) -> Response:
+async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearray | memoryview) -> Response:
     """The bulk path: .npy in, .npy out, the result written straight into the response buffer."""
     settings = state_of(request).settings
     source, target = request.query_params.get("source"), request.query_params.get("target")
@@ -228,20 +255,71 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
     )
     observe_batch("/translate", len(matrix))
     buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
-    if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
-        result = bridge.translate_along(path, matrix, out, with_confidence)
-    else:
-        result = await run_in_threadpool(bridge.translate_along, path, matrix, out, with_confidence)
     headers = {
         "X-Facebridge-Maps": ",".join(path.ids),
         "X-Facebridge-Composed": str(path.composed).lower(),
     }
+    if not with_confidence and len(matrix) > STREAM_MIN_ROWS:
+        return TranslatedRows(buffer, out, lambda rows: path.apply(matrix[rows], out[rows]), headers)
+    if len(matrix) <= 4096:  # small products finish faster than a hop to a worker thread
+        result = bridge.translate_along(path, matrix, out, with_confidence)
+    else:
+        result = await run_in_threadpool(bridge.translate_along, path, matrix, out, with_confidence)
     if with_confidence and result.confidence is not None:
         return Response(npz_body(buffer, result.confidence), media_type=NPZ, headers=headers)
-    return Response(memoryview(buffer), media_type=NPY, headers=headers)
+    return Response(buffer, media_type=NPY, headers=headers)
 
 
-def npz_body(embeddings_npy: bytearray, confidence: np.ndarray) -> memoryview:
+class TranslatedRows(Response):
+    """The bulk .npy answer, sent block by block while the rows are translated.
+
+    Every block of rows is mapped in a worker thread straight into its place in the response buffer
+    (`out`, a view of `buffer`) and sent as soon as it is ready, while the next block is mapped: the
+    product overlaps the transfer instead of preceding it. The request was checked in full before, so
+    nothing can fail once the status line is out (it goes out with the first block); Content-Length is
+    the whole .npy file's. As for any answer, a time budget (FACEBRIDGE_REQUEST_TIME_BUDGET_S) spent
+    before the status line is a 503, and one spent while the answer is being sent ends the connection.
+    """
+
+    def __init__(
+        self,
+        buffer: memoryview,
+        out: np.ndarray,
+        translate_rows: Callable[[slice], object],
+        headers: dict[str, str],
+        block_rows: int | None = None,
+    ) -> None:
+        super().__init__(memoryview(buffer), media_type=NPY, headers=headers)
+        self.out = out
+        self.translate_rows = translate_rows
+        self.block_rows = block_rows or STREAM_BLOCK_ROWS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        view = memoryview(self.body)
+        rows = len(self.out)
+        row_bytes = self.out.strides[0]
+        data_start = len(view) - rows * row_bytes  # the .npy header goes out with the first block
+        blocks = [slice(a, min(a + self.block_rows, rows)) for a in range(0, rows, self.block_rows)]
+        pending = asyncio.ensure_future(run_in_threadpool(self.translate_rows, blocks[0]))
+        sent = 0
+        try:
+            for index, block in enumerate(blocks):
+                await pending
+                last = index + 1 == len(blocks)
+                if not last:
+                    pending = asyncio.ensure_future(run_in_threadpool(self.translate_rows, blocks[index + 1]))
+                if index == 0:  # the status line goes out with the first block, once that is mapped
+                    status, headers = self.status_code, self.raw_headers
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                end = data_start + block.stop * row_bytes
+                await send({"type": "http.response.body", "body": view[sent:end], "more_body": not last})
+                sent = end
+        finally:
+            if not pending.done():  # the client went away: its thread finishes alone, nobody waits
+                pending.cancel()
+
+
+def npz_body(embeddings_npy: memoryview, confidence: np.ndarray) -> memoryview:
     """An uncompressed .npz of the ready .npy embeddings and the confidence vector (one copy of each)."""
     vector = io.BytesIO()
     np.save(vector, np.ascontiguousarray(confidence, dtype="<f4"), allow_pickle=False)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 
+from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
-from facebridge.bridge import Bridge
 from facebridge.errors import PROBLEM_RESPONSES, check_batch_size, validation_problem
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT
 from facebridge.metrics import observe_batch
@@ -15,9 +16,10 @@ from facebridge.schemas.verify import VerifyRequest, VerifyResponse, VerifyResul
 from facebridge.security import needs
 from facebridge.state import get_bridge, state_of
 
-router = APIRouter(tags=["verify"])
+router = APIRouter(tags=["verify"], route_class=LeanRoute)
 
 OPENAPI_BODY = request_body({"application/json": VerifyRequest})
+_ANSWER = TypeAdapter(VerifyResponse)  # serialises straight to JSON bytes, no second validation
 
 
 @router.post(
@@ -31,7 +33,8 @@ OPENAPI_BODY = request_body({"application/json": VerifyRequest})
     responses=PROBLEM_RESPONSES,
     dependencies=[needs("verify")],
 )
-async def verify(request: Request, bridge: Bridge = Depends(get_bridge)) -> VerifyResponse:
+async def verify(request: Request) -> Response:
+    bridge = await get_bridge(request)
     # the body is parsed here rather than by a parameter so that errors come as problem+json with
     # the pairs[i].a.embedding-style field names the rest of the API uses
     try:
@@ -53,4 +56,5 @@ async def verify(request: Request, bridge: Bridge = Depends(get_bridge)) -> Veri
         )
 
     has_images = any(p.a.image is not None or p.b.image is not None for p in pairs)
-    return VerifyResponse(results=await run_in_threadpool(run) if has_images else run())
+    results = await run_in_threadpool(run) if has_images else run()
+    return Response(_ANSWER.dump_json(VerifyResponse(results=results)), media_type="application/json")

@@ -100,6 +100,9 @@ class Scoring:
     _mapped: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(default_factory=dict, repr=False)
     _rules: dict[tuple[object, ...], ScoreRule] = field(default_factory=dict, repr=False)
     drift_cache: list[Any] | None = field(default=None, repr=False)  # facebridge.cohort.drift.drift_of
+    # facebridge.bridge: per (models, space, normalisation, operating point), what every result of that
+    # comparison states besides its scores (worked out on its first request, like the rules)
+    verdicts: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def entry(

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_HOPS = 3
 RESIDUAL_CHUNK_ROWS = 8192  # rows per hidden-layer block: bounds the temporaries to chunk x (h + d_target)
+_TINY = np.finfo(np.float32).tiny
 
 
 def apply_map_tensors(
@@ -72,6 +73,13 @@ def _add_residual(x: np.ndarray, residual: ResidualTensors, out: np.ndarray) -> 
     rows = min(RESIDUAL_CHUNK_ROWS, len(x))
     hidden = np.empty((rows, residual.hidden), dtype=out.dtype)
     delta = np.empty((rows, out.shape[1]), dtype=out.dtype)
+    if rows == len(x):  # one block: the same operations without the block bookkeeping
+        np.matmul(x, residual.in_weight, out=hidden)
+        hidden += residual.in_bias
+        np.maximum(hidden, 0.0, out=hidden)
+        out += np.matmul(hidden, residual.out_weight, out=delta)
+        out += residual.out_bias
+        return
     for start in range(0, len(x), RESIDUAL_CHUNK_ROWS):
         stop = min(start + RESIDUAL_CHUNK_ROWS, len(x))
         h, d = hidden[: stop - start], delta[: stop - start]
@@ -92,7 +100,7 @@ def normalise_rows(out: np.ndarray) -> np.ndarray:
 def normalise_rows_keeping_norms(out: np.ndarray) -> np.ndarray:
     """L2-normalise rows in place and return their norms before (the confidence predictor reads them)."""
     norms = np.sqrt(np.einsum("ij,ij->i", out, out))
-    np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
+    np.maximum(norms, _TINY, out=norms)
     out /= norms[:, None]
     return norms
 

@@ -1,9 +1,9 @@
 """The in-place design of the PostgreSQL migration (`--design in-place`; the staged one in postgres.py is
 the default): every row of the live table updated with its translation, batch by batch, resumable.
 
-It was the only design up to this version; it stays for galleries whose writers cannot wait for the
-staged design's swap, which writes every row in its one transaction (docs/migration.md compares them).
-It runs as one worker.
+It was the migration's only design before the staged one; it stays for galleries whose writers cannot
+wait for the staged design's swap, which writes every row in its one transaction (docs/migration.md
+compares them). It runs as one worker.
 
 The table keeps its source column untouched. The migration adds (if missing) five nullable columns,
 named after `--to-column` (say `template_b`):

@@ -12,22 +12,26 @@ description), one row per key:
 - `row_version` (`xid`): the source row's version (xmin) when it was read. Any write to the row gives
   it a new xmin, and the migration never writes the table, so a row is *current* exactly when its side
   row's version equals its xmin: the passes after the first and the checks find changed rows by a join
-  on the key, without reading (and detoasting) a single source;
-- `source_sha1` (`bytea`): the fingerprint of the source it was translated from. A row whose xmin moved
-  but whose fingerprint did not (a write to another column) is marked current again, not re-translated;
+  on the key, without reading (and detoasting) a single source. A changed row is translated again; if
+  its translation comes out with the very bits its side row holds (a write to another column), the side
+  row is only marked current, not counted as translated. A row's translation does not depend on its
+  batch (see `_translate`), so the comparison is exact;
 - `batch` (`integer`): the batch that wrote it, for the checksums.
 
-**Work.** The key space is cut into parts (one per worker; their bounds in `facebridge_migration_parts`),
-each walked in windows of `batch_rows` keys (keyset pagination, `WHERE id > last ORDER BY id`) by a
-worker: a second connection reads the next windows (binary COPY out) while the first writes the
-current one in one transaction: translate in numpy, binary COPY into the side table, check on the server
-that count and checksum of what landed equal what was sent, and record the batch and the part's cursor
-(`facebridge_migration_batches`, `facebridge_migration_parts`). A crash loses at most the batches in
-flight; a rerun continues each part from its cursor. Workers are processes on this machine or tasks
-on a Dask cluster. After the first pass, passes over every part pick up rows changed behind the cursors
-until one finds nothing (or `max_passes`). Values that cannot be translated (NULL, wrong dimension,
-NaN) are recorded per id in `facebridge_migration_problems` and get a side row without a value (fatal
-with `strict`).
+**Work.** The key space is cut into parts (one per worker; their bounds and cursors in
+`facebridge_migration_parts`), each walked in windows of `batch_rows` keys (keyset pagination, `WHERE
+id > last ORDER BY id`) by one worker: a second connection reads the next windows (binary COPY out)
+while the first writes the current one in one transaction: translate in numpy, binary COPY into the
+side table, check on the server that count and checksum of what landed equal what was sent, and record
+the batch and the part's cursor. A crash loses at most the batches in flight; a rerun continues each
+part from its cursor. Workers are processes on this machine or tasks on a Dask cluster. After the first
+pass, passes over every part pick up rows inserted or changed behind the cursors until one finds
+nothing (or `max_passes`). Values that cannot be translated (NULL, wrong dimension, NaN) are recorded
+per id in `facebridge_migration_problems` and get a side row without a value (fatal with `strict`).
+
+**Checksums.** A batch's checksum is the md5 of its values' binary forms in key order: one md5 per batch
+on the client, one ordered `string_agg` per batch on the server (a per-row md5 cost the client more
+than the map itself). The final check recomputes every batch's from the side table.
 
 **Swap.** One transaction: block writers, translate whatever changed since, repeat the full check,
 write every row's translation into the target columns with one `UPDATE ... FROM` the side table, rename
@@ -136,6 +140,7 @@ class Rows:
     previous: list[tuple[bytes | None, bytes | None] | None] | None
     texts: list[str] | None
     fast: bool
+    kind: ColumnKind  # the sources' form as read (a real[] column may come through pgvector's cast)
 
     def __len__(self) -> int:
         return len(self.versions)
@@ -268,6 +273,28 @@ class PostgresMigration:
                 if cursor.fetchone() is None:
                     raise TableError("a vector column needs the pgvector extension: CREATE EXTENSION vector")
         self.key_width = pg_codec.KEY_WIDTHS.get(self.columns.id_type)
+        # real[] through pgvector where the server has it: PostgreSQL converts an array to and from its
+        # binary form one element at a time through the element type's functions (512 calls a row:
+        # 18.5 us of server CPU per 512-d row read, against 6.1 us through `::vector`); pgvector's casts
+        # copy the floats in one loop, bit for bit. A window whose cast fails (NULL elements, NaN, ...)
+        # is read again as arrays, and its bad rows are reported as usual.
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT to_regtype('vector') IS NOT NULL")
+            has_vector = bool(cursor.fetchone()[0])
+            self.read_kind = (
+                ColumnKind("vector") if self.columns.kind.name == "real[]" and has_vector else None
+            )
+            self.side_kind = self.target_kind
+            cursor.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                "AND attname = 'value' AND NOT attisdropped",
+                (self.side().as_string(cursor),),
+            )
+            found = cursor.fetchone()
+            if found is not None:  # as the side table was made
+                self.side_kind = ColumnKind.from_sql_type(found[0])
+            elif self.target_kind.name == "real[]" and has_vector:
+                self.side_kind = ColumnKind("vector")
 
     def description(self) -> dict[str, Any]:
         return {
@@ -287,6 +314,7 @@ class PostgresMigration:
             "code_version": __version__,
             "design": self.design,
             "side_table": (f"{self.ref.schema}." if self.ref.schema else "") + self.side_name,
+            "side_type": self.side_kind.sql_type(self.dim_out),
         }
 
     def _target_columns(self) -> list[tuple[str, str]]:
@@ -413,7 +441,7 @@ class PostgresMigration:
             self._sql(
                 "CREATE UNLOGGED TABLE {side} (id {id_type} PRIMARY KEY, batch integer NOT NULL, "
                 "row_version xid NOT NULL, value {kind}, confidence real)",
-                kind=sql.SQL(self.target_kind.sql_type(self.dim_out)),
+                kind=sql.SQL(self.side_kind.sql_type(self.dim_out)),
             )
         )
 
@@ -612,13 +640,30 @@ class PostgresMigration:
     ) -> Rows:
         """The rows with keys above `after` up to `end`: all of them in a first pass; in a later one
         those no side row holds current, with what their side row holds."""
+        import psycopg
+
+        if self.read_kind is not None:
+            try:  # in a savepoint where the swap's transaction reads: a failed cast must not end it
+                with conn.transaction():
+                    return self._read_as(conn, after, end, catch_up, last, self.read_kind)
+            except psycopg.Error:  # a value pgvector refuses (NaN, NULL elements, ...): read as arrays
+                pass
+        return self._read_as(conn, after, end, catch_up, last, self.columns.kind)
+
+    def _read_as(
+        self, conn: Any, after: str | None, end: str | None, catch_up: bool, last: bool, kind: ColumnKind
+    ) -> Rows:
+        source: sql.Composable = self._sql("t.{src}")
+        if kind != self.columns.kind:
+            source = sql.SQL("{}::vector").format(source)
         with conn.cursor() as cursor:
             if catch_up:
                 select = self._sql(
-                    "COPY (SELECT t.{id}, t.{src}, t.xmin, s.batch, s.value, s.confidence, t.{id}::text "
+                    "COPY (SELECT t.{id}, {source}, t.xmin, s.batch, s.value, s.confidence, t.{id}::text "
                     "FROM {t} t LEFT JOIN {side} s ON s.id = t.{id} WHERE (s.id IS NULL OR NOT {current}) "
                     "{bounds} ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
                     bounds=self._bounds(after, end),
+                    source=source,
                 )
             else:
                 key_text = (
@@ -627,10 +672,11 @@ class PostgresMigration:
                     else sql.SQL(", t.{}::text").format(sql.Identifier(self.ref.id_column))
                 )
                 select = self._sql(
-                    "COPY (SELECT t.{id}, t.{src}, t.xmin {key_text} FROM {t} t WHERE true {bounds} "
+                    "COPY (SELECT t.{id}, {source}, t.xmin {key_text} FROM {t} t WHERE true {bounds} "
                     "ORDER BY t.{id}) TO STDOUT (FORMAT BINARY)",
                     bounds=self._bounds(after, end),
                     key_text=key_text,
+                    source=source,
                 )
             stream = bytearray()
             with cursor.copy(select) as copy:
@@ -639,20 +685,22 @@ class PostgresMigration:
         if self.key_width is not None and not catch_up:
             layout = [
                 ("key", np.dtype(f"V{self.key_width}")),
-                ("source", self.columns.kind.row_dtype(self.dim_in)),
+                ("source", kind.row_dtype(self.dim_in)),
                 ("version", np.dtype(">u4")),
             ]
             records = pg_codec.fixed_rows(stream, layout)
             if records is not None:  # one block of records: no Python work per row
                 versions = records["version"].astype(np.uint32)
-                return Rows(after, end, last, records["key"], records["source"], versions, None, None, True)
+                return Rows(
+                    after, end, last, records["key"], records["source"], versions, None, None, True, kind
+                )
         fields = 7 if catch_up else (3 if self.key_width is not None else 4)
         parsed = pg_codec.parse_copy(stream, fields)
         versions = np.array([int.from_bytes(r[2] or b"", "big") for r in parsed], dtype=np.uint32)
         previous = [None if r[3] is None else (r[4], r[5]) for r in parsed] if catch_up else None
         texts = [(r[-1] or b"").decode() for r in parsed] if fields > 3 else None
         return Rows(after, end, last, [r[0] for r in parsed], [r[1] for r in parsed], versions,
-                    previous, texts, False)  # fmt: skip
+                    previous, texts, False, kind)  # fmt: skip
 
     def _key_text(self, rows: Rows, index: int) -> str:
         if rows.texts is not None:
@@ -685,13 +733,13 @@ class PostgresMigration:
         comes out as its side row holds it (same bits: another column was written) is only marked
         current again."""
         if rows.fast:
-            matrix, keep, reasons = pg_codec.decode_records(rows.sources, self.columns.kind, self.dim_in)
-            kind, dim = self.columns.kind, self.dim_in
+            matrix, keep, reasons = pg_codec.decode_records(rows.sources, rows.kind, self.dim_in)
+            kind, dim = rows.kind, self.dim_in
             problems = {i: why or pg_codec.describe_malformed(rows.sources[i].tobytes(), kind, dim)
                         for i, why in reasons.items()}  # fmt: skip
             good, matrix = np.flatnonzero(keep), matrix[keep]
         else:
-            decoded = pg_codec.decode_templates(rows.sources, self.columns.kind, self.dim_in)
+            decoded = pg_codec.decode_templates(rows.sources, rows.kind, self.dim_in)
             matrix, good, problems = decoded.matrix, decoded.good, decoded.problems
         if problems and self.strict:
             listed = "; ".join(
@@ -699,7 +747,7 @@ class PostgresMigration:
             )
             raise MigrationError(f"{len(problems)} rows cannot be translated ({listed})")
         translated, confidence = self._translate(matrix)
-        values = pg_codec.encode_records(translated, self.target_kind)
+        values = pg_codec.encode_records(translated, self.side_kind)
         conf = None if confidence is None else confidence.astype(">f4")
         keep_rows = np.ones(len(good), dtype=bool)  # good rows to write (the others are refreshed)
         refresh: list[int] = []
@@ -767,7 +815,7 @@ class PostgresMigration:
             self._sql(
                 "SELECT count(*), coalesce({digest}, 0) FROM {side} s WHERE s.batch = {number} "
                 "AND s.id >= {first}::{id_type} AND s.id <= {last}::{id_type} AND s.value IS NOT NULL",
-                digest=digest_sql(self.target_kind),
+                digest=digest_sql(self.side_kind),
                 number=sql.Literal(batch),
                 first=sql.Literal(first),
                 last=sql.Literal(last),
@@ -917,9 +965,14 @@ class PostgresMigration:
                 if retire_as in self.columns.existing:
                     raise MigrationError(f"not swapped: {self.ref.qualified} has a column {retire_as}")
                 conf = self._sql(", {conf} = s.confidence") if self.path.has_confidence else sql.SQL("")
+                value: sql.Composable = sql.SQL("s.value")
+                if self.side_kind != self.target_kind:  # real[] staged as vector
+                    value = sql.SQL("s.value::{}").format(sql.SQL(self.target_kind.sql_type(self.dim_out)))
                 cursor.execute(
                     self._sql(
-                        "UPDATE {t} t SET {to} = s.value {conf} FROM {side} s WHERE s.id = t.{id}", conf=conf
+                        "UPDATE {t} t SET {to} = {value} {conf} FROM {side} s WHERE s.id = t.{id}",
+                        conf=conf,
+                        value=value,
                     )
                 )
                 if cursor.rowcount != verification.rows:

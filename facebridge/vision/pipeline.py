@@ -18,6 +18,7 @@ from facebridge.vision.recognizer import Recognizer
 from facebridge.vision.registry import ModelRegistry
 
 EMBEDDING, FULL_NETWORK = "embedding", "full-network"
+RUN_FACES = 32  # faces embedded together in one run: bounds the batch tensor (32 x 3 x 224 x 224 floats)
 
 
 @dataclass
@@ -122,19 +123,52 @@ class FacePipeline:
     ) -> list[FaceResult]:
         """Align every face to each model's template and embed all faces of a model in one batch
         (`keep_crops`: each result also holds the aligned crop of each model)."""
-        results = [FaceResult(face) for face in faces]
+        return self.embed_faces_many([(image_bgr, faces)], model_ids, normalize, mode, keep_crops)[0]
+
+    def embed_faces_many(
+        self,
+        images: list[tuple[np.ndarray, list[Detection]]],
+        model_ids: list[str],
+        normalize: bool = True,
+        mode: str = EMBEDDING,
+        keep_crops: bool = False,
+    ) -> list[list[FaceResult]]:
+        """`embed_faces` for several photos at once: the faces of all of them go through each model
+        together, up to RUN_FACES per run, instead of one run per photo."""
+        results = [[FaceResult(face) for face in faces] for _, faces in images]
+        jobs = [
+            (image, face.landmarks, result)
+            for (image, faces), rows in zip(images, results, strict=True)
+            for face, result in zip(faces, rows, strict=True)
+        ]
         for model_id in model_ids:
             recognizer = self.registry.recognizer(model_id)
             template = self.registry.manifest.templates[recognizer.entry.alignment or ""]
-            crops = [align_face(image_bgr, face.landmarks, template) for face in faces]
-            vectors = self._vectors(recognizer, crops, normalize, mode)
-            for result, vector, crop in zip(results, vectors, crops, strict=True):
-                result.embeddings.append(
-                    FaceEmbedding(model_id, recognizer.sha256, vector, normalize and mode == EMBEDDING, mode)
-                )
-                if keep_crops:
-                    result.crops[model_id] = crop
+            for start in range(0, len(jobs), RUN_FACES):
+                chunk = jobs[start : start + RUN_FACES]
+                crops = [align_face(image, landmarks, template) for image, landmarks, _ in chunk]
+                vectors = self._vectors(recognizer, crops, normalize, mode)
+                rows = [result for _, _, result in chunk]
+                self._collect(recognizer, rows, vectors, crops, normalize, mode, keep_crops)
         return results
+
+    @staticmethod
+    def _collect(
+        recognizer: Recognizer,
+        results: list[FaceResult],
+        vectors: np.ndarray,
+        crops: list[np.ndarray],
+        normalize: bool,
+        mode: str,
+        keep_crops: bool,
+    ) -> None:
+        model_id = recognizer.entry.id
+        for result, vector, crop in zip(results, vectors, crops, strict=True):
+            result.embeddings.append(
+                FaceEmbedding(model_id, recognizer.sha256, vector, normalize and mode == EMBEDDING, mode)
+            )
+            if keep_crops:
+                result.crops[model_id] = crop
 
     def embed_aligned(
         self,
@@ -145,19 +179,30 @@ class FacePipeline:
         keep_crops: bool = False,
     ) -> FaceResult:
         """Embed a crop that is already aligned; it is resized to each model's input size if needed."""
-        result = FaceResult(None)
+        return self.embed_aligned_many([crop_bgr], model_ids, normalize, mode, keep_crops)[0]
+
+    def embed_aligned_many(
+        self,
+        crops_bgr: list[np.ndarray],
+        model_ids: list[str],
+        normalize: bool = True,
+        mode: str = EMBEDDING,
+        keep_crops: bool = False,
+    ) -> list[FaceResult]:
+        """`embed_aligned` for several crops: each model embeds them together, up to RUN_FACES a run."""
+        results = [FaceResult(None) for _ in crops_bgr]
         for model_id in model_ids:
             recognizer = self.registry.recognizer(model_id)
-            crop = crop_bgr
-            if crop.shape[:2] != (recognizer.size, recognizer.size):
-                crop = cv2.resize(crop, (recognizer.size, recognizer.size), interpolation=cv2.INTER_AREA)
-            vector = self._vectors(recognizer, [crop], normalize, mode)[0]
-            result.embeddings.append(
-                FaceEmbedding(model_id, recognizer.sha256, vector, normalize and mode == EMBEDDING, mode)
-            )
-            if keep_crops:
-                result.crops[model_id] = crop
-        return result
+            size = (recognizer.size, recognizer.size)
+            for start in range(0, len(crops_bgr), RUN_FACES):
+                crops = [
+                    crop if crop.shape[:2] == size else cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+                    for crop in crops_bgr[start : start + RUN_FACES]
+                ]
+                vectors = self._vectors(recognizer, crops, normalize, mode)
+                rows = results[start : start + RUN_FACES]
+                self._collect(recognizer, rows, vectors, crops, normalize, mode, keep_crops)
+        return results
 
     def embed_image(
         self,
@@ -168,7 +213,12 @@ class FacePipeline:
         mode: str = EMBEDDING,
         keep_crops: bool = False,
     ) -> list[FaceResult]:
+        faces = self.detect_faces(image_bgr, options)
+        return self.embed_faces(image_bgr, faces, model_ids, normalize, mode, keep_crops)
+
+    def detect_faces(self, image_bgr: np.ndarray, options: DetectionOptions) -> list[Detection]:
+        """`detect`, with NoFaceFound when it finds none."""
         faces = self.detect(image_bgr, options)
         if not faces:
             raise NoFaceFound(f"no face found with {options.detector} at score >= {options.score_threshold}")
-        return self.embed_faces(image_bgr, faces, model_ids, normalize, mode, keep_crops)
+        return faces

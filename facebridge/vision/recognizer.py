@@ -14,6 +14,9 @@ from facebridge.vision.manifest import ModelEntry
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+# pixel types every value of which float32 holds exactly: converted inside the arithmetic
+_EXACT_IN_FLOAT32 = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float32)}
+
 
 class Recognizer:
     """One ONNX recognizer session, loaded once and shared by all requests (session.run is thread-safe)."""
@@ -49,16 +52,27 @@ class Recognizer:
             raise ValueError(f"{self.model_id}: graph output has dim {shape[-1]}, manifest says {self.dim}")
 
     def preprocess(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
-        """Stack BGR uint8 crops into the graph's input tensor (colour order, scaling, layout)."""
-        batch = np.stack(crops_bgr).astype(np.float32)
+        """Stack BGR uint8 crops into the graph's input tensor (colour order, scaling, layout).
+
+        The pixels are read in the graph's colour order and layout (views of the stacked crops) and
+        written, converted and scaled, straight into the contiguous float32 tensor the session takes:
+        the float32 arithmetic of `(x - mean) / std` on the converted pixels, bit for bit, without the
+        three intermediate float copies of the batch it used to make.
+        """
+        batch = np.stack(crops_bgr)
         if batch.shape[1:3] != (self.size, self.size):
             raise ValueError(f"{self.model_id} expects {self.size}x{self.size} crops, got {batch.shape[1:3]}")
+        if batch.dtype not in _EXACT_IN_FLOAT32:  # e.g. float64 crops: converted first, as before
+            batch = batch.astype(np.float32)
         if self.entry.color == "RGB":
             batch = batch[..., ::-1]
-        batch = (batch - self.entry.mean) / self.entry.std
         if self.entry.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch, dtype=np.float32)
+        tensor = np.empty(batch.shape, dtype=np.float32)
+        np.subtract(batch, np.float32(self.entry.mean), out=tensor)
+        if self.entry.std != 1.0:
+            np.divide(tensor, np.float32(self.entry.std), out=tensor)
+        return tensor
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Raw graph outputs for a preprocessed batch; one face per run when the graph's batch is fixed."""

@@ -32,12 +32,21 @@ def choose_providers(preference: ProviderPreference = "auto") -> list[str]:
     return [CPU]
 
 
-def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
-    """Full graph optimisation; `intra_op_threads` 0 lets onnxruntime use every core."""
+def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.SessionOptions:
+    """Full graph optimisation; `intra_op_threads` 0 lets onnxruntime use every core.
+
+    Without `spinning`, onnxruntime's worker threads sleep between runs instead of busy-waiting for
+    the next one: spinning threads take the cores the event loop, the other requests and (on a shared
+    machine) other processes need. Measured on 2 cores (docs/lfw-native.md#embed-speed): with spinning
+    a batch-1 run took about twice as long (arcface-mbf128: 24 ms against 12 ms).
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
