@@ -4,7 +4,7 @@ and pg_inplace.py for the in-place one)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,3 +153,37 @@ def refuse_other_design(job: str, description: dict[str, Any], design: str) -> N
             f"{job} was started with the {started} design; rerun with --design {started} "
             f"(or drop its columns and the job's rows in {JOBS} to start over)"
         )
+
+
+def rename_into_place(
+    cursor: Any,
+    ref: TableRef,
+    sql_of: Callable[..., sql.Composed],
+    job: str,
+    retire_as: str,
+    verification: Verification,
+    also: Sequence[str],
+) -> None:
+    """The end of a swap, the same for both designs (inside the swap's transaction, the translated
+    column already complete): the source column renamed to `retire_as`, the translated one to the
+    source's name, NOT NULL carried over, the `also` statements run and the job marked swapped."""
+    cursor.execute(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+        (ref.identifier().as_string(cursor), ref.column),
+    )
+    not_null = bool(cursor.fetchone()[0])
+    cursor.execute(sql_of("ALTER TABLE {t} RENAME COLUMN {src} TO {r}", r=sql.Identifier(retire_as)))
+    cursor.execute(sql_of("ALTER TABLE {t} RENAME COLUMN {to} TO {src}"))
+    if not_null:
+        # new enrolments write only the new column: the retired one must accept NULL, and the new one
+        # keeps the guarantee the old one gave (where no row lacks a template)
+        cursor.execute(sql_of("ALTER TABLE {t} ALTER COLUMN {r} DROP NOT NULL", r=sql.Identifier(retire_as)))
+        if verification.problems == 0:
+            cursor.execute(sql_of("ALTER TABLE {t} ALTER COLUMN {src} SET NOT NULL"))
+    for statement in also:
+        cursor.execute(statement.encode())
+    cursor.execute(
+        f"UPDATE {JOBS} SET state = 'swapped', updated_at = now(), "
+        "description = description || jsonb_build_object('retired_as', %s::text) WHERE job = %s",
+        (retire_as, job),
+    )

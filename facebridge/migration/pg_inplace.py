@@ -63,6 +63,7 @@ from facebridge.migration.pg_common import (
     Verification,
     connect,
     refuse_other_design,
+    rename_into_place,
 )
 from facebridge.migration.pg_common import send as _send
 from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
@@ -572,32 +573,7 @@ class InPlaceMigration:
                     raise MigrationError("not swapped: " + verification.describe())
                 if retire_as in self.columns.existing:
                     raise MigrationError(f"not swapped: {self.ref.qualified} has a column {retire_as}")
-                cursor.execute(
-                    "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
-                    (self.ref.identifier().as_string(cursor), self.ref.column),
-                )
-                not_null = bool(cursor.fetchone()[0])
-                cursor.execute(
-                    self._sql("ALTER TABLE {t} RENAME COLUMN {src} TO {r}", r=sql.Identifier(retire_as))
-                )
-                cursor.execute(self._sql("ALTER TABLE {t} RENAME COLUMN {to} TO {src}"))
-                if not_null:
-                    # new enrolments write only the new column: the retired one must accept NULL, and
-                    # the new one keeps the guarantee the old one gave (where no row lacks a template)
-                    cursor.execute(
-                        self._sql(
-                            "ALTER TABLE {t} ALTER COLUMN {r} DROP NOT NULL", r=sql.Identifier(retire_as)
-                        )
-                    )
-                    if verification.problems == 0:
-                        cursor.execute(self._sql("ALTER TABLE {t} ALTER COLUMN {src} SET NOT NULL"))
-                for statement in also:
-                    cursor.execute(statement.encode())
-                cursor.execute(
-                    f"UPDATE {JOBS} SET state = 'swapped', updated_at = now(), "
-                    "description = description || jsonb_build_object('retired_as', %s::text) WHERE job = %s",
-                    (retire_as, self.job),
-                )
+                rename_into_place(cursor, self.ref, self._sql, self.job, retire_as, verification, also)
         return verification
 
     def _prepare_staging(self, conn: Any) -> None:

@@ -59,9 +59,9 @@ from psycopg import sql
 from tqdm import tqdm
 
 from facebridge import __version__
+from facebridge.blas import one_blas_thread
 from facebridge.mapping.bank import RESIDUAL_CHUNK_ROWS, MapPath
 from facebridge.migration import pg_codec
-from facebridge.migration.blas import one_blas_thread
 from facebridge.migration.pg_codec import ColumnKind
 from facebridge.migration.pg_common import (
     BATCH_SEQUENCE,
@@ -77,6 +77,7 @@ from facebridge.migration.pg_common import (
     Verification,
     connect,
     refuse_other_design,
+    rename_into_place,
     send,
 )
 from facebridge.migration.pg_table import TableColumns, TableError, TableRef, inspect_table
@@ -983,32 +984,7 @@ class PostgresMigration:
                 cursor.execute(self._sql("SELECT count(t.{to}) FROM {t} t"))
                 if cursor.fetchone()[0] != verification.translated:
                     raise MigrationError("not swapped: the translated column does not hold every translation")
-                cursor.execute(
-                    "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
-                    (self.ref.identifier().as_string(cursor), self.ref.column),
-                )
-                not_null = bool(cursor.fetchone()[0])
-                cursor.execute(
-                    self._sql("ALTER TABLE {t} RENAME COLUMN {src} TO {r}", r=sql.Identifier(retire_as))
-                )
-                cursor.execute(self._sql("ALTER TABLE {t} RENAME COLUMN {to} TO {src}"))
-                if not_null:
-                    # new enrolments write only the new column: the retired one must accept NULL, and
-                    # the new one keeps the guarantee the old one gave (where no row lacks a template)
-                    cursor.execute(
-                        self._sql(
-                            "ALTER TABLE {t} ALTER COLUMN {r} DROP NOT NULL", r=sql.Identifier(retire_as)
-                        )
-                    )
-                    if verification.problems == 0:
-                        cursor.execute(self._sql("ALTER TABLE {t} ALTER COLUMN {src} SET NOT NULL"))
-                for statement in also:
-                    cursor.execute(statement.encode())
-                cursor.execute(
-                    f"UPDATE {JOBS} SET state = 'swapped', updated_at = now(), "
-                    "description = description || jsonb_build_object('retired_as', %s::text) WHERE job = %s",
-                    (retire_as, self.job),
-                )
+                rename_into_place(cursor, self.ref, self._sql, self.job, retire_as, verification, also)
                 cursor.execute(sql.SQL("DROP TABLE {}").format(self.side()))
         return verification
 
