@@ -1072,7 +1072,10 @@ class _Runner:
             if job.scheduler is None:
                 self.cluster = LocalCluster(n_workers=job.workers, threads_per_worker=1, processes=True)
             self.client = Client(job.scheduler or self.cluster)
-        arguments = self.client.scatter(job.worker_arguments(), broadcast=True)
+        # the arguments are a few short strings: sent with each task. (Scattering the dict would
+        # scatter each value under its key name, and the next pass's scatter would release the
+        # previous pass's data while its tasks still wait on it.)
+        arguments = job.worker_arguments()
         futures = [self.client.submit(_part_task, arguments, *t, pure=False) for t in tasks]
         return list(self.client.gather(futures))
 
