@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIELDS = (
+FIELDS = (  # an audit record's fields, in the order the file and the audit_log table keep them
     "time",
     "key_id",
     "action",

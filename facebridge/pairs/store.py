@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
+from facebridge.audit import FIELDS as AUDIT_FIELDS
 from facebridge.pairs.migrations import (
     MAX_EMBEDDING_BYTES,
     MAX_SUBJECT_CHARS,
@@ -55,19 +56,8 @@ COLUMNS = (
     "target_model, target_sha256, target_embedding, created_at"
 )
 EITHER_ORIENTATION = "((source_model = ? AND target_model = ?) OR (source_model = ? AND target_model = ?))"
-AUDIT_COLUMNS = (
-    "created_at",
-    "key_id",
-    "action",
-    "route",
-    "method",
-    "subject",
-    "file",
-    "outcome",
-    "counts",
-    "detail",
-    "request_id",
-)
+# the audit record's fields in facebridge.audit's order; its `time` is stored as created_at
+AUDIT_COLUMNS = ("created_at", *AUDIT_FIELDS[1:])
 
 
 # ---------------------------------------------------------------------------------------------- values
