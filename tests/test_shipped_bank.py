@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.evaluation_files import evaluation_path, load_evaluation
 from facebridge.mapping.bank import MappingBank
 from facebridge.vision.manifest import load_manifest
 
@@ -31,6 +32,17 @@ def test_every_ordered_pair_has_a_verified_map(shipped: MappingBank) -> None:
         # reverse maps are fitted, not transposed
         reverse = shipped.maps[(target, source)]
         assert not np.allclose(reverse.weight, loaded.weight.T, atol=1e-3)
+
+
+def test_every_shipped_map_has_a_current_evaluation_for_the_console(shipped: MappingBank) -> None:
+    """The console draws a map's DET curves and histograms from its evaluation file: one per map,
+    measured with the very tensors that ship (a refit without a new evaluation fails here)."""
+    for (source, target), loaded in shipped.maps.items():
+        path = evaluation_path(ROOT / "mappings", source, target)
+        assert path.is_file(), f"{path.name} missing: run scripts/map_evaluations.py"
+        evaluation = load_evaluation(path)
+        assert evaluation.tensor_sha256 == loaded.meta.tensor_sha256, f"{path.name} is of other tensors"
+        assert evaluation.populations, path.name
 
 
 def test_shipped_maps_carry_fresh_embeddings_close_to_the_target(
