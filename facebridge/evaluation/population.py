@@ -158,6 +158,100 @@ def fitting_rows(
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
 
 
+def as_unlabelled(population: Population) -> Population:
+    """A population without identity labels as fitting rows: every photo its own group ("NAME:path")."""
+    groups = np.char.add(f"{population.name}:", population.paths.astype(str))
+    return Population(population.name, population.paths, groups, population.clean, population.variants)
+
+
+def pooled_parts(population: Population) -> list[tuple[str, np.ndarray]]:
+    """(name, rows) of each population `population` pools (`bank_fit.merge` names it "A+B" and prefixes
+    its paths "A/"), in the order of its name, those with no rows left out; one part, the whole
+    population under its own name, when its paths do not say."""
+    first = np.array([p.split("/", 1)[0] for p in population.paths.tolist()])
+    parts = [(name, np.nonzero(first == name)[0]) for name in population.name.split("+")]
+    if sum(len(rows) for _, rows in parts) != len(population):
+        return [(population.name, np.arange(len(population)))]
+    return [(name, rows) for name, rows in parts if len(rows)]
+
+
+@dataclass(frozen=True)
+class FittingPart:
+    """One pooled population's share of a map's fitting rows: its photos as they are, and its rows."""
+
+    name: str
+    photos: Population
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    labelled: bool = True
+
+
+@dataclass(frozen=True)
+class FittingData:
+    """How a labelled population's photos become a map's fitting rows, beyond `fitting_rows`.
+
+    `unlabelled`: photos without identity labels (`as_unlabelled`: each its own group) added to every
+    fit. `balance`: each pooled population's photos (and the unlabelled ones) resampled to that many,
+    seeded (drawn without replacement when there are more, each repeated equally often and the
+    remainder drawn when fewer; a photo's augmented variants follow it), so a large population does not
+    drown the small ones. Both only ever make fitting rows: whatever forms verification pairs (quality,
+    thresholds, selection scores, confidence rows) uses the labelled photos as they are. The default
+    adds nothing: `rows` is then `fitting_rows` itself."""
+
+    unlabelled: Population | None = None
+    balance: int | None = None
+    seed: int = 0
+
+    @property
+    def plain(self) -> bool:
+        return self.unlabelled is None and self.balance is None
+
+    def parts(
+        self, population: Population, source: str, target: str, augmentations: Sequence[str] = ()
+    ) -> list[FittingPart]:
+        """Each pooled population's fitting rows (the labelled ones in the order of the name, then the
+        unlabelled one), resampled when `balance` is set."""
+        pooled = [(name, population.subset(rows), True) for name, rows in pooled_parts(population)]
+        if self.unlabelled is not None:
+            pooled.append((self.unlabelled.name, self.unlabelled, False))
+        rng = np.random.default_rng(self.seed)
+        parts = []
+        for name, photos, labelled in pooled:
+            kinds = [k for k in augmentations if k == CLEAN or k in photos.variants]
+            x, y, groups = fitting_rows(photos, source, target, kinds)
+            if self.balance is not None:
+                # each row repeated as often as its photo was drawn (a variant row as its photo)
+                photo = np.concatenate(
+                    [np.arange(len(photos)), *(photos.variants[k][0] for k in kinds if k != CLEAN)]
+                )
+                drawn = np.bincount(_resample(len(photos), self.balance, rng), minlength=len(photos))
+                take = np.repeat(np.arange(len(x)), drawn[photo])
+                x, y, groups = x[take], y[take], groups[take]
+            parts.append(FittingPart(name, photos, x, y, groups, labelled))
+        return parts
+
+    def rows(
+        self, population: Population, source: str, target: str, augmentations: Sequence[str] = ()
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, Y, groups) a map of `population` is fitted on: `fitting_rows` unless there is more to do."""
+        if self.plain:
+            return fitting_rows(population, source, target, augmentations)
+        parts = self.parts(population, source, target, augmentations)
+        return (
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.groups for p in parts]),
+        )
+
+
+def _resample(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows` draws of n photos, as scripts/map_lopo_study.py `balanced` makes them."""
+    if n >= rows:
+        return np.sort(rng.choice(n, rows, replace=False))
+    return np.r_[np.tile(np.arange(n), rows // n), rng.choice(n, rows % n, False)]
+
+
 @dataclass(frozen=True)
 class FarCheck:
     """The FAR a calibrated threshold reached on other people, with its Clopper-Pearson interval."""

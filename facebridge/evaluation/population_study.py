@@ -9,12 +9,14 @@ the calibrated thresholds really reach there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from facebridge.evaluation.population import (
+    FittingData,
     PairSample,
     Population,
     PopulationMetrics,
@@ -51,8 +53,10 @@ def fit_map(
     method: str,
     augmentations: Sequence[str] = (),
     params: dict | None = None,
+    data: FittingData | None = None,
 ) -> MapEstimator:
-    x, y, groups = fitting_rows(population, source, target, augmentations)
+    """`method` fitted on `population`'s rows (`data`: resampled and extra fitting rows, if any)."""
+    x, y, groups = (data or FittingData()).rows(population, source, target, augmentations)
     estimator = make_map(method, **(params or {}))
     estimator.fit(x, y, groups)
     return estimator
@@ -77,15 +81,20 @@ def validation_scores(
     augmentations: Sequence[str] = (),
     fraction: float = 0.2,
     seed: int = 0,
+    params: Mapping[str, dict[str, Any]] | None = None,
+    data: FittingData | None = None,
 ) -> tuple[dict[str, PopulationMetrics], dict[str, Calibration]]:
     """Each method fitted on (1 - fraction) of the identities, scored cross on the rest; with the
-    cross thresholds those held-out scores give (out-of-sample for that method's map)."""
+    cross thresholds those held-out scores give (out-of-sample for that method's map).
+
+    `params`: estimator parameters by method; `data`: how the fitting identities become fitting rows
+    (the validation identities are scored as they are)."""
     train, held = split_groups(population.identities, len(population), fraction, seed)
     fit_part, val_part = population.subset(train), population.subset(held)
     pairs = verification_pairs(val_part.identities, VALIDATION_IMPOSTORS, seed)
     results, calibrations = {}, {}
     for method in methods:
-        estimator = fit_map(fit_part, source, target, method, augmentations)
+        estimator = fit_map(fit_part, source, target, method, augmentations, (params or {}).get(method), data)
         scores, labels = cross_scores(estimator, val_part, source, target, pairs)
         results[method] = measure(scores, labels)
         calibrations[method] = calibrate(
@@ -112,13 +121,16 @@ def cross_fitted_parts(
     augmentations: Sequence[str],
     folds: int,
     seed: int,
+    params: dict[str, Any] | None = None,
+    data: FittingData | None = None,
 ) -> Iterator[tuple[MapEstimator, Population]]:
-    """Each identity fold of `population`, with a map fitted on the other folds (and their variants)."""
+    """Each identity fold of `population`, with a map fitted on the other folds (and their variants;
+    `data`: resampled and extra fitting rows, if any) with the estimator `params`."""
     for held in group_folds(len(population), population.identities, folds, seed):
         mask = np.zeros(len(population), bool)
         mask[held] = True
         yield (
-            fit_map(population.subset(~mask), source, target, method, augmentations),
+            fit_map(population.subset(~mask), source, target, method, augmentations, params, data),
             population.subset(mask),
         )
 
