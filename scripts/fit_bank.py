@@ -15,6 +15,13 @@ maps in --out keep their weights, metadata and quality; only their per-template 
 refitted, from the same identity split and folds (facebridge/mapping/bank_fit.py `fit_bank_confidence`),
 with fold maps of the same method fitted on the clean photos only (a ridge map's penalty fixed at the
 shipped map's), which costs minutes instead of hours.
+
+--unlabelled NAME adds a population without identity labels (cache/NAME-MODEL.npz) to every fit, as
+fitting rows only (each photo its own group); --balance ROWS resamples each population's fitting photos
+(the unlabelled one's too) to ROWS, seeded; --param KEY=VALUE sets a residual-mlp parameter (repeat).
+Verification pairs (selection, quality, thresholds, confidence) use the labelled photos as they are.
+The map's provenance lists each population it saw, with the source and terms of its SOURCE.txt
+(--datasets).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,7 +42,13 @@ sys.path.insert(0, str(ROOT))
 from facebridge import __version__  # noqa: E402
 from facebridge.dataset_embedding import dataset_cache_path  # noqa: E402
 from facebridge.embedding_cache import EmbeddingCache  # noqa: E402
-from facebridge.evaluation.population import Population, load_population  # noqa: E402
+from facebridge.evaluation.population import (  # noqa: E402
+    FittingData,
+    Population,
+    as_unlabelled,
+    load_population,
+    population_origin,
+)
 from facebridge.mapping.bank_fit import (  # noqa: E402
     BankRecipe,
     fit_bank_confidence,
@@ -55,6 +69,7 @@ from facebridge.mapping.mapfile import (  # noqa: E402
     save_map,
     save_space,
 )
+from facebridge.mapping.residual import ResidualMLPMap  # noqa: E402
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]
 
@@ -118,6 +133,26 @@ def add_confidence(
         )
 
 
+def parse_params(specs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs of residual-mlp parameters, values as int or float."""
+    known = set(ResidualMLPMap().get_params())
+    params: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, text = spec.partition("=")
+        if not sep or key not in known:
+            raise ValueError(
+                f"--param {spec!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}"
+            )
+        try:
+            params[key] = int(text)
+        except ValueError:
+            try:
+                params[key] = float(text)
+            except ValueError:
+                raise ValueError(f"--param {spec!r}: the value must be a number") from None
+    return params
+
+
 def _has_variants(cache_dir: Path, dataset: str, model: str, kinds: list[str]) -> bool:
     return all(dataset_cache_path(cache_dir, dataset, model, kind).exists() for kind in kinds)
 
@@ -145,9 +180,30 @@ def main() -> int:
         action="store_true",
         help="only (re)fit the confidence predictors of the maps in --out; weights stay as they are",
     )
+    parser.add_argument(
+        "--unlabelled", metavar="NAME", help="a population without identity labels: fitting rows only"
+    )
+    parser.add_argument(
+        "--balance", type=int, metavar="ROWS", help="resample each population's fitting photos to ROWS"
+    )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="residual-mlp parameter; repeat"
+    )
+    parser.add_argument(
+        "--datasets",
+        type=Path,
+        default=ROOT.parent / "shared" / "datasets",
+        help="population folders whose SOURCE.txt the provenance cites",
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     parser.add_argument("--out", type=Path, default=ROOT / "mappings")
     args = parser.parse_args()
+    try:
+        params = parse_params(args.param)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.balance is not None and args.balance < 1:
+        parser.error("--balance must be at least 1")
     models = args.model or MODELS
     kinds: dict[str, list[str]] = {}
     for spec in args.augment:
@@ -171,8 +227,18 @@ def main() -> int:
             f"seen across populations ({args.far_factors.as_posix()})"
         )
     all_kinds = tuple(sorted({k for ks in kinds.values() for k in ks}))
+    unlabelled = (
+        as_unlabelled(load_population(args.cache_dir, args.unlabelled, models)) if args.unlabelled else None
+    )
+    names = [*args.population, *([args.unlabelled] if args.unlabelled else [])]
     recipe = BankRecipe(
-        methods=tuple(args.method or ["ridge"]), augmentations=all_kinds, far_factors=factors, far_note=note
+        methods=tuple(args.method or ["ridge"]),
+        augmentations=all_kinds,
+        far_factors=factors,
+        far_note=note,
+        data=FittingData(unlabelled, args.balance),
+        params={"residual-mlp": params} if params else {},
+        origins={name: population_origin(args.datasets / name) for name in names},
     )
     if args.widen_only:
         widen_bank(args.out, recipe)

@@ -8,6 +8,9 @@ The identities are split three ways by role, never by photo:
 - then the shipped map is fitted on every identity.
 The cross-fit's out-of-fold translations (every row translated by a map that never saw its person) also
 train the map's per-template confidence predictor (facebridge/mapping/confidence.py).
+`BankRecipe.data` may resample each population's fitting rows and add unlabelled photos to every fit
+(fold maps, validation maps, the shipped map); the photos that form verification pairs are always the
+labelled ones as they are, so resampled or unlabelled rows never make a genuine or impostor pair.
 The thresholds' `far_range` widens their Clopper-Pearson interval by the largest FAR factor seen when
 thresholds calibrated on one population were used on another (`far_factors`, from the population
 study), because sampling error is not the only reason a threshold misses its FAR elsewhere.
@@ -24,9 +27,9 @@ import numpy as np
 
 from facebridge import __version__
 from facebridge.evaluation.population import (
+    FittingData,
     Population,
     balanced_accuracy,
-    fitting_rows,
     pair_scores,
     verification_pairs,
 )
@@ -42,6 +45,7 @@ from facebridge.mapping.calibration import Calibration, calibrate, widen_for_pop
 from facebridge.mapping.confidence import MIN_ROWS, ConfidenceModel
 from facebridge.mapping.estimators import group_folds, row_cosine
 from facebridge.mapping.mapfile import (
+    FitPopulation,
     FitProvenance,
     MapCalibration,
     MapMetadata,
@@ -64,6 +68,12 @@ class BankRecipe:
     seed: int = 0
     far_factors: dict[str, float] = field(default_factory=dict)
     far_note: str = ""
+    data: FittingData = field(default_factory=FittingData)  # resampled and extra (unlabelled) fitting rows
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # estimator parameters by method
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # (source, terms) by population
+
+    def params_for(self, method: str) -> dict[str, Any] | None:
+        return self.params.get(method)
 
 
 @dataclass
@@ -136,7 +146,15 @@ def _cross_fit(population: Population, source: str, target: str, method: str, re
     pooled = _Pooled()
     per_fold = CALIBRATION_IMPOSTORS // recipe.folds
     for estimator, part in cross_fitted_parts(
-        population, source, target, method, recipe.augmentations, recipe.folds, recipe.seed
+        population,
+        source,
+        target,
+        method,
+        recipe.augmentations,
+        recipe.folds,
+        recipe.seed,
+        recipe.params_for(method),
+        recipe.data,
     ):
         pairs = verification_pairs(part.identities, per_fold, recipe.seed)
         raw = estimator.transform(part.clean[source])
@@ -183,7 +201,15 @@ def fit_bank_map(
     if len(recipe.methods) > 1:
         # the same identity split as `train, held` above (same function, fraction and seed)
         metrics, _ = validation_scores(
-            population, s, t, recipe.methods, recipe.augmentations, recipe.validation_fraction, recipe.seed
+            population,
+            s,
+            t,
+            recipe.methods,
+            recipe.augmentations,
+            recipe.validation_fraction,
+            recipe.seed,
+            recipe.params,
+            recipe.data,
         )
         scores = {m: selection_score(v) for m, v in metrics.items()}
         method = max(recipe.methods, key=lambda m: scores[m])
@@ -222,8 +248,12 @@ def fit_bank_map(
         verification_pairs=sum(map(len, pooled.cross_genuine)) + sum(map(len, pooled.cross_impostor)),
     )
     confidence = pooled.confidence(recipe)
-    estimator = fit_map(population, s, t, method, recipe.augmentations)
-    x, _, groups = fitting_rows(population, s, t, recipe.augmentations)
+    estimator = fit_map(
+        population, s, t, method, recipe.augmentations, recipe.params_for(method), recipe.data
+    )
+    parts = recipe.data.parts(population, s, t, recipe.augmentations)
+    rows = sum(len(p.x) for p in parts)
+    labelled = np.concatenate([p.groups for p in parts if p.labelled])
     kinds = ", ".join(recipe.augmentations) or "none"
     meta = MapMetadata(
         source=source,
@@ -232,15 +262,26 @@ def fit_bank_map(
         params=estimator.get_params(),
         fitted=_fitted_scalars(estimator),
         provenance=FitProvenance(
-            dataset=population.name,
-            images=len(x),
-            identities=len(np.unique(groups)),
+            dataset="+".join([population.name, *(p.name for p in parts if not p.labelled)]),
+            images=rows,
+            identities=len(np.unique(labelled)),
             heldout_images=len(rest),
             heldout_identities=identities,
             pairing=f"same photo through both models: {len(population)} clean photos plus augmented "
-            f"variants ({kinds}); quality and thresholds cross-fitted",
+            f"variants ({kinds}); quality and thresholds cross-fitted" + _extra_rows(recipe.data),
             seed=recipe.seed,
             selection=selection,
+            populations=[
+                FitPopulation(
+                    name=p.name,
+                    images=len(p.photos),
+                    identities=len(np.unique(p.photos.identities)) if p.labelled else None,
+                    rows=len(p.x),
+                    source=recipe.origins.get(p.name, ("", ""))[0],
+                    terms=recipe.origins.get(p.name, ("", ""))[1],
+                )
+                for p in parts
+            ],
         ),
         quality=quality,
         calibration=MapCalibration(cross=widen(cross, recipe), mapped=widen(mapped_calibration, recipe)),
@@ -254,6 +295,19 @@ def fit_bank_map(
     return FittedBankMap(meta, coef, intercept, _residual(estimator), confidence)
 
 
+def _extra_rows(data: FittingData) -> str:
+    """What `data` adds to the pairing's description ("" when nothing)."""
+    extra = ""
+    if data.balance is not None:
+        extra += f"; each population's fitting photos resampled to {data.balance} (seed {data.seed})"
+    if data.unlabelled is not None:
+        extra += (
+            f"; plus {len(data.unlabelled)} unlabelled {data.unlabelled.name} photos as fitting rows only "
+            "(each its own group; never in selection, quality, thresholds or confidence)"
+        )
+    return extra
+
+
 def fit_bank_confidence(
     population: Population,
     source: str,
@@ -265,15 +319,19 @@ def fit_bank_confidence(
     """A shipped map's confidence predictor alone, from the same identity split and folds as
     `fit_bank_map` (the shipped weights are not refitted): (predictor, how its rows were held out).
 
-    The fold maps use `recipe.augmentations` and the estimator `params` given (e.g. a ridge penalty
-    fixed at the shipped map's), so a caller can trade their fidelity to the shipped map for time."""
+    The fold maps use `recipe.augmentations`, `recipe.data` and the recipe's parameters of `method`
+    updated with the estimator `params` given (e.g. a ridge penalty fixed at the shipped map's), so a
+    caller can trade their fidelity to the shipped map for time."""
+    params = {**(recipe.params_for(method) or {}), **(params or {})} or None
     train, _ = split_groups(population.identities, len(population), recipe.validation_fraction, recipe.seed)
     rest = population.subset(train)
     rows = []
     for held in group_folds(len(rest), rest.identities, recipe.folds, recipe.seed):  # as cross_fitted_parts
         mask = np.zeros(len(rest), bool)
         mask[held] = True
-        estimator = fit_map(rest.subset(~mask), source, target, method, recipe.augmentations, params)
+        estimator = fit_map(
+            rest.subset(~mask), source, target, method, recipe.augmentations, params, recipe.data
+        )
         part = rest.subset(mask)
         raw = estimator.transform(part.clean[source])
         cosine = row_cosine(raw, part.clean[target].astype(np.float64))
