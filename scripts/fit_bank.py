@@ -190,6 +190,14 @@ def main() -> int:
         "--param", action="append", default=[], metavar="KEY=VALUE", help="residual-mlp parameter; repeat"
     )
     parser.add_argument(
+        "--prefer-earlier-within",
+        type=float,
+        default=0.0,
+        metavar="MARGIN",
+        help="keep an earlier --method (cheaper to serve) unless a later one scores more than MARGIN "
+        "above it on validation (accuracy + TAR@1e-3; default 0: the best wins)",
+    )
+    parser.add_argument(
         "--datasets",
         type=Path,
         default=ROOT.parent / "shared" / "datasets",
@@ -239,6 +247,7 @@ def main() -> int:
         data=FittingData(unlabelled, args.balance),
         params={"residual-mlp": params} if params else {},
         origins={name: population_origin(args.datasets / name) for name in names},
+        prefer_earlier_within=args.prefer_earlier_within,
     )
     if args.widen_only:
         widen_bank(args.out, recipe)

@@ -224,3 +224,13 @@ def check_shipped(fitted: FittedBankMap, expected: MapEstimator) -> None:
     np.testing.assert_array_equal(fitted.bias, np.asarray(affine.intercept_, np.float32))
     if fitted.residual is not None:
         np.testing.assert_array_equal(fitted.residual.out_weight, np.asarray(affine.out_weight_, np.float32))
+
+
+def test_a_cheaper_method_is_kept_unless_beaten_by_more_than_the_margin() -> None:
+    from facebridge.mapping.bank_fit import choose_method
+
+    scores = {"ridge": 1.640, "residual-mlp": 1.652}
+    assert choose_method(("ridge", "residual-mlp"), scores) == "residual-mlp"  # the best wins by default
+    assert choose_method(("ridge", "residual-mlp"), scores, 0.015) == "ridge"
+    assert choose_method(("ridge", "residual-mlp"), scores, 0.010) == "residual-mlp"
+    assert choose_method(("ridge", "residual-mlp"), {"ridge": 1.7, "residual-mlp": 1.7}) == "ridge"

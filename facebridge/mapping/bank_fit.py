@@ -71,6 +71,9 @@ class BankRecipe:
     data: FittingData = field(default_factory=FittingData)  # resampled and extra (unlabelled) fitting rows
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # estimator parameters by method
     origins: dict[str, tuple[str, str]] = field(default_factory=dict)  # (source, terms) by population
+    # a method listed earlier (cheaper to serve: ridge is one matrix product, the residual MLP three) is
+    # kept unless a later one scores more than this above it on validation (0: the best score wins)
+    prefer_earlier_within: float = 0.0
 
     def params_for(self, method: str) -> dict[str, Any] | None:
         return self.params.get(method)
@@ -186,6 +189,18 @@ def _accuracy(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return balanced_accuracy(np.concatenate([s for s, _ in parts]), np.concatenate([lab for _, lab in parts]))
 
 
+def choose_method(
+    methods: Sequence[str], scores: dict[str, float], prefer_earlier_within: float = 0.0
+) -> str:
+    """The method to ship: the best validation score, except that a method listed earlier (cheaper to
+    serve) is kept unless a later one beats it by more than `prefer_earlier_within`."""
+    chosen = methods[0]
+    for method in methods[1:]:
+        if scores[method] > scores[chosen] + prefer_earlier_within:
+            chosen = method
+    return chosen
+
+
 def fit_bank_map(
     population: Population,
     source: SpaceRef,
@@ -212,9 +227,13 @@ def fit_bank_map(
             recipe.data,
         )
         scores = {m: selection_score(v) for m, v in metrics.items()}
-        method = max(recipe.methods, key=lambda m: scores[m])
+        method = choose_method(recipe.methods, scores, recipe.prefer_earlier_within)
+        rule = "best accuracy + TAR@FAR 1e-3 (cross)"
+        if recipe.prefer_earlier_within:
+            margin = recipe.prefer_earlier_within
+            rule += f", an earlier-listed method kept unless beaten by more than {margin:g},"
         selection = (
-            f"best accuracy + TAR@FAR 1e-3 (cross) on {int(held.sum())} photos of "
+            f"{rule} on {int(held.sum())} photos of "
             f"{len(np.unique(population.identities[held]))} validation identities, used for nothing else: "
             + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
         )
