@@ -15,6 +15,8 @@ ingredient at a time, so each one's gain on unseen people is measured:
 - `+geometry`: a loss that keeps the batch's pairwise cosines and each row's direction;
 - `+wide`: a hidden layer four times wider;
 - `+ensemble`: three members averaged (one residual MLP in the map file);
+- `+geometry+upsample` (a branch off `+geometry`): populations made equal by repeating the smaller
+  ones up to the largest one's size, so that no photo of the largest is dropped;
 - `+wide+augment` (a branch off `+wide`): and the downscaled and re-compressed (JPEG) variants of the
   fitting photos where cached (`facebridge.vision.augment`: capture conditions populations differ in).
 
@@ -82,6 +84,7 @@ class Variant:
     name: str
     fairface: bool = True
     balance: bool = False
+    upsample: bool = False  # balance to the largest population's size instead of BALANCED_ROWS
     augment: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -94,6 +97,8 @@ VARIANTS = (
     Variant("+geometry", balance=True, params=GEOMETRY),
     Variant("+wide", balance=True, params={**GEOMETRY, "hidden": 1024}),
     Variant("+ensemble", balance=True, params={**GEOMETRY, "hidden": 1024, "members": 3}),
+    # a branch, not a step: +geometry keeping every photo of the largest population
+    Variant("+geometry+upsample", balance=True, upsample=True, params=GEOMETRY),
     # a branch, not a step: +wide with the augmented variants of the fitting photos where cached
     Variant("+wide+augment", balance=True, augment=True, params={**GEOMETRY, "hidden": 1024}),
 )
@@ -151,7 +156,9 @@ def fitting_population(
         )
         for p in parts
     ]
-    return balanced(named, BALANCED_ROWS, seed) if variant.balance else merge(named)
+    if not variant.balance:
+        return merge(named)
+    return balanced(named, max(map(len, named)) if variant.upsample else BALANCED_ROWS, seed)
 
 
 def fit(population: Population, source: str, target: str, variant: Variant, seed: int) -> MapEstimator:
