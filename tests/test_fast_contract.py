@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,13 +70,11 @@ def _write_map(directory: Path, source: str, target: str, seed: int) -> None:
     save_map(directory / map_filename(source, target), meta, weight, bias)
 
 
-@pytest.fixture(scope="module")
-def synthetic_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    root = tmp_path_factory.mktemp("synthetic")
-    (root / "models").mkdir()
-    (root / "maps").mkdir()
-    _write_map(root / "maps", "net-a", "net-b", 1)
-    _write_map(root / "maps", "net-b", "net-c", 2)
+def service_settings(root: Path, **changes: Any) -> Settings:
+    """Settings of a service under `root`: the shipped manifest (pins, dims) with no model file, so
+    nothing loads; maps from `root/maps`."""
+    (root / "models").mkdir(exist_ok=True)
+    (root / "maps").mkdir(exist_ok=True)
     return Settings(
         models_dir=root / "models",
         mappings_dir=root / "maps",
@@ -83,7 +82,21 @@ def synthetic_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         auth_disabled=True,
         providers="cpu",
         audit_log=root / "audit.log",
+        **changes,
     )
+
+
+def synthetic_bank_settings(root: Path) -> Settings:
+    """`service_settings` with two synthetic maps, net-a -> net-b -> net-c."""
+    settings = service_settings(root)
+    _write_map(root / "maps", "net-a", "net-b", 1)
+    _write_map(root / "maps", "net-b", "net-c", 2)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def synthetic_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return synthetic_bank_settings(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from facebridge.paths import shipped_manifest
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import API_KEYS, LFW, MODELS_DIR, LiveServer
+from .test_fast_contract import service_settings
 from .test_pairs_store import EXPECTED_COLUMNS, Target, make_target, schema_of
 
 A, B, C = "arcface-mbf128", "sirius-mbf192", "faceplugin-mbf512"
@@ -60,30 +61,16 @@ def assert_problem(response: httpx.Response, status: int, code: str, field: str 
 
 
 # ---------------------------------------------------------------------------------------------- fast tier
-def _settings(root: Path, **changes: Any) -> Settings:
-    (root / "models").mkdir(exist_ok=True)
-    (root / "maps").mkdir(exist_ok=True)
-    return Settings(  # the shipped manifest (pins, dims) with no model file: nothing loads
-        models_dir=root / "models",
-        mappings_dir=root / "maps",
-        cache_dir=root / "cache",
-        auth_disabled=True,
-        providers="cpu",
-        audit_log=root / "audit.log",
-        **changes,
-    )
-
-
 @pytest.fixture
 def app_without_store(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(tmp_path))) as client:
+    with TestClient(create_app(service_settings(tmp_path))) as client:
         assert client.app.state.service.ready.wait(30)  # type: ignore[attr-defined]
         yield client
 
 
 @pytest.fixture
 def app_with_store(tmp_path: Path) -> Iterator[TestClient]:
-    settings = _settings(tmp_path, pairs_db=tmp_path / "pairs.db", max_pairs_per_request=5)
+    settings = service_settings(tmp_path, pairs_db=tmp_path / "pairs.db", max_pairs_per_request=5)
     with TestClient(create_app(settings)) as client:
         assert client.app.state.service.ready.wait(30)  # type: ignore[attr-defined]
         yield client
@@ -192,7 +179,7 @@ def test_a_store_newer_than_the_code_stops_the_service_at_start(tmp_path: Path) 
     conn.close()
     with (
         pytest.raises(SchemaTooNew, match="schema version 99"),
-        TestClient(create_app(_settings(tmp_path, pairs_db=tmp_path / "pairs.db"))),
+        TestClient(create_app(service_settings(tmp_path, pairs_db=tmp_path / "pairs.db"))),
     ):
         pass
 

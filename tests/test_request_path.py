@@ -26,26 +26,14 @@ from facebridge.vectors import check_matrix
 from facebridge.vision.images import decode_image
 from facebridge.vision.recognizer import Recognizer
 
-from .test_fast_contract import _write_map
+from .test_fast_contract import synthetic_bank_settings
 
 pytestmark = pytest.mark.fast
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    root = tmp_path_factory.mktemp("request-path")
-    (root / "models").mkdir()
-    (root / "maps").mkdir()
-    _write_map(root / "maps", "net-a", "net-b", 1)
-    _write_map(root / "maps", "net-b", "net-c", 2)
-    return Settings(
-        models_dir=root / "models",
-        mappings_dir=root / "maps",
-        cache_dir=root / "cache",
-        auth_disabled=True,
-        providers="cpu",
-        audit_log=root / "audit.log",
-    )
+    return synthetic_bank_settings(tmp_path_factory.mktemp("request-path"))
 
 
 @pytest.fixture(scope="module")
