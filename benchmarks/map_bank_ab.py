@@ -14,59 +14,20 @@ import argparse
 import http.client
 import io
 import itertools
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from facebridge.mapping.bank import MappingBank
-
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "benchmark-key"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.translate_bulk_ab import KEY, serve  # noqa: E402
+from facebridge.mapping.bank import MappingBank  # noqa: E402
+
 MODELS = ("arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(mappings: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """`facebridge serve` on `mappings`, no recognizers loaded (translation needs none)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "FACEBRIDGE_MAPPINGS_DIR": str(mappings),
-        "FACEBRIDGE_LOAD_MODELS": "[]",
-        "FACEBRIDGE_MAX_EMBEDDINGS_PER_REQUEST": "200000",
-        "FACEBRIDGE_API_KEYS": KEY,
-        "FACEBRIDGE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port)
-            connection.request("GET", "/readyz")
-            if connection.getresponse().status == 200:
-                return process, port
-        except OSError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"{mappings}: the server did not become ready")
 
 
 def timed_request(connection: http.client.HTTPConnection, body: bytes, source: str, target: str) -> float:
@@ -103,7 +64,7 @@ def main() -> int:
         parser.error("give exactly two --bank folders: the old one, then the new one")
     models = args.model or list(MODELS)
     banks = [MappingBank.load(path) for path in args.bank]
-    servers = [serve(path.resolve()) for path in args.bank]
+    servers = [serve(ROOT, path.resolve()) for path in args.bank]  # this tree on each bank
     try:
         connections = [http.client.HTTPConnection("127.0.0.1", port) for _, port in servers]
         print(
