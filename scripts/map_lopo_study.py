@@ -53,10 +53,12 @@ from facebridge.evaluation.population import STUDY_MODELS as MODELS
 from facebridge.evaluation.population import (
     Population,
     PopulationMetrics,
+    as_unlabelled,
     fitting_rows,
     load_population,
     measure,
     pair_scores,
+    resample_rows,
     split_people,
     verification_pairs,
 )
@@ -120,25 +122,14 @@ def load(cache: Path, name: str, models: Sequence[str]) -> Population:
 
 def unlabelled(cache: Path, models: Sequence[str]) -> Population:
     """fairface-val: every photo its own person (it has no identity labels)."""
-    population = load(cache, UNLABELLED, models)
-    population.identities = np.char.add(f"{UNLABELLED}:", population.paths.astype(str))
-    return population
+    return as_unlabelled(load(cache, UNLABELLED, models))
 
 
 def balanced(populations: Sequence[Population], rows: int, seed: int) -> Population:
     """Each population resampled to `rows` photos: drawn without replacement when larger, repeated
     (every photo as often, the remainder drawn) when smaller."""
     rng = np.random.default_rng(seed)
-    parts = []
-    for p in populations:
-        if len(p) >= rows:
-            index = np.sort(rng.choice(len(p), rows, replace=False))
-        else:
-            index = np.r_[
-                np.tile(np.arange(len(p)), rows // len(p)), rng.choice(len(p), rows % len(p), False)
-            ]
-        parts.append(p.subset(index))
-    return merge(parts)
+    return merge([p.subset(resample_rows(len(p), rows, rng)) for p in populations])
 
 
 def fitting_population(

@@ -225,7 +225,7 @@ class FittingData:
                 photo = np.concatenate(
                     [np.arange(len(photos)), *(photos.variants[k][0] for k in kinds if k != CLEAN)]
                 )
-                drawn = np.bincount(_resample(len(photos), self.balance, rng), minlength=len(photos))
+                drawn = np.bincount(resample_rows(len(photos), self.balance, rng), minlength=len(photos))
                 take = np.repeat(np.arange(len(x)), drawn[photo])
                 x, y, groups = x[take], y[take], groups[take]
             parts.append(FittingPart(name, photos, x, y, groups, labelled))
@@ -245,8 +245,9 @@ class FittingData:
         )
 
 
-def _resample(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
-    """`rows` draws of n photos, as scripts/map_lopo_study.py `balanced` makes them."""
+def resample_rows(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows` draws of n photos: without replacement when there are more, each repeated equally often
+    and the remainder drawn when fewer."""
     if n >= rows:
         return np.sort(rng.choice(n, rows, replace=False))
     return np.r_[np.tile(np.arange(n), rows // n), rng.choice(n, rows % n, False)]
