@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from facebridge.cohort.asnorm import top_k_for
 from facebridge.cohort.scoring import ScoreRule, Units, comparison_key
 from facebridge.config import Settings
 from facebridge.exceptions import (
@@ -661,6 +662,7 @@ def _describe(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
     if rule.can_normalize:
         normalization = ScoreNormalization(
             top_k=rule.top_k,
+            top_k_share=rule.top_k_share,
             cohorts=[
                 CohortInfo(
                     id=use.cohort.id,
@@ -670,6 +672,7 @@ def _describe(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
                     source=use.cohort.meta.provenance.source,
                     side=use.side,
                     via=list(use.via),
+                    top_k=top_k_for(len(use.cohort), rule.top_k, rule.top_k_share),
                 )
                 for use in rule.cohorts
             ],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facebridge.bridge import Bridge
-from facebridge.cohort.asnorm import DEFAULT_TOP_K
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
 from facebridge.cohort.cohortfile import Cohort, CohortError, load_cohort, make_cohort, save_cohort
 from facebridge.cohort.deployment import calibrate_population
@@ -60,7 +60,9 @@ def served(maps_dir: Path, split: PopulationSplit, tmp_path_factory: pytest.Temp
     bank = MappingBank.load(root / "mappings", MANIFEST)
     comps = [Comparison(ARC, ARC), Comparison(FP, FP), Comparison(ARC, FP)]
     scores = {(c, split.name): comparison_scores(bank, c, split, side_stats(bank, c, split)) for c in comps}
-    shipped = calibration_set(bank, [split], scores, "shipped", DEFAULT_TOP_K, include_raw=False)
+    shipped = calibration_set(
+        bank, [split], scores, "shipped", DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, include_raw=False
+    )
     save_calibration_set(root / "mappings" / "calibrations" / "test.calibration.json", shipped)
     for model in (ARC, FP):
         cohort = make_cohort(split.cohort.clean[model], bank.spaces[model], "npy", f"lfw subset ({model})")
@@ -72,7 +74,9 @@ def _bank(root: Path, deployment: Path | None = None) -> MappingBank:
     return MappingBank.load(root / "mappings", MANIFEST, root / "cohorts", deployment)
 
 
-def _top_k(x: np.ndarray, cohort: np.ndarray, k: int = DEFAULT_TOP_K) -> tuple[float, float]:
+def _top_k(x: np.ndarray, cohort: np.ndarray) -> tuple[float, float]:
+    """Mean and deviation of the top 5% (10 to 100) of `x`'s scores against `cohort`, in plain numpy."""
+    k = int(np.clip(round(0.05 * len(cohort)), 10, 100))
     top = np.sort(cohort @ x)[-k:]
     return float(top.mean()), float(top.std())
 
@@ -157,6 +161,8 @@ def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> Non
         assert result.normalization is not None
         sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}
         assert sides == {(FP, "a", ()), (ARC, "b", (f"{ARC}->{FP}",))}
+        assert result.normalization.top_k_share == DEFAULT_TOP_K_SHARE
+        assert {c.top_k for c in result.normalization.cohorts} == {round(0.05 * len(arc_cohort))}
 
 
 def test_without_a_cohort_the_answer_says_the_threshold_is_the_shipped_populations(served: Path) -> None:

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from facebridge.api.lean import declared_scopes
 from facebridge.api.translate import STREAM_BLOCK_ROWS, STREAM_MIN_ROWS
 from facebridge.bridge import Bridge
-from facebridge.cohort.asnorm import MIN_STD, top_k_stats
+from facebridge.cohort.asnorm import MIN_STD, top_k_for, top_k_stats
 from facebridge.config import Settings
 from facebridge.exceptions import NonFinite, ZeroVector
 from facebridge.main import create_app
@@ -105,6 +105,21 @@ def test_as_norm_statistics_are_numpys_mean_and_std() -> None:
         np.testing.assert_array_equal(stats.mean, top.mean(axis=1, dtype=np.float64).astype(np.float32))
         expected_std = np.maximum(top.std(axis=1, dtype=np.float64), MIN_STD).astype(np.float32)
         np.testing.assert_array_equal(stats.std, expected_std)
+
+
+def test_top_k_is_a_share_of_the_cohort_within_bounds() -> None:
+    """5% of the cohort, at least 10 and at most 100, never more than the cohort; fixed without a share."""
+    cases = {40: 10, 200: 10, 305: 15, 1000: 50, 2000: 100, 5000: 100}
+    for size, k in cases.items():
+        assert top_k_for(size, 100, 0.05) == k
+    assert top_k_for(6, 100, 0.05) == 6
+    assert top_k_for(305, 100, None) == 100 and top_k_for(50, 100, None) == 50
+    rng = np.random.default_rng(7)
+    cohort = rng.normal(size=(305, 16)).astype(np.float32)
+    templates = rng.normal(size=(3, 16)).astype(np.float32)
+    top = np.sort(templates @ cohort.T, axis=1)[:, -15:]
+    stats = top_k_stats(templates, cohort, 100, 0.05)
+    np.testing.assert_allclose(stats.mean, top.mean(axis=1), rtol=1e-6)
 
 
 @pytest.mark.parametrize("color", ["RGB", "BGR"])

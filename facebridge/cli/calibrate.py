@@ -44,14 +44,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if args.population is not None:
             models = args.model or sorted(bank.space_calibrations)
             population = _embedded_population(args, settings, models)
-            result = calibrate_population(bank, population, models, args.top_k, args.max_cohort, args.seed)
+            result = calibrate_population(
+                bank, population, models, args.top_k, _share(args), args.max_cohort, args.seed
+            )
         else:
             sets = []
             for pairs in _recorded_pairs(args, settings):
                 population = population_from_pairs(pairs, f"pairs:{pairs.source_model}+{pairs.target_model}")
                 models = [pairs.source_model, pairs.target_model]
                 sets.append(
-                    calibrate_population(bank, population, models, args.top_k, args.max_cohort, args.seed)
+                    calibrate_population(
+                        bank, population, models, args.top_k, _share(args), args.max_cohort, args.seed
+                    )
                 )
             result = merge_sets(sets)
     except ValueError as error:
@@ -64,6 +68,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {written}: {len(result.entries)} comparisons ({people})")
     print(f"serve it with FACEBRIDGE_CALIBRATION_FILE={written} (then POST /admin/reload-mappings or SIGHUP)")
     return 0
+
+
+def _share(args: argparse.Namespace) -> float | None:
+    """--top-k-share, where 0 means a fixed K (--top-k)."""
+    share: float = args.top_k_share
+    return share if share > 0 else None
 
 
 def _embedded_population(args: argparse.Namespace, settings: Settings, models: list[str]) -> Population:
@@ -134,7 +144,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     parser.add_argument("--name", help="a name for the population in the file (default: the folder's)")
     parser.add_argument("--detector", default="yunet", help="face detector for the photos (default yunet)")
     parser.add_argument(
-        "--top-k", type=int, default=100, help="AS-norm: cohort scores per side (default 100)"
+        "--top-k",
+        type=int,
+        default=100,
+        help="AS-norm: the most cohort scores per side (default 100; every K with --top-k-share 0)",
+    )
+    parser.add_argument(
+        "--top-k-share",
+        type=float,
+        default=0.05,
+        help="AS-norm: K as this share of each cohort's size, at least 10 and at most --top-k "
+        "(default 0.05, as the shipped set; 0: K = --top-k)",
     )
     parser.add_argument("--max-cohort", type=int, default=1000, help="most cohort photos (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="the draw of scored and cohort people")

@@ -38,7 +38,17 @@ class PopulationInfo(BaseModel):
 
 class NormalizationInfo(BaseModel):
     method: Literal["as-norm"] = "as-norm"
-    top_k: int = Field(gt=0, description="cohort scores per side that the mean and deviation are taken over")
+    top_k: int = Field(
+        gt=0,
+        description="the most cohort scores per side that the mean and deviation are taken over "
+        "(all of them are taken when top_k_share is unset)",
+    )
+    top_k_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="K as this share of each cohort's size, at least 10 and at most top_k; unset: K = top_k",
+    )
     cohort_sides: str = Field(
         default="each side against a cohort of the other side's kind (mapped vs native cohort)",
         description="which cohort each side of a comparison is measured against",

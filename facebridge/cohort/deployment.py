@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.evaluation.population import Population
 from facebridge.evaluation.thresholds import (
@@ -42,6 +42,7 @@ def calibrate_population(
     population: Population,
     models: Sequence[str],
     top_k: int = DEFAULT_TOP_K,
+    top_k_share: float | None = DEFAULT_TOP_K_SHARE,
     max_cohort: int = DEFAULT_MAX_COHORT,
     seed: int = 0,
     note: str | None = None,
@@ -55,9 +56,11 @@ def calibrate_population(
         raise ValueError(f"{population.name}: no person of the scored half has two photos")
     scores = {}
     for comparison in comparisons_between(bank, models):
-        stats = side_stats(bank, comparison, split, top_k=top_k)
+        stats = side_stats(bank, comparison, split, top_k=top_k, share=top_k_share)
         scores[(comparison, population.name)] = comparison_scores(bank, comparison, split, stats)
-    return calibration_set(bank, [split], scores, "deployment", top_k, include_raw=True, note=note)
+    return calibration_set(
+        bank, [split], scores, "deployment", top_k, top_k_share, include_raw=True, note=note
+    )
 
 
 def population_from_pairs(pairs: PairSet, name: str = "pair-store") -> Population:

@@ -53,6 +53,7 @@ class ScoreRule:
     calibration_file: str | None
     note: str
     top_k: int = DEFAULT_TOP_K
+    top_k_share: float | None = None  # K as a share of each cohort (asnorm.top_k_for); None: K = top_k
     cohort_a: np.ndarray | None = field(default=None, repr=False)  # what side a is measured against
     cohort_b: np.ndarray | None = field(default=None, repr=False)
     cohorts: tuple[CohortUse, ...] = ()
@@ -66,8 +67,8 @@ class ScoreRule:
         """AS-norm scores of row-aligned sides `a`, `b` (unit rows in the comparison space)."""
         if self.cohort_a is None or self.cohort_b is None:
             return None
-        stats_a = top_k_stats(a, self.cohort_a, self.top_k)
-        stats_b = top_k_stats(b, self.cohort_b, self.top_k)
+        stats_a = top_k_stats(a, self.cohort_a, self.top_k, self.top_k_share)
+        stats_b = top_k_stats(b, self.cohort_b, self.top_k, self.top_k_share)
         return as_norm(raw, stats_a, stats_b)
 
 
@@ -182,8 +183,9 @@ class Scoring:
             )
             return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses)
         file, calibrations, entry = found
-        top_k = calibrations.normalization.top_k if calibrations.normalization else DEFAULT_TOP_K
-        base = ScoreRule("cosine", None, calibrations.kind, file, "", top_k, cohort_a, cohort_b, uses)
+        info = calibrations.normalization
+        top_k, share = (info.top_k, info.top_k_share) if info is not None else (DEFAULT_TOP_K, None)
+        base = ScoreRule("cosine", None, calibrations.kind, file, "", top_k, share, cohort_a, cohort_b, uses)
         if has_cohort and entry.normalized is not None:
             note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
             return _with(base, units="as-norm", calibration=entry.normalized, note=note)
@@ -195,7 +197,15 @@ class Scoring:
                 why += f" (no cohort loaded for space {plan.space})"
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
-        return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses, top_k=top_k)
+        return _with(
+            shipped_raw,
+            note=why,
+            cohort_a=cohort_a,
+            cohort_b=cohort_b,
+            cohorts=uses,
+            top_k=top_k,
+            top_k_share=share,
+        )
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:

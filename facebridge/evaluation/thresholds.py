@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, SideStats, as_norm, top_k_stats
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, SideStats, as_norm, top_k_stats
 from facebridge.cohort.calibration_set import (
     CalibrationEntry,
     CalibrationSet,
@@ -122,11 +122,13 @@ def side_stats(
     top_k: int = DEFAULT_TOP_K,
     size: int | None = None,
     sides: CohortSides = "other-kind",
+    share: float | None = DEFAULT_TOP_K_SHARE,
 ) -> tuple[SideStats, SideStats]:
     """AS-norm statistics of the scored templates' two sides. By default each side is measured against
     a cohort of the other side's kind (a mapped template against native cohort templates, a native one
     against mapped ones): the scores a side's impostors give it are scores against the other side's
-    kind. `same-kind` and `native` are the alternatives the study compares it with."""
+    kind. `same-kind` and `native` are the alternatives the study compares it with. K is `share` of
+    the cohort within [10, `top_k`] (asnorm.top_k_for), or `top_k` itself when `share` is None."""
     cohort = cohort if cohort is not None else split.cohort
     if size is not None and size < len(cohort):
         cohort = cohort.subset(np.sort(np.random.default_rng(size).choice(len(cohort), size, replace=False)))
@@ -136,7 +138,7 @@ def side_stats(
         cohort_a, cohort_b = cohort_b, cohort_a
     elif sides == "native":
         cohort_a = cohort_b
-    return top_k_stats(a, cohort_b, top_k), top_k_stats(b, cohort_a, top_k)
+    return top_k_stats(a, cohort_b, top_k, share), top_k_stats(b, cohort_a, top_k, share)
 
 
 def comparison_scores(
@@ -241,6 +243,7 @@ def calibration_set(
     scores: dict[tuple[Comparison, str], ComparisonScores],
     kind: SetKind,
     top_k: int,
+    top_k_share: float | None,
     factors: dict[Comparison, dict[str, float]] | None = None,
     include_raw: bool = False,
     note: str | None = None,
@@ -273,7 +276,7 @@ def calibration_set(
     return CalibrationSet(
         kind=kind,
         populations=populations,
-        normalization=NormalizationInfo(top_k=top_k),
+        normalization=NormalizationInfo(top_k=top_k, top_k_share=top_k_share),
         entries=entries,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         note=note,

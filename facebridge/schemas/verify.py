@@ -135,11 +135,15 @@ class CohortInfo(BaseModel):
     source: str
     side: Literal["a", "b"] = Field(description="the side whose statistics it gave")
     via: list[str] = Field(description="maps it was carried through into the comparison space")
+    top_k: int = Field(description="how many of a template's scores against this cohort were taken")
 
 
 class ScoreNormalization(BaseModel):
     method: Literal["as-norm"] = "as-norm"
-    top_k: int
+    top_k: int = Field(description="the most cohort scores per side (all of them without top_k_share)")
+    top_k_share: float | None = Field(
+        default=None, description="K as this share of each cohort's size (each cohort states its K)"
+    )
     cohorts: list[CohortInfo]
 
 
