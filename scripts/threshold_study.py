@@ -250,7 +250,6 @@ def sensitivity(
             goal_row(label, f"{share:.0%} of the cohort (10-100)", goal_ratios(varied, varied, names, comps))
         )
         log.append(lines[-1])
-        log.append(lines[-1])
     for name in names:
         for wrong in names:
             if wrong == name:
