@@ -79,6 +79,7 @@ def test_twins_and_small_folders_are_left_as_labelled(cache: Path) -> None:
     assert [(m.kept, m.merged) for m in without_minimum] == [TWINS]
 
 
+@pytest.mark.fast
 def test_chains_of_labels_become_one() -> None:
     population = Population(
         "chain", np.array(["a/1", "b/1", "c/1", "d/1"]), np.array(["a", "b", "c", "d"]), {}
