@@ -10,6 +10,8 @@ the TAR at the normalised threshold minus the best raw TAR at the same reached F
 Writes the section `threshold-draws` of docs/thresholds.md.
 
     python scripts/threshold_draws.py [--population celeba-dev --population rmfd-dev] [--draws 4]
+
+(Run as a script: its folder is then on the import path, and the study's helpers import from it.)
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from threshold_study import MODELS, POPULATIONS, ROOT, loo
 
