@@ -56,7 +56,7 @@ from facebridge.evaluation.thresholds import (
     tar_at_threshold,
 )
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.calibration import Calibration, widen_for_population
+from facebridge.mapping.calibration import Calibration, clopper_pearson, widen_for_population
 from facebridge.mapping.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,13 @@ class Cell:
     @property
     def in_range(self) -> bool:
         return self.far_range[0] <= self.norm_far <= self.far_range[1]
+
+    @property
+    def in_range_within_error(self) -> bool:
+        """far_range meets the reached FAR's own 95% interval: on 47,275 impostor pairs (rmfd-dev) FAR
+        1e-4 is 5 pairs, and the count measured there is itself that uncertain."""
+        low, high = clopper_pearson(round(self.norm_far * self.impostors), self.impostors)
+        return low <= self.far_range[1] and high >= self.far_range[0]
 
 
 def score_all(
@@ -624,15 +631,21 @@ def markdown(
                 f"{held} / {len(cells_at)}",
             )
         )
-    out += ["", "Every operating point (the far_range row counts all three):", ""]
+    out += [
+        "",
+        "Every operating point (*within its error*: far_range meets the 95% Clopper-Pearson interval of "
+        "the reached FAR, whose count of impostor pairs is itself a sample):",
+        "",
+    ]
     out += [
         row(
             "operating point",
             "AS-norm within [0.5x, 2x]",
             "far_range holds the reached FAR",
+            "within its error",
             "AS-norm TAR ≥ raw TAR at the same FAR",
         ),
-        "|---|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|",
     ]
     for point in POINTS:
         cells_at = [c for c in cells if c.point == point]
@@ -641,6 +654,7 @@ def markdown(
                 point,
                 f"{sum(c.within_goal for c in cells_at)} / {len(cells_at)}",
                 f"{sum(c.in_range for c in cells_at)} / {len(cells_at)}",
+                f"{sum(c.in_range_within_error for c in cells_at)} / {len(cells_at)}",
                 f"{sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in cells_at)} / {len(cells_at)}",
             )
         )
