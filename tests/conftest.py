@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import pytest
 
 from facebridge.config import Settings
 from facebridge.embedding_cache import EmbeddingCache, build_cache
+from facebridge.evaluation.lfw import Pair
 from facebridge.mapping.fitting import fit_map, pair_caches
 from facebridge.mapping.mapfile import SPACE_SUFFIX, map_filename, save_map, save_space
 from facebridge.mapping.spaces import calibrate_space
@@ -175,6 +177,30 @@ def subset_images(lfw_root: Path, identities: int = 250, per_identity: int = 4, 
         for person in chosen
         for photo in sorted((lfw_root / person).glob("*.jpg"))[:per_identity]
     )
+
+
+def subset_pairs(cache: EmbeddingCache, folds: int = 10, seed: int = 0) -> list[Pair]:
+    """Identity-disjoint folds with every matched pair of each fold and as many mismatched ones."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(cache.identities.astype(str)))
+    fold_of = {name: i % folds for i, name in enumerate(rng.permutation(names))}
+    by_name: dict[str, list[str]] = {}
+    for path in cache.paths.astype(str):
+        by_name.setdefault(path.split("/", 1)[0], []).append(path)
+    pairs = []
+    for fold in range(folds):
+        people = [n for n in names if fold_of[n] == fold]
+        matched = [
+            Pair(a, b, True, fold) for n in people for a, b in itertools.combinations(by_name[n][:3], 2)
+        ]
+        photos = [p for n in people for p in by_name[n]]
+        mismatched: list[Pair] = []
+        while len(mismatched) < len(matched):
+            a, b = rng.choice(photos, 2, replace=False)
+            if a.split("/")[0] != b.split("/")[0]:
+                mismatched.append(Pair(str(a), str(b), False, fold))
+        pairs += matched + mismatched
+    return pairs
 
 
 @pytest.fixture(scope="session")

@@ -18,32 +18,9 @@ from facebridge.evaluation.interchange import FittedTransform, paired_lfw, study
 from facebridge.evaluation.lfw import Pair
 from facebridge.evaluation.report import fitter_for, run_study, write_report
 from facebridge.evaluation.sections import upsert_section
+from tests.conftest import subset_pairs
 
 SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
-
-
-def subset_pairs(cache: EmbeddingCache, folds: int = 10, seed: int = 0) -> list[Pair]:
-    """Identity-disjoint folds with every matched pair of each fold and as many mismatched ones."""
-    rng = np.random.default_rng(seed)
-    names = sorted(set(cache.identities.astype(str)))
-    fold_of = {name: i % folds for i, name in enumerate(rng.permutation(names))}
-    by_name: dict[str, list[str]] = {}
-    for path in cache.paths.astype(str):
-        by_name.setdefault(path.split("/", 1)[0], []).append(path)
-    pairs = []
-    for fold in range(folds):
-        people = [n for n in names if fold_of[n] == fold]
-        matched = [
-            Pair(a, b, True, fold) for n in people for a, b in itertools.combinations(by_name[n][:3], 2)
-        ]
-        photos = [p for n in people for p in by_name[n]]
-        mismatched: list[Pair] = []
-        while len(mismatched) < len(matched):
-            a, b = rng.choice(photos, 2, replace=False)
-            if a.split("/")[0] != b.split("/")[0]:
-                mismatched.append(Pair(str(a), str(b), False, fold))
-        pairs += matched + mismatched
-    return pairs
 
 
 def unit(v: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from facebridge.evaluation.hub import hub_markdown, photo_sides, study_hub
 from facebridge.evaluation.interchange import native_scores, paired_lfw, summarise
 from facebridge.evaluation.sections import sections_of, upsert_section
 from facebridge.mapping.polytope import HubMap, PolytopeHub, polytope_dimension, polytope_vertices
-from tests.test_interchange import subset_pairs
+from tests.conftest import subset_pairs
 
 
 @pytest.mark.parametrize("k", [2, 3, 7, 64, 101])
