@@ -176,12 +176,21 @@ class Scoring:
         found = self.entry(bank, plan)
         cohort_a, cohort_b, uses = (None, None, ()) if normalization == "none" else self.cohort_sides(plan)
         has_cohort = cohort_a is not None and cohort_b is not None
-        shipped_raw = ScoreRule("cosine", plan.calibration, "shipped", None, "")
+        shipped_raw = ScoreRule(
+            "cosine",
+            plan.calibration,
+            "shipped",
+            None,
+            "",
+            cohort_a=cohort_a,
+            cohort_b=cohort_b,
+            cohorts=uses,
+        )
         if found is None:
             why = _raw_reason(
                 plan, normalization, has_cohort, "no normalised calibration for this comparison"
             )
-            return _with(shipped_raw, note=why, cohort_a=cohort_a, cohort_b=cohort_b, cohorts=uses)
+            return _with(shipped_raw, note=why)
         file, calibrations, entry = found
         info = calibrations.normalization
         top_k, share = (info.top_k, info.top_k_share) if info is not None else (DEFAULT_TOP_K, None)
@@ -197,15 +206,7 @@ class Scoring:
                 why += f" (no cohort loaded for space {plan.space})"
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
-        return _with(
-            shipped_raw,
-            note=why,
-            cohort_a=cohort_a,
-            cohort_b=cohort_b,
-            cohorts=uses,
-            top_k=top_k,
-            top_k_share=share,
-        )
+        return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share)
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
