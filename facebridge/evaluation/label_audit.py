@@ -3,14 +3,14 @@
 Identity datasets gathered from the web hold the same person under two identity numbers: celeba-dev's
 id_7392 and id_7393 are one actress. Every photo pair across the two folders then counts as an
 impostor pair that all models accept, which puts a floor under the measured FAR that no threshold can
-go below (about 3e-4 on the half of celeba-dev the threshold study scores, where 1e-4 is promised) and
-charges a threshold for a dataset's mistake.
+go below (5.6e-4 in a draw of the threshold study that scores both folders, where 1e-4 is promised)
+and charges a threshold for a dataset's mistake.
 
 The audit merges two identities when most of the photo pairs between them score above a strict
 threshold in *every* model at once. Two different people who look alike pass one model's threshold
 on a few of their pairs; they do not pass four independent models' on most of them. Both folders
 must hold at least `MIN_PHOTOS` photos, so that "most pairs" is evidence about two people and not about
-one photo: LFW's twins (Tia and Tamara Mowry) and one-photo folders stay as labelled. Single
+one photo: LFW's twins (the Olsens, the Mowrys: one to three photos each) stay as labelled. Single
 mislabelled photos are left alone: telling them from hard impostors would need the scores the audit
 is meant not to bias. Every merge is reported with its evidence, so a reader can check the photos.
 """
@@ -18,7 +18,7 @@ is meant not to bias. Every merge is reported with its evidence, so a reader can
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,8 +95,7 @@ def merge_identities(population: Population, merges: list[IdentityMerge]) -> Pop
             label = target[label]
         return label
 
-    identities = np.array([root(str(label)) for label in population.identities])
-    return Population(population.name, population.paths, identities, population.clean, population.variants)
+    return replace(population, identities=np.array([root(str(label)) for label in population.identities]))
 
 
 def native_thresholds(bank: MappingBank, models: Sequence[str], point: str = AUDIT_POINT) -> dict[str, float]:
