@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from threshold_study import MODELS, POPULATIONS, ROOT, loo
+from threshold_study import MODELS, POPULATIONS, ROOT, loo, rescored
 
 from facebridge.evaluation.label_audit import audited, native_thresholds
 from facebridge.evaluation.population import load_population
@@ -29,9 +29,7 @@ from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     Comparison,
-    comparison_scores,
     reached_far,
-    side_stats,
     split_population,
     tar_at_reached_far,
     tar_at_threshold,
@@ -54,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     models, names = list(MODELS), list(POPULATIONS)
     thresholds = native_thresholds(bank, models)
     populations = {n: audited(load_population(args.cache, n, models), thresholds)[0] for n in names}
-    base = {n: split_population(populations[n]) for n in names}
+    natives = [Comparison(m, m) for m in models]
+    # the calibrating populations keep draw 0: scored once, whichever draw of the target is judged
+    base = rescored(bank, {n: split_population(populations[n]) for n in names}, natives)
     lines = [
         row(
             "population",
@@ -67,12 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for target in args.population or ["celeba-dev", "rmfd-dev"]:
         for seed in range(args.draws):
-            splits = {**base, target: split_population(populations[target], seed=seed)}
-            for model in models:
-                c = Comparison(model, model)
-                scores = {
-                    (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s)) for n, s in splits.items()
-                }
+            drawn = {target: split_population(populations[target], seed=seed)}
+            scores = {**base, **rescored(bank, drawn, natives)}
+            for c in natives:
                 calibration = loo(scores, c, target, names, True)
                 s = scores[(c, target)]
                 ratios = [
