@@ -49,13 +49,16 @@ def cache(tmp_path_factory: pytest.TempPathFactory, pipeline: FacePipeline) -> P
     return base / "cache"
 
 
-def _thresholds() -> dict[str, float]:
+@pytest.fixture(scope="module")
+def thresholds() -> dict[str, float]:
     return native_thresholds(MappingBank.load(ROOT / "mappings"), MODELS)
 
 
-def test_one_person_under_two_labels_is_merged_and_nobody_else(cache: Path) -> None:
+def test_one_person_under_two_labels_is_merged_and_nobody_else(
+    cache: Path, thresholds: dict[str, float]
+) -> None:
     population = load_population(cache, "audit", MODELS)
-    merges = duplicate_identities(population, _thresholds())
+    merges = duplicate_identities(population, thresholds)
     assert [(m.kept, m.merged) for m in merges] == [SAME_ACTRESS]
     (merge,) = merges
     counts = {p: int(np.sum(population.identities == p)) for p in SAME_ACTRESS}
@@ -67,15 +70,15 @@ def test_one_person_under_two_labels_is_merged_and_nobody_else(cache: Path) -> N
     assert merged.paths is population.paths and merged.clean is population.clean
 
 
-def test_twins_and_small_folders_are_left_as_labelled(cache: Path) -> None:
+def test_twins_and_small_folders_are_left_as_labelled(cache: Path, thresholds: dict[str, float]) -> None:
     """Every model accepts most of the twins' pairs, yet they are two people: with one photo on a side
     the evidence is about a photo, not a person, and the audit leaves them apart; without the
     minimum folder size the same scores would merge them."""
     population = load_population(cache, "audit", MODELS)
     twins = population.subset(np.isin(population.identities, TWINS))
     assert len(np.unique(twins.identities)) == 2
-    assert duplicate_identities(twins, _thresholds()) == []
-    without_minimum = duplicate_identities(twins, _thresholds(), min_photos=1)
+    assert duplicate_identities(twins, thresholds) == []
+    without_minimum = duplicate_identities(twins, thresholds, min_photos=1)
     assert [(m.kept, m.merged) for m in without_minimum] == [TWINS]
 
 
