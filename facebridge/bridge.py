@@ -42,7 +42,7 @@ from facebridge.exceptions import (
 )
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT, Calibration
-from facebridge.mapping.compare import ComparisonPlan, plan_comparison, resolve_threshold
+from facebridge.mapping.compare import ComparisonPlan, both_maps_plan, plan_comparison, resolve_threshold
 from facebridge.schemas.calibration import (
     CalibrationReport,
     CalibrationSetInfo,
@@ -343,8 +343,7 @@ class Bridge:
         known = self.bank.scoring.verdicts.get(key) if threshold is None else None
         if known is not None:
             return known
-        plan = plan_comparison(self.bank, model_a, model_b, space)
-        rule = self.bank.scoring.rule(self.bank, plan, normalization)
+        plan, rule = self._plan_and_rule(model_a, model_b, space, normalization, threshold is None)
         answer, units = _judgement(plan, rule, point, threshold)
         fields: dict[str, Any] = {
             "calibrated": plan.calibrated or threshold is not None,
@@ -354,11 +353,33 @@ class Bridge:
             **_stated(rule, threshold is not None, units),
             **{name: getattr(answer, name) for name in ThresholdAnswer.model_fields},
         }
-        maps = tuple(m.id for m in maps_used(plan.path)) if plan.path is not None else ()
+        maps = tuple(m.id for p in (plan.path, plan.reverse) if p is not None for m in maps_used(p))
         verdict = _Verdict(plan, rule, units, answer.threshold, maps, fields)
         if threshold is None:
             self.bank.scoring.verdicts[key] = verdict
         return verdict
+
+    def _plan_and_rule(
+        self,
+        model_a: str,
+        model_b: str,
+        space: str | None,
+        normalization: Literal["auto", "none"],
+        calibrated: bool,
+    ) -> tuple[ComparisonPlan, ScoreRule]:
+        """Across models, through both maps where a calibration set has thresholds for that (and the
+        caller named neither a space nor a threshold of its own): it measured closer to the natives
+        on people no map saw (docs/maps-across-populations.md); else through the one map. A
+        deployment's own calibration of the one map still wins over shipped both-maps thresholds."""
+        plan = plan_comparison(self.bank, model_a, model_b, space)
+        rule = self.bank.scoring.rule(self.bank, plan, normalization)
+        both = both_maps_plan(self.bank, model_a, model_b) if space is None and calibrated else None
+        if both is not None:
+            both_rule = self.bank.scoring.rule(self.bank, both, normalization)
+            overridden = rule.source == "deployment" and both_rule.source != "deployment"
+            if both_rule.calibration is not None and not overridden:
+                return both, both_rule
+        return plan, rule
 
     def _side_vectors(self, pairs: list[tuple[_Side, _Side]]) -> dict[tuple[int, str], np.ndarray]:
         """A unit vector for every side; photos are embedded, templates checked against their space."""
@@ -655,12 +676,7 @@ def _in_space(
     else:
         a = np.stack([vectors[(i, "a")] for i in indices])
         b = np.stack([vectors[(i, "b")] for i in indices])
-    if plan.path is not None:
-        if plan.translate_side == "a":
-            a = plan.path.apply(a)
-        else:
-            b = plan.path.apply(b)
-    return a, b
+    return plan.sides(a, b)
 
 
 def _judgement(

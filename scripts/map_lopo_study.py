@@ -199,11 +199,23 @@ class Result:
         return self.rank1_ratio >= 0.97 and self.fnir_ratio <= 1.1
 
 
-def score(s: Scored, a: str, b: str, x: np.ndarray, population: str, variant: str, seconds: float) -> Result:
-    cross = measure(*pair_scores(x, s.population.clean[b], s.pairs))
+def score(
+    s: Scored,
+    a: str,
+    b: str,
+    x: np.ndarray,
+    population: str,
+    variant: str,
+    seconds: float,
+    native_b: np.ndarray | None = None,
+) -> Result:
+    """Cross verification and identification of `x` (A's templates in B's space) against B's own;
+    `native_b` replaces B's templates where a scoring puts something else on that side."""
+    b_side = s.population.clean[b] if native_b is None else native_b
+    cross = measure(*pair_scores(x, b_side, s.pairs))
     weaker = min(s.native[a].accuracy, s.native[b].accuracy)
     weaker_tar = min(s.native[a].tar_far_1e3, s.native[b].tar_far_1e3)
-    migrated = identify(x[s.split.gallery], s.population.clean[b], s.split, s.population.identities)
+    migrated = identify(x[s.split.gallery], b_side, s.split, s.population.identities)
     native = s.native_id[b]
     return Result(
         population,
@@ -215,6 +227,38 @@ def score(s: Scored, a: str, b: str, x: np.ndarray, population: str, variant: st
         migrated.fnir / max(native.fnir, 1e-9),
         seconds,
     )
+
+
+BOTH_MAPS = " (both maps)"
+
+
+def both_maps_sides(
+    a_native: np.ndarray, a_in_b: np.ndarray, b_native: np.ndarray, b_in_a: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose dot product is the mean of the comparison made in both spaces: `(A->B(a) . b +
+    a . B->A(b)) / 2`, each side concatenated and scaled by 1/sqrt(2) (unit rows stay unit)."""
+    scale = np.float32(1 / np.sqrt(2))
+    return np.hstack([a_in_b, a_native]) * scale, np.hstack([b_native, b_in_a]) * scale
+
+
+def score_both_maps(
+    s: Scored,
+    translated: dict[tuple[str, str, str], tuple[np.ndarray, float]],
+    population: str,
+) -> list[Result]:
+    """Every direction whose reverse map was fitted with the same recipe, scored through both maps:
+    a template of A against one of B, when both are kept (a gallery not migrated, searched with the
+    other model's probes; /verify across models)."""
+    results = []
+    for (variant, a, b), (x, seconds) in translated.items():
+        reverse = translated.get((variant, b, a))
+        if reverse is None:
+            continue
+        left, right = both_maps_sides(s.population.clean[a], x, s.population.clean[b], reverse[0])
+        results.append(
+            score(s, a, b, left, population, variant + BOTH_MAPS, seconds + reverse[1], native_b=right)
+        )
+    return results
 
 
 def run(
@@ -239,10 +283,12 @@ def run(
             f"{len(s.population)} photos of {len(np.unique(s.population.identities))} people scored "
             f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs)"
         )
+        translated: dict[tuple[str, str, str], tuple[np.ndarray, float]] = {}
         for a, b in directions:
             path = bank.find_path(a, b)
             if path is not None and not ceiling_only:
                 x = mapped_path(path, s.population.clean[a])
+                translated[("shipped", a, b)] = (x, 0.0)
                 results.append(score(s, a, b, x, name, "shipped", 0.0))
                 record(log, results[-1], described[name])
             for variant in [] if ceiling_only else variants:
@@ -250,9 +296,9 @@ def run(
                 started = time.perf_counter()
                 estimator = fit(data, a, b, variant, seed)
                 took = time.perf_counter() - started
-                results.append(
-                    score(s, a, b, mapped(estimator, s.population.clean[a]), name, variant.name, took)
-                )
+                x = mapped(estimator, s.population.clean[a])
+                translated[(variant.name, a, b)] = (x, took)
+                results.append(score(s, a, b, x, name, variant.name, took))
                 record(log, results[-1], described[name])
             if ceiling and variants:
                 last = variants[-1]
@@ -260,10 +306,13 @@ def run(
                 started = time.perf_counter()
                 estimator = fit(data, a, b, last, seed)
                 took = time.perf_counter() - started
-                results.append(
-                    score(s, a, b, mapped(estimator, s.population.clean[a]), name, "ceiling", took)
-                )
+                x = mapped(estimator, s.population.clean[a])
+                translated[("ceiling", a, b)] = (x, took)
+                results.append(score(s, a, b, x, name, "ceiling", took))
                 record(log, results[-1], described[name])
+        for result in score_both_maps(s, translated, name):
+            results.append(result)
+            record(log, result, described[name])
     return results, described
 
 
@@ -415,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = not args.no_ceiling
         run(args.cache, names, models, directions, variants, ceiling, args.seed, args.log, args.ceiling_only)
     results, described = read_log(args.log)
-    order = [PREVIOUS, "shipped", *(v.name for v in VARIANTS), "ceiling"]
+    order = [
+        column
+        for base in [PREVIOUS, "shipped", *(v.name for v in VARIANTS), "ceiling"]
+        for column in (base, base + BOTH_MAPS)
+    ]
     columns = [c for c in order if any(r.variant == c for r in results)]
     upsert_section(
         args.out,

@@ -149,6 +149,13 @@ def shipped_raw(bank: MappingBank, comparison: Comparison) -> Calibration:
     return plan.calibration
 
 
+def shipped_raw_far(bank: MappingBank, comparison: Comparison, impostor: np.ndarray, point: str) -> float:
+    """The FAR the shipped raw threshold reaches; NaN through both maps, which no map file calibrates."""
+    if comparison.both_maps:
+        return float("nan")
+    return reached_far(impostor, shipped_raw(bank, comparison).thresholds[point].threshold)
+
+
 def main_table(
     bank: MappingBank, scores: Scores, names: Sequence[str], comps: Sequence[Comparison]
 ) -> list[Cell]:
@@ -169,7 +176,7 @@ def main_table(
                         name,
                         c,
                         point,
-                        reached_far(s.raw_impostor, shipped_raw(bank, c).thresholds[point].threshold),
+                        shipped_raw_far(bank, c, s.raw_impostor, point),
                         reached_far(s.raw_impostor, raw_t),
                         tar_at_threshold(s.raw_genuine, raw_t),
                         norm_far,
@@ -755,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set_only:
         if args.write_set is None:
             parser.error("--set-only needs --write-set")
-        write_set(bank, splits, names, comparisons(set_models), args.write_set, command.strip())
+        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command.strip())
         return 0
     scores = score_all(bank, splits, comps)
     print(
@@ -780,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     upsert_section(args.out, "thresholds", markdown(cells, names, splits, extra, command.strip()))
     print(f"wrote {args.out}")
     if args.write_set:
-        write_set(bank, splits, names, comparisons(set_models), args.write_set, command.strip())
+        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command.strip())
     return 0
 
 

@@ -27,7 +27,8 @@ from facebridge.evaluation.thresholds import (
     split_population,
 )
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.mapfile import SpaceRef
+from facebridge.mapping.fitting import fit_map, pair_caches
+from facebridge.mapping.mapfile import SpaceRef, map_filename, save_map
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import API_KEYS, MODELS_DIR, SUBSET_MODELS, LiveServer
@@ -336,3 +337,87 @@ def test_calibrate_command_on_a_folder_of_photos(tmp_path: Path) -> None:
     refused = subprocess.run([*command[:-1], str(few), *options], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
     assert "at least 10" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def served_both(
+    served: Path,
+    split: PopulationSplit,
+    subset_caches: dict[str, EmbeddingCache],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """`served` with the reverse map faceplugin→arcface fitted here and a shipped set that also
+    calibrates arcface and faceplugin through both maps (raw and normalised)."""
+    root = tmp_path_factory.mktemp("both-maps")
+    shutil.copytree(served, root, dirs_exist_ok=True)
+    fitted = fit_map(pair_caches(subset_caches[FP], subset_caches[ARC], "lfw-subset"), "ridge")
+    save_map(root / "mappings" / map_filename(FP, ARC), fitted.meta, fitted.weight, fitted.bias, None, None)
+    bank = MappingBank.load(root / "mappings", MANIFEST)
+    comps = [Comparison(ARC, ARC), Comparison(FP, FP), Comparison(ARC, FP), Comparison(ARC, FP, True)]
+    scores = {(c, split.name): comparison_scores(bank, c, split, side_stats(bank, c, split)) for c in comps}
+    shipped = calibration_set(
+        bank, [split], scores, "shipped", DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, include_raw=False
+    )
+    save_calibration_set(root / "mappings" / "calibrations" / "test.calibration.json", shipped)
+    return root
+
+
+def test_both_maps_score_equals_numpy_and_says_so(served_both: Path, split: PopulationSplit) -> None:
+    """Across arcface and faceplugin with maps both ways: the mean of the two cosines, AS-normalised
+    with each model's cohort carried into the joined rows, as numpy computes it from the map files."""
+    bank = _bank(served_both)
+    forward, reverse = bank.find_path(ARC, FP), bank.find_path(FP, ARC)
+    assert forward is not None and reverse is not None
+    entry = bank.scoring.sets["calibrations/test.calibration.json"].entries[f"{ARC}->{FP}+{FP}->{ARC}"]
+    assert entry.raw is not None and entry.normalized is not None
+    assert entry.pins["reverse map"] == bank.maps[(FP, ARC)].meta.tensor_sha256
+    arc_cohort, fp_cohort = bank.scoring.cohorts[ARC].templates, bank.scoring.cohorts[FP].templates
+    half = np.float32(1 / np.sqrt(2))
+    # each side as the joined rows: [in faceplugin's space, in arcface's space] / sqrt(2)
+    arc_kind = np.hstack([forward.apply(arc_cohort), arc_cohort]) * half
+    fp_kind = np.hstack([fp_cohort, reverse.apply(fp_cohort)]) * half
+    a, b = split.scored.clean[ARC][:3], split.scored.clean[FP][3:6]
+    results = Bridge(bank).verify_pairs([((ARC, a[i]), (FP, b[i])) for i in range(3)])
+    flipped = Bridge(bank).verify_pairs([((FP, b[i]), (ARC, a[i])) for i in range(3)])
+    for i, result in enumerate(results):
+        raw = 0.5 * float(forward.apply(a[i : i + 1])[0] @ b[i] + a[i] @ reverse.apply(b[i : i + 1])[0])
+        x = np.hstack([forward.apply(a[i : i + 1])[0], a[i]]) * half
+        y = np.hstack([b[i], reverse.apply(b[i : i + 1])[0]]) * half
+        (mx, sx), (my, sy) = _top_k(x, fp_kind), _top_k(y, arc_kind)
+        assert result.comparison == "both-maps" and result.maps == [f"{ARC}->{FP}", f"{FP}->{ARC}"]
+        assert result.raw_score == pytest.approx(raw, abs=1e-5)
+        assert result.normalized_score == pytest.approx(0.5 * ((raw - mx) / sx + (raw - my) / sy), abs=1e-4)
+        assert result.calibration.units == "as-norm"
+        assert result.threshold == entry.normalized.thresholds["far_1e-3"].threshold
+        assert result.normalization is not None
+        sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}
+        assert sides == {(FP, "a", (f"{FP}->{ARC}",)), (ARC, "b", (f"{ARC}->{FP}",))}
+        # the same pair given the other way round: the same scores, the sides swapped
+        assert flipped[i].raw_score == pytest.approx(result.raw_score, abs=1e-5)
+        assert flipped[i].normalized_score == pytest.approx(result.normalized_score, abs=1e-4)
+
+
+def test_both_maps_gives_way_to_a_named_space_or_threshold_and_without_cohorts_is_raw(
+    served_both: Path, served: Path, split: PopulationSplit
+) -> None:
+    a, b = split.scored.clean[ARC][0], split.scored.clean[FP][1]
+    bank = _bank(served_both)
+    assert Bridge(bank).verify((ARC, a), (FP, b), space=FP).comparison == "cross"
+    assert Bridge(bank).verify((ARC, a), (FP, b), threshold=0.3).comparison == "cross"
+    # no calibration for both maps (the set of `served` has none): through the one map, as before
+    assert Bridge(_bank(served)).verify((ARC, a), (FP, b)).comparison == "cross"
+    # no cohort: the set's raw both-maps thresholds, said to be its populations'
+    raw = Bridge(MappingBank.load(served_both / "mappings", MANIFEST)).verify((ARC, a), (FP, b))
+    entry = bank.scoring.sets["calibrations/test.calibration.json"].entries[f"{ARC}->{FP}+{FP}->{ARC}"]
+    assert entry.raw is not None
+    assert raw.comparison == "both-maps" and raw.calibration.units == "cosine" and raw.normalization is None
+    assert raw.threshold == entry.raw.thresholds["far_1e-3"].threshold
+    assert (
+        "through both maps" in raw.calibration.note and "give a cohort of each model" in raw.calibration.note
+    )
+
+
+def test_deployment_calibration_covers_both_maps(served_both: Path, population: Population) -> None:
+    bank = _bank(served_both)
+    deployment = calibrate_population(bank, population, [ARC, FP], seed=1, max_cohort=400)
+    assert f"{ARC}->{FP}+{FP}->{ARC}" in deployment.entries

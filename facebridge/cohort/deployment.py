@@ -3,8 +3,8 @@
 From a folder of photos (one sub-folder per person, embedded by every model) or from the pair store's
 subjects (each recorded capture embedded by two models), half of the people are scored and photos of
 the other half form the cohort, the protocol under which the shipped normalised thresholds were shown
-to transfer (docs/thresholds.md). Every same-space and direct-map comparison between the models at
-hand gets raw and AS-norm thresholds; the set overrides the shipped one where it has an entry.
+to transfer (docs/thresholds.md). Every same-space, direct-map and both-maps comparison between the
+models at hand gets raw and AS-norm thresholds; the set overrides the shipped one where it has an entry.
 """
 
 from __future__ import annotations
@@ -32,9 +32,17 @@ MIN_PEOPLE = 10  # half of them scored: fewer give too few impostor pairs for an
 
 
 def comparisons_between(bank: MappingBank, models: Sequence[str]) -> list[Comparison]:
-    """Each model's own space and each direct map between two of `models` that the bank serves."""
+    """Each model's own space, each direct map between two of `models` that the bank serves, and each
+    pair of them with direct maps both ways (compared through both maps)."""
     natives = [Comparison(m, m) for m in models]
-    return natives + [Comparison(a, b) for a in models for b in models if a != b and (a, b) in bank.maps]
+    cross = [Comparison(a, b) for a in models for b in models if a != b and (a, b) in bank.maps]
+    both = [
+        Comparison(a, b, True)
+        for i, a in enumerate(models)
+        for b in models[i + 1 :]
+        if (a, b) in bank.maps and (b, a) in bank.maps
+    ]
+    return natives + cross + both
 
 
 def calibrate_population(

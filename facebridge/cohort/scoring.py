@@ -11,6 +11,8 @@ A cohort of space A serves a comparison in space B through the map the compariso
 measured against a cohort of the other side's kind (a translated template against B's own cohort, a
 native B template against A's cohort translated into B), the design the normalised thresholds were
 calibrated with (docs/thresholds.md). With one of the two cohorts missing, both sides use the other.
+A comparison through both maps (facebridge.mapping.compare.both_maps_plan) has its thresholds only in
+calibration sets, raw and normalised, and is normalised only with a cohort of each model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from facebridge.cohort.asnorm import DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.cohort.cohortfile import Cohort
+from facebridge.linalg import BOTH_MAPS_SCALE
 from facebridge.mapping.calibration import Calibration
 
 if TYPE_CHECKING:
@@ -73,10 +76,13 @@ class ScoreRule:
 
 
 def comparison_key(plan: ComparisonPlan) -> str | None:
-    """The calibration entry a plan reads: its space, or its direct map (a chain has none)."""
+    """The calibration entry a plan reads: its space, its direct map (a chain has none), or both
+    direct maps joined by '+'."""
     if plan.path is None:
         return plan.space
-    return None if plan.path.composed else plan.path.maps[0].id
+    if plan.path.composed:
+        return None
+    return plan.path.maps[0].id + ("" if plan.reverse is None else "+" + plan.reverse.maps[0].id)
 
 
 def comparison_pins(bank: MappingBank, plan: ComparisonPlan) -> dict[str, str]:
@@ -89,6 +95,8 @@ def comparison_pins(bank: MappingBank, plan: ComparisonPlan) -> dict[str, str]:
             hop.meta.target.model: hop.meta.target.sha256,
             "map": hop.meta.tensor_sha256,
         }
+        if plan.reverse is not None:
+            pins["reverse map"] = plan.reverse.maps[0].meta.tensor_sha256
     return pins
 
 
@@ -134,6 +142,8 @@ class Scoring:
         self, plan: ComparisonPlan
     ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
         """(what side a is measured against, the same for b, the cohorts used)."""
+        if plan.reverse is not None:
+            return self._both_maps_cohort_sides(plan)
         native = self.cohorts.get(plan.space)
         if plan.path is None:
             if native is None:
@@ -157,12 +167,48 @@ class Scoring:
         by_side = {mapped_side: against_native, native_side: against_mapped}
         return by_side["a"], by_side["b"], tuple(uses)
 
+    def _both_maps_cohort_sides(
+        self, plan: ComparisonPlan
+    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
+        """Both models' cohorts as rows of the both-maps comparison (`ComparisonPlan.sides`), each side
+        measured against the other side's kind; None without a cohort of each model (the thresholds
+        were calibrated with both)."""
+        assert plan.path is not None and plan.reverse is not None
+        native, source = self.cohorts.get(plan.space), self.cohorts.get(plan.path.source)
+        if native is None or source is None:
+            return None, None, ()
+        key = (f"{source.id}|{native.id}", ("both maps", *plan.path.ids, *plan.reverse.ids))
+        found = self._mapped.get(key)
+        if found is None:
+            scale = BOTH_MAPS_SCALE
+            as_source = np.hstack([self.mapped_cohort(source, plan.path), source.templates]) * scale
+            as_native = np.hstack([native.templates, self.mapped_cohort(native, plan.reverse)]) * scale
+            found = np.vstack([as_source, as_native])
+            with self._lock:
+                self._mapped[key] = found
+        as_source, as_native = found[: len(source)], found[len(source) :]
+        mapped_side: Literal["a", "b"] = plan.translate_side or "a"
+        native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
+        uses = (
+            CohortUse(native, mapped_side, tuple(plan.reverse.ids)),
+            CohortUse(source, native_side, tuple(plan.path.ids)),
+        )
+        by_side = {mapped_side: as_native, native_side: as_source}
+        return by_side["a"], by_side["b"], uses
+
     def rule(
         self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"] = "auto"
     ) -> ScoreRule:
         """How this plan's pairs are scored and which calibration judges them (module docstring);
         worked out once per plan and bank, since every request of the same two models asks again."""
-        key = (plan.space, tuple(plan.path.ids) if plan.path else (), plan.translate_side, normalization)
+        reverse = tuple(plan.reverse.ids) if plan.reverse is not None else ()
+        key = (
+            plan.space,
+            tuple(plan.path.ids) if plan.path else (),
+            reverse,
+            plan.translate_side,
+            normalization,
+        )
         found = self._rules.get(key)
         if found is None:
             found = self._rule(bank, plan, normalization)
@@ -198,6 +244,13 @@ class Scoring:
         if has_cohort and entry.normalized is not None:
             note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
             return _with(base, units="as-norm", calibration=entry.normalized, note=note)
+        if entry.raw is not None and plan.reverse is not None and calibrations.kind == "shipped":
+            why = f"raw cosine through both maps, thresholds of the shipped set {file} (its populations)"
+            if normalization == "none":
+                why += "; normalisation off by request"
+            elif not has_cohort:
+                why += "; give a cohort of each model to normalise"
+            return _with(base, calibration=entry.raw, note=why)
         if calibrations.kind == "deployment" and entry.raw is not None:
             why = "raw cosine with the deployment's own calibration"
             if normalization == "none":

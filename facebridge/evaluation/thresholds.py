@@ -30,7 +30,7 @@ from facebridge.evaluation.population import PairSample, Population
 from facebridge.evaluation.verification import rowdot, verification_pairs
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.calibration import Calibration, calibrate_pooled, widen_for_population
-from facebridge.mapping.compare import plan_comparison
+from facebridge.mapping.compare import both_maps_plan, plan_comparison
 
 DEFAULT_MAX_COHORT = 1000
 CohortSides = Literal["other-kind", "same-kind", "native"]
@@ -39,10 +39,12 @@ STUDY_IMPOSTORS = 1_000_000
 
 @dataclass(frozen=True)
 class Comparison:
-    """`source` templates compared with native `target` templates in `target`'s space."""
+    """`source` templates compared with native `target` templates in `target`'s space; with
+    `both_maps`, in both spaces at once through the two direct maps (facebridge.mapping.compare)."""
 
     source: str
     target: str
+    both_maps: bool = False
 
     @property
     def native(self) -> bool:
@@ -50,13 +52,19 @@ class Comparison:
 
     @property
     def label(self) -> str:
+        if self.both_maps:
+            return f"{self.source}⇄{self.target}"
         return self.target if self.native else f"{self.source}→{self.target}"
 
 
-def comparisons(models: Sequence[str]) -> list[Comparison]:
-    """The natives first, then every ordered cross direction."""
+def comparisons(models: Sequence[str], both_maps: bool = False) -> list[Comparison]:
+    """The natives first, then every ordered cross direction; with `both_maps`, then each pair of
+    models through both maps (one comparison per pair: its score is symmetric)."""
     natives = [Comparison(m, m) for m in models]
-    return natives + [Comparison(a, b) for a in models for b in models if a != b]
+    cross = [Comparison(a, b) for a in models for b in models if a != b]
+    if not both_maps:
+        return natives + cross
+    return natives + cross + [Comparison(a, b, True) for i, a in enumerate(models) for b in models[i + 1 :]]
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ def comparison_sides(
     b = population.clean[comparison.target]
     if comparison.native:
         return b, b
+    if comparison.both_maps:
+        plan = both_maps_plan(bank, comparison.source, comparison.target)
+        if plan is None:
+            raise ValueError(f"{comparison.label}: no direct maps both ways")
+        return plan.sides(population.clean[comparison.source], b)
     path = bank.find_path(comparison.source, comparison.target)
     if path is None:
         raise ValueError(f"no map from {comparison.source} to {comparison.target}")
@@ -230,7 +243,13 @@ def calibration_entry(
     normalized: Calibration | None,
 ) -> CalibrationEntry:
     """An entry pinned to the weights (and map tensors) the scores were made with."""
-    plan = plan_comparison(bank, comparison.source, comparison.target, comparison.target)
+    plan = (
+        both_maps_plan(bank, comparison.source, comparison.target)
+        if comparison.both_maps
+        else plan_comparison(bank, comparison.source, comparison.target, comparison.target)
+    )
+    if plan is None:
+        raise ValueError(f"{comparison.label}: no direct maps both ways")
     key = comparison_key(plan)
     if key is None:
         raise ValueError(f"{comparison.label}: a chain of maps has no calibration entry")
@@ -252,12 +271,19 @@ def calibration_set(
     always, raw ones with `include_raw`; `factors` widen each threshold's interval into its far_range."""
     names = "+".join(s.name for s in splits)
     entries = {}
-    for comparison in sorted({c for c, _ in scores}, key=lambda c: (not c.native, c.source, c.target)):
+    for comparison in sorted(
+        {c for c, _ in scores}, key=lambda c: (not c.native, c.both_maps, c.source, c.target)
+    ):
         per_population = [scores[(comparison, s.name)] for s in splits]
         what = "same-space pairs" if comparison.native else "mapped source vs native target, both orders"
+        if comparison.both_maps:
+            what = "pairs compared in both spaces through both maps, both orders"
         normalized = pooled_calibration(per_population, True, names, f"AS-norm scores of {what}")
+        # a comparison through both maps has no map file to take raw thresholds from: always written
         raw = (
-            pooled_calibration(per_population, False, names, f"raw cosine of {what}") if include_raw else None
+            pooled_calibration(per_population, False, names, f"raw cosine of {what}")
+            if include_raw or comparison.both_maps
+            else None
         )
         if factors is not None and comparison in factors:
             note_text = WIDENING_NOTE

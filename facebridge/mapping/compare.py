@@ -2,7 +2,9 @@
 
 Same model: cosine in that space, with the space's calibration. Different models: translate one side
 into the other's space (the direction with the better recorded quality, or the one the caller names)
-and use that map's cross-space calibration.
+and use that map's cross-space calibration. Where both direct maps exist, a pair can also be compared
+in both spaces at once (`both_maps_plan`): the mean of `A->B(a) . b` and `a . B->A(b)`, two
+independent estimates of the same similarity whose errors partly cancel (docs/maps-across-populations.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from facebridge.exceptions import NoMapPath, NotCalibrated
+from facebridge.linalg import BOTH_MAPS_SCALE
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.mapping.calibration import HELDOUT_CROSS_METHOD, SPACE_METHOD, Calibration
 from facebridge.mapping.mapfile import SpaceCalibration
@@ -27,10 +30,46 @@ class ComparisonPlan:
     translate_side: Literal["a", "b"] | None  # the side that is mapped
     calibration: Calibration | None
     calibrated: bool  # False when a composed path borrows its last hop's calibration
+    reverse: MapPath | None = None  # both maps: the direct map from `space` back to the other model
 
     @property
-    def kind(self) -> Literal["same-space", "cross"]:
-        return "same-space" if self.path is None else "cross"
+    def kind(self) -> Literal["same-space", "cross", "both-maps"]:
+        if self.path is None:
+            return "same-space"
+        return "cross" if self.reverse is None else "both-maps"
+
+    def sides(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit rows of both sides whose dot product is this plan's raw score.
+
+        Same space: the rows themselves; across: the translated side mapped; both maps: each side
+        as `[its row in space, its row in the other space] / sqrt(2)`, so that one dot product is
+        `(A->B(a) . b + a . B->A(b)) / 2` and every row stays unit length (cohort statistics and
+        batched products work on them unchanged).
+        """
+        if self.path is None:
+            return a, b
+        mapped, native = (a, b) if self.translate_side == "a" else (b, a)
+        translated = self.path.apply(mapped)
+        if self.reverse is None:
+            return (translated, native) if self.translate_side == "a" else (native, translated)
+        mapped_side = np.hstack([translated, mapped]) * BOTH_MAPS_SCALE
+        native_side = np.hstack([native, self.reverse.apply(native)]) * BOTH_MAPS_SCALE
+        return (mapped_side, native_side) if self.translate_side == "a" else (native_side, mapped_side)
+
+
+def both_maps_plan(bank: MappingBank, model_a: str, model_b: str) -> ComparisonPlan | None:
+    """Both spaces at once, when direct maps connect the two models both ways (else None). Its
+    thresholds come from a calibration set (the map files calibrate one direction each)."""
+    if model_a == model_b:
+        return None
+    single = plan_comparison(bank, model_a, model_b)
+    assert single.path is not None
+    if single.path.composed:
+        return None
+    reverse = bank.find_path(single.path.target, single.path.source)
+    if reverse is None or reverse.composed:
+        return None
+    return ComparisonPlan(single.space, single.path, single.translate_side, None, True, reverse)
 
 
 def plan_comparison(

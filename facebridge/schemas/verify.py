@@ -162,7 +162,10 @@ class VerifyResult(ThresholdAnswer):
         description="what the decision compares with `threshold`: `normalized_score` when the "
         "calibration's units are as-norm, else `raw_score`"
     )
-    raw_score: float = Field(description="cosine similarity in `space`")
+    raw_score: float = Field(
+        description="cosine similarity in `space`; `both-maps`: the mean of the cosines in both spaces, "
+        "(A->B(a) . b + a . B->A(b)) / 2"
+    )
     normalized_score: float | None = Field(
         description="AS-norm score against the cohort(s) in `normalization` (null: no cohort serves it)"
     )
@@ -170,7 +173,11 @@ class VerifyResult(ThresholdAnswer):
     calibration: CalibrationInForce
     match: bool
     calibrated: bool = Field(description="false when a composed path borrows its last hop's calibration")
-    comparison: Literal["same-space", "cross"]
+    comparison: Literal["same-space", "cross", "both-maps"] = Field(
+        description="`cross`: the translated side mapped into `space`; `both-maps`: compared in both "
+        "spaces through the two direct maps (`maps`), used across models when a calibration set has "
+        "thresholds for it and the request names no `space` or `threshold`"
+    )
     space: str
     translated: Literal["a", "b"] | None
     maps: list[str]

@@ -114,6 +114,9 @@ function verdictView(result) {
 }
 
 async function evaluationFor(result) {
+  if (result.comparison === "both-maps") {
+    return { note: `Compared in both spaces through ${result.maps.join(" and ")}: no single map's curve to show.` };
+  }
   if (result.comparison === "cross") {
     if (result.maps.length !== 1) return { note: "A chain of maps judged this pair: no single map's curve to show." };
     const [s, t] = result.maps[0].split("->");
