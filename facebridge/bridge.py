@@ -452,9 +452,12 @@ class Bridge:
         )
 
     def comparisons_in_force(self) -> list[ComparisonInForce]:
-        """What judges each same-space and direct-map comparison now: units, calibration, cohorts."""
+        """What judges each same-space, direct-map and both-maps comparison now: units, calibration,
+        cohorts (a both-maps comparison is listed where a calibration set has thresholds for it)."""
         plans = [plan_comparison(self.bank, s, s) for s in sorted(self.bank.space_calibrations)]
         plans += [plan_comparison(self.bank, a, b, b) for (a, b) in sorted(self.bank.maps)]
+        both = [both_maps_plan(self.bank, a, b) for (a, b) in sorted(self.bank.maps) if a < b]
+        plans += [p for p in both if p is not None and self.bank.scoring.rule(self.bank, p).calibration]
         comparisons = []
         for plan in plans:
             rule = self.bank.scoring.rule(self.bank, plan)

@@ -58,7 +58,10 @@ class NormalizationInfo(BaseModel):
 class CalibrationEntry(BaseModel):
     """One comparison's thresholds: `raw` in cosine, `normalized` in AS-norm units."""
 
-    comparison: str = Field(description="a space id (same-space) or a map id 'A->B' (A mapped into B)")
+    comparison: str = Field(
+        description="a space id (same-space), a map id 'A->B' (A mapped into B), or two map ids joined "
+        "by '+' (compared through both maps)"
+    )
     pins: dict[str, str] = Field(description="sha256 of each model's weights and of the map's tensors")
     raw: Calibration | None = None
     normalized: Calibration | None = None
