@@ -9,6 +9,9 @@ Raw onnxruntime runs twice: with the session options the service uses (facebridg
 the same FACEBRIDGE_INTRA_OP_THREADS), which is what "overhead" is measured against, and with
 onnxruntime's own defaults (every core, spinning worker threads), as a plain `InferenceSession` does.
 With `--baseline-tree DIR` (a checkout of an earlier version) that tree's server is measured too.
+A bare FastAPI echo (benchmarks/echo_app.py) sent the same batch-1 body is the floor any HTTP
+endpoint pays here (transfer, parsing the request, the client's own work): "over echo" is /embed's
+p50 minus raw onnxruntime's minus the echo's, what the service adds that HTTP itself does not.
 Everything is interleaved call by call (the order rotates), repeated over --rounds rounds, and
 reported as medians: p50 of the batch-1 latencies, batch throughput from the median batch time.
 
@@ -104,6 +107,7 @@ class Row:
 
 def measure_model(
     servers: dict[str, httpx.Client],
+    echo: httpx.Client,
     recognizer: Recognizer,
     crops: list[np.ndarray],
     photos: list[bytes],
@@ -151,10 +155,18 @@ def measure_model(
         )
         for name, http in servers.items()
     ]
+    binary = {"content-type": "application/octet-stream"}
     for name, one, many in passes:
         pair = [
             Timed(f"raw/{name}", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
             Timed(name, one),
+            # the same body echoed back whole: the HTTP floor of this pass
+            Timed(
+                f"echo/{name}",
+                lambda i: echo.post(
+                    "/echo-npy", content=single_bodies[i % n], headers=binary
+                ).raise_for_status(),
+            ),
         ]
         interleave(pair, n, args.rounds)
         singles += pair
@@ -235,6 +247,35 @@ def serve(tree: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.P
     raise SystemExit(f"{name} server not ready")
 
 
+def serve_echo() -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """benchmarks/echo_app.py under uvicorn on loopback, as the service is served."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.echo_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            client.post("/echo-npy", content=b"x").raise_for_status()
+            return process, client
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit("echo server not ready")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -266,6 +307,8 @@ def main() -> int:
         trees["before"] = args.baseline_tree.resolve()
     started = {name: serve(tree, name, args) for name, tree in trees.items()}
     servers = {name: client for name, (_, client) in started.items()}
+    started["echo"] = serve_echo()
+    echo = started["echo"][1]
     load_start = os.getloadavg()
     results = []
     try:
@@ -273,7 +316,7 @@ def main() -> int:
             recognizer = registry.recognizer(model_id)
             template = registry.manifest.templates[recognizer.entry.alignment or ""]
             crops = [align_face(img, lm, template) for img, lm in zip(images, landmarks, strict=True)]
-            results.append(measure_model(servers, recognizer, crops, photos, args))
+            results.append(measure_model(servers, echo, recognizer, crops, photos, args))
             print(f"measured {model_id}", file=sys.stderr, flush=True)
     finally:
         for process, client in started.values():
@@ -297,9 +340,10 @@ def print_tables(
     )
     print(
         "| model | dim | server | raw ORT ms (b=1) | /embed aligned p50 ms | p90 ms | overhead ms "
+        "| echo of the body ms | over echo ms "
         f"| raw faces/s (batch {args.batch}) | /embed faces/s (batch) | batch vs raw | /embed photo p50 ms |"
     )
-    print("|---|---:|---|" + "---:|" * 8)
+    print("|---|---:|---|" + "---:|" * 10)
     names = {"after": "this tree", "before": "baseline"}
     for r in results:
         v = r.values
@@ -315,6 +359,8 @@ def print_tables(
                 f"{v[f'{name} p50']:.2f}",
                 f"{v[f'{name} p90']:.2f}",
                 f"{v[f'{name} p50'] - raw:.2f}",
+                f"{v[f'echo/{name} p50']:.2f}",
+                f"{v[f'{name} p50'] - raw - v[f'echo/{name} p50']:.2f}",
                 f"{raw_rate:.0f}",
                 f"{v[f'{name} rate']:.0f}",
                 f"{v[f'{name} rate'] / raw_rate:.2f}x",
