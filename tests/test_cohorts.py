@@ -395,6 +395,9 @@ def test_both_maps_score_equals_numpy_and_says_so(served_both: Path, split: Popu
         # the same pair given the other way round: the same scores, the sides swapped
         assert flipped[i].raw_score == pytest.approx(result.raw_score, abs=1e-5)
         assert flipped[i].normalized_score == pytest.approx(result.normalized_score, abs=1e-4)
+    in_force = {c.comparison: c for c in Bridge(bank).comparisons_in_force()}
+    listed = in_force[f"{ARC}->{FP}+{FP}->{ARC}"]
+    assert listed.units == "as-norm" and listed.cohorts == sorted([f"lfw-{ARC}", f"lfw-{FP}"])
 
 
 def test_both_maps_gives_way_to_a_named_space_or_threshold_and_without_cohorts_is_raw(
