@@ -318,6 +318,7 @@ def single_table(args: argparse.Namespace, servers: dict[str, Server], dims: tup
         "b": {"model": args.target, "embedding": other[0].tolist()},
     }
     verify_body = json.dumps({"pair": pair}).encode()
+    one_map_body = json.dumps({"pair": pair, "space": args.target}).encode()
     raw_verify_body = json.dumps({"pair": pair, "normalization": "none"}).encode()
 
     def normalised(answer: bytes) -> None:
@@ -329,8 +330,16 @@ def single_table(args: argparse.Namespace, servers: dict[str, Server], dims: tup
         Call("echo of the /translate body", servers["echo"], "/echo", translate_body),
         Call("/translate (1 embedding)", servers["shipped"], "/translate", translate_body),
         Call("echo of the /verify body", servers["echo"], "/echo", verify_body),
+        # across models the service compares through both maps where the calibration set has them
         Call("/verify (1 pair, AS-norm)", servers["shipped"], "/verify", verify_body, check=normalised),
         Call("/verify (1 pair, normalization none)", servers["shipped"], "/verify", raw_verify_body),
+        Call(
+            "/verify (1 pair, AS-norm, one map: `space` named)",
+            servers["shipped"],
+            "/verify",
+            one_map_body,
+            check=normalised,
+        ),
     ]
     if "before" in servers:
         calls += [
