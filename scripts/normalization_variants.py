@@ -9,7 +9,9 @@ the noisiest of the four statistics, so the variants here replace it:
 - `mean-only`: each side's top-K mean subtracted, no division (`s - (mu_a + mu_b) / 2`);
 - `sd-top-100`: the mean from the service's K, the deviation from a fixed, larger K of 100;
 - `sd-whole-cohort`: the mean from the service's K, the deviation from all of the side's cohort scores;
-- `s-norm`: mean and deviation of all of the side's cohort scores (symmetric Z-norm, no top-K).
+- `s-norm`: mean and deviation of all of the side's cohort scores (symmetric Z-norm, no top-K);
+- `sd-power-0.5`, `sd-power-0.75`: AS-norm dividing by the top-K deviation raised to that power, between
+  mean-only (0) and AS-norm (1).
 
 Every variant is judged as the study judges AS-norm: thresholds calibrated on the other populations
 in the variant's own units, the FAR reached at each operating point, and the TAR at the normalised
@@ -80,11 +82,27 @@ def variant_sides(name: str, bank: MappingBank, comparison: Comparison, split: P
             SideStats(b_stats.mean, whole_cohort(b, cohort_a).std),
         ),
         "s-norm": lambda: (whole_cohort(a, cohort_b), whole_cohort(b, cohort_a)),
+        "sd-power-0.5": lambda: (
+            SideStats(a_stats.mean, np.sqrt(a_stats.std)),
+            SideStats(b_stats.mean, np.sqrt(b_stats.std)),
+        ),
+        "sd-power-0.75": lambda: (
+            SideStats(a_stats.mean, (a_stats.std**0.75).astype(np.float32)),
+            SideStats(b_stats.mean, (b_stats.std**0.75).astype(np.float32)),
+        ),
     }
     return deviations[name]()
 
 
-VARIANTS = ("as-norm", "mean-only", "sd-top-100", "sd-whole-cohort", "s-norm")
+VARIANTS = (
+    "as-norm",
+    "mean-only",
+    "sd-top-100",
+    "sd-whole-cohort",
+    "s-norm",
+    "sd-power-0.5",
+    "sd-power-0.75",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
