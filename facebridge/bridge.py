@@ -709,6 +709,7 @@ def _describe(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
         normalization = ScoreNormalization(
             top_k=rule.top_k,
             top_k_share=rule.top_k_share,
+            deviation_power=rule.deviation_power,
             cohorts=[
                 CohortInfo(
                     id=use.cohort.id,

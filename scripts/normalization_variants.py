@@ -5,13 +5,15 @@ scores. On celeba-dev, the population most like the calibration's, it ranks pair
 below raw cosine at the same FAR (docs/thresholds.md). The standard deviation of a top-K slice is
 the noisiest of the four statistics, so the variants here replace it:
 
-- `as-norm`: the service's rule (K = 5% of the cohort, 10-100), the reference;
+- `as-norm`: plain AS-norm (K = 5% of the cohort, 10-100; each side divides by its deviation), the
+  reference;
 - `mean-only`: each side's top-K mean subtracted, no division (`s - (mu_a + mu_b) / 2`);
 - `sd-top-100`: the mean from the service's K, the deviation from a fixed, larger K of 100;
 - `sd-whole-cohort`: the mean from the service's K, the deviation from all of the side's cohort scores;
 - `s-norm`: mean and deviation of all of the side's cohort scores (symmetric Z-norm, no top-K);
 - `sd-power-0.5`, `sd-power-0.75`: AS-norm dividing by the top-K deviation raised to that power, between
-  mean-only (0) and AS-norm (1).
+  mean-only (0) and AS-norm (1); 0.75 is the service's rule since this comparison
+  (facebridge/cohort/asnorm.py).
 
 Every variant is judged as the study judges AS-norm: thresholds calibrated on the other populations
 in the variant's own units, the FAR reached at each operating point, and the TAR at the normalised
@@ -37,8 +39,8 @@ from threshold_study import MODELS, POPULATIONS, ROOT, main_table
 from facebridge.cohort.asnorm import SideStats, top_k_stats
 from facebridge.evaluation.label_audit import audited, native_thresholds
 from facebridge.evaluation.population import load_population
+from facebridge.evaluation.sections import sections_of, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     Comparison,
@@ -64,7 +66,7 @@ def variant_sides(name: str, bank: MappingBank, comparison: Comparison, split: P
     """Each side's statistics under the variant; each side against a cohort of the other side's kind,
     as the service measures it."""
     a_stats, b_stats = side_stats(bank, comparison, split)
-    if name == "as-norm":
+    if name == "as-norm" or name in POWERS:
         return a_stats, b_stats
     a, b = comparison_sides(bank, comparison, split.scored)
     cohort_a, cohort_b = comparison_sides(bank, comparison, split.cohort)
@@ -82,18 +84,11 @@ def variant_sides(name: str, bank: MappingBank, comparison: Comparison, split: P
             SideStats(b_stats.mean, whole_cohort(b, cohort_a).std),
         ),
         "s-norm": lambda: (whole_cohort(a, cohort_b), whole_cohort(b, cohort_a)),
-        "sd-power-0.5": lambda: (
-            SideStats(a_stats.mean, np.sqrt(a_stats.std)),
-            SideStats(b_stats.mean, np.sqrt(b_stats.std)),
-        ),
-        "sd-power-0.75": lambda: (
-            SideStats(a_stats.mean, (a_stats.std**0.75).astype(np.float32)),
-            SideStats(b_stats.mean, (b_stats.std**0.75).astype(np.float32)),
-        ),
     }
     return deviations[name]()
 
 
+POWERS = {"sd-power-0.5": 0.5, "sd-power-0.75": 0.75}  # the rest divide by their deviation whole
 VARIANTS = (
     "as-norm",
     "mean-only",
@@ -103,6 +98,17 @@ VARIANTS = (
     "sd-power-0.5",
     "sd-power-0.75",
 )
+
+
+def earlier_rows(report: Path) -> dict[str, list[str]]:
+    """The rows of each variant in the report's section, kept when only some variants are rerun."""
+    section = sections_of(report.read_text()).get("normalization-variants", "") if report.exists() else ""
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        first = line.split("|")[1].strip() if line.startswith("| ") else ""
+        if first in VARIANTS:
+            rows.setdefault(first, []).append(line)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "|---|---|" + "---:|" * (2 * len(names) + 3),
     ]
+    measured: dict[str, list[str]] = earlier_rows(args.out) if args.variant else {}
     for variant in args.variant or VARIANTS:
+        measured[variant] = []
         scores = {
-            (c, n): comparison_scores(bank, c, s, variant_sides(variant, bank, c, s))
+            (c, n): comparison_scores(
+                bank, c, s, variant_sides(variant, bank, c, s), POWERS.get(variant, 1.0)
+            )
             for c in comps
             for n, s in splits.items()
         }
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for point in POINTS:
             at = [c for c in cells if c.point == point]
             celeba = [c.norm_tar - c.oracle_raw_tar for c in at if c.population == "celeba-dev"]
-            lines.append(
+            measured[variant].append(
                 row(
                     variant,
                     point,
@@ -153,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{np.mean(celeba) * 100:+.2f} pts",
                 )
             )
-            print(lines[-1], flush=True)
+            print(measured[variant][-1], flush=True)
+    lines += [line for variant in VARIANTS for line in measured.get(variant, [])]
     given = argv if argv is not None else sys.argv[1:]
     command = "python scripts/normalization_variants.py " + " ".join(given)
     text = [
         "### Other normalisations against AS-norm",
         "",
-        f"`{command.strip()}`: the study's split, calibration and judgement, with each side's "
+        f"`{command.strip()}` (with `--variant`, the other variants' rows are kept from the run before): "
+        "the study's split, calibration and judgement, with each side's "
         "statistics computed another way (the script's docstring lists them). *within*: the FAR "
         "reached within [0.5x, 2x] of nominal; *TAR*: the normalised threshold's TAR at least the best "
         "raw TAR at the same reached FAR.",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facebridge.bridge import Bridge
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
+from facebridge.cohort.asnorm import DEFAULT_DEVIATION_POWER, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
 from facebridge.cohort.cohortfile import Cohort, CohortError, load_cohort, make_cohort, save_cohort
 from facebridge.cohort.deployment import calibrate_population
@@ -34,6 +34,7 @@ from facebridge.vision.manifest import load_manifest
 from .conftest import API_KEYS, MODELS_DIR, SUBSET_MODELS, LiveServer
 
 ARC, FP = "arcface-mbf128", "faceplugin-mbf512"
+POWER = DEFAULT_DEVIATION_POWER  # each side's deviation is raised to it (facebridge/cohort/asnorm.py)
 MANIFEST = load_manifest(MODELS_DIR / "manifest.toml")
 
 
@@ -143,7 +144,7 @@ def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> Non
         x, y = a[i], a[(i + 1) % 3]
         raw = float(x @ y)
         (mx, sx), (my, sy) = _top_k(x, arc_cohort), _top_k(y, arc_cohort)
-        expected = 0.5 * ((raw - mx) / sx + (raw - my) / sy)
+        expected = 0.5 * ((raw - mx) / sx**POWER + (raw - my) / sy**POWER)
         assert result.raw_score == pytest.approx(raw, abs=1e-5)
         assert result.normalized_score == pytest.approx(expected, abs=1e-4)
         assert result.score == result.normalized_score and result.match == (expected >= result.threshold)
@@ -158,11 +159,13 @@ def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> Non
         raw = float(mapped @ b[i])
         (ma, sa), (mb, sb) = _top_k(mapped, fp_cohort), _top_k(b[i], carried)
         assert result.raw_score == pytest.approx(raw, abs=1e-5)
-        assert result.normalized_score == pytest.approx(0.5 * ((raw - ma) / sa + (raw - mb) / sb), abs=1e-4)
+        expected = 0.5 * ((raw - ma) / sa**POWER + (raw - mb) / sb**POWER)
+        assert result.normalized_score == pytest.approx(expected, abs=1e-4)
         assert result.normalization is not None
         sides = {(c.model, c.side, tuple(c.via)) for c in result.normalization.cohorts}
         assert sides == {(FP, "a", ()), (ARC, "b", (f"{ARC}->{FP}",))}
         assert result.normalization.top_k_share == DEFAULT_TOP_K_SHARE
+        assert result.normalization.deviation_power == POWER
         assert {c.top_k for c in result.normalization.cohorts} == {round(0.05 * len(arc_cohort))}
 
 
@@ -386,7 +389,8 @@ def test_both_maps_score_equals_numpy_and_says_so(served_both: Path, split: Popu
         (mx, sx), (my, sy) = _top_k(x, fp_kind), _top_k(y, arc_kind)
         assert result.comparison == "both-maps" and result.maps == [f"{ARC}->{FP}", f"{FP}->{ARC}"]
         assert result.raw_score == pytest.approx(raw, abs=1e-5)
-        assert result.normalized_score == pytest.approx(0.5 * ((raw - mx) / sx + (raw - my) / sy), abs=1e-4)
+        expected = 0.5 * ((raw - mx) / sx**POWER + (raw - my) / sy**POWER)
+        assert result.normalized_score == pytest.approx(expected, abs=1e-4)
         assert result.calibration.units == "as-norm"
         assert result.threshold == entry.normalized.thresholds["far_1e-3"].threshold
         assert result.normalization is not None
@@ -424,3 +428,25 @@ def test_deployment_calibration_covers_both_maps(served_both: Path, population: 
     bank = _bank(served_both)
     deployment = calibrate_population(bank, population, [ARC, FP], seed=1, max_cohort=400)
     assert f"{ARC}->{FP}+{FP}->{ARC}" in deployment.entries
+
+
+def test_a_set_written_before_the_deviation_power_keeps_plain_as_norm(
+    served: Path, split: PopulationSplit, tmp_path: Path
+) -> None:
+    """A calibration set without `deviation_power` was calibrated with plain AS-norm: its comparisons
+    are normalised that way (power 1), and the answer says so."""
+    root = tmp_path / "root"
+    shutil.copytree(served, root)
+    file = root / "mappings" / "calibrations" / "test.calibration.json"
+    older = load_calibration_set(file)
+    assert older.normalization is not None and older.normalization.deviation_power == POWER
+    older.normalization.deviation_power = None
+    save_calibration_set(file, older)
+    bank = _bank(root)
+    cohort = bank.scoring.cohorts[ARC].templates
+    x, y = split.scored.clean[ARC][0], split.scored.clean[ARC][1]
+    result = Bridge(bank).verify((ARC, x), (ARC, y))
+    raw = float(x @ y)
+    (mx, sx), (my, sy) = _top_k(x, cohort), _top_k(y, cohort)
+    assert result.normalization is not None and result.normalization.deviation_power == 1.0
+    assert result.normalized_score == pytest.approx(0.5 * ((raw - mx) / sx + (raw - my) / sy), abs=1e-4)

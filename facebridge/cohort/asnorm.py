@@ -18,6 +18,18 @@ in a cohort of 305 photos (a third of it) than in one of 1,000 (a tenth). With K
 thresholds calibrated on 1,000-photo cohorts let through 3x the promised impostors at FAR 1e-2 on a
 population with a 305-photo cohort; with K a share of each cohort, 64 of 64 comparisons kept their
 FAR within 2x at 1e-2 and at 1e-3 (docs/thresholds.md).
+
+Each side divides by its deviation raised to a power p = 0.75, not by the deviation itself:
+
+    s_norm = ((s - mu_a) / sd_a**p + (s - mu_b) / sd_b**p) / 2
+
+The top-K deviation is the noisiest of the four statistics. Without it (p = 0) a threshold loses its
+FAR where templates spread differently (rmfd-dev: 5 of 16 comparisons within 2x at 1e-3); with it
+whole (p = 1) pairs are ranked below raw cosine on the population most like the calibration's. p = 0.75
+kept every comparison's FAR within 2x at 1e-2 and 1e-3 as p = 1 did, and the TAR at least the raw TAR
+at the same FAR in 56 and 50 of 64 comparisons at 1e-3 and 1e-4, against 53 and 37
+(docs/thresholds.md, scripts/normalization_variants.py). A calibration set records its p; one written
+before (without it) was calibrated with p = 1 and keeps it.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ DEFAULT_TOP_K = 100  # the most cohort scores a side's statistics are taken over
 DEFAULT_TOP_K_SHARE = 0.05  # of the cohort's size
 MIN_TOP_K = 10  # the fewest, however small the cohort (a mean and deviation of fewer mean little)
 MIN_STD = 1e-4  # a template scoring the same against every cohort row would divide by zero
+DEFAULT_DEVIATION_POWER = 0.75  # each side divides by its top-K deviation to this power (see above)
 METHOD = "as-norm"
 
 
@@ -74,10 +87,14 @@ def top_k_stats(
     return SideStats(mean[:, 0].astype(np.float32), std.astype(np.float32))
 
 
-def as_norm(raw: np.ndarray, a: SideStats, b: SideStats) -> np.ndarray:
-    """Normalised scores of row-aligned raw scores and the statistics of their two sides."""
+def as_norm(
+    raw: np.ndarray, a: SideStats, b: SideStats, power: float = DEFAULT_DEVIATION_POWER
+) -> np.ndarray:
+    """Normalised scores of row-aligned raw scores and the statistics of their two sides, each side's
+    deviation raised to `power` (1: plain AS-norm)."""
     raw = np.asarray(raw, np.float32)
-    result: np.ndarray = 0.5 * ((raw - a.mean) / a.std + (raw - b.mean) / b.std)
+    scale_a, scale_b = (a.std, b.std) if power == 1.0 else (a.std**power, b.std**power)
+    result: np.ndarray = 0.5 * ((raw - a.mean) / scale_a + (raw - b.mean) / scale_b)
     return result.astype(np.float32)
 
 

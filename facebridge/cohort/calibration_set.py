@@ -49,6 +49,13 @@ class NormalizationInfo(BaseModel):
         le=1,
         description="K as this share of each cohort's size, at least 10 and at most top_k; unset: K = top_k",
     )
+    deviation_power: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="each side's top-K deviation is raised to this power before dividing by it; unset: "
+        "1 (plain AS-norm, as sets written before it was recorded)",
+    )
     cohort_sides: str = Field(
         default="each side against a cohort of the other side's kind (mapped vs native cohort)",
         description="which cohort each side of a comparison is measured against",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
+from facebridge.cohort.asnorm import DEFAULT_DEVIATION_POWER, DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.cohort.cohortfile import Cohort
 from facebridge.linalg import BOTH_MAPS_SCALE
@@ -61,6 +61,9 @@ class ScoreRule:
     cohort_b: np.ndarray | None = field(default=None, repr=False)
     cohorts: tuple[CohortUse, ...] = ()
     stated: dict[tuple[bool, str], dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    # the power each side's deviation is raised to (asnorm.as_norm): the calibration set's, 1 for a set
+    # written before it was recorded, the current default where no set judges the comparison
+    deviation_power: float = DEFAULT_DEVIATION_POWER
 
     @property
     def can_normalize(self) -> bool:
@@ -72,7 +75,7 @@ class ScoreRule:
             return None
         stats_a = top_k_stats(a, self.cohort_a, self.top_k, self.top_k_share)
         stats_b = top_k_stats(b, self.cohort_b, self.top_k, self.top_k_share)
-        return as_norm(raw, stats_a, stats_b)
+        return as_norm(raw, stats_a, stats_b, self.deviation_power)
 
 
 def comparison_key(plan: ComparisonPlan) -> str | None:
@@ -240,7 +243,22 @@ class Scoring:
         file, calibrations, entry = found
         info = calibrations.normalization
         top_k, share = (info.top_k, info.top_k_share) if info is not None else (DEFAULT_TOP_K, None)
-        base = ScoreRule("cosine", None, calibrations.kind, file, "", top_k, share, cohort_a, cohort_b, uses)
+        power = DEFAULT_DEVIATION_POWER
+        if info is not None:
+            power = info.deviation_power if info.deviation_power is not None else 1.0
+        base = ScoreRule(
+            "cosine",
+            None,
+            calibrations.kind,
+            file,
+            "",
+            top_k,
+            share,
+            cohort_a,
+            cohort_b,
+            uses,
+            deviation_power=power,
+        )
         if has_cohort and entry.normalized is not None:
             note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
             return _with(base, units="as-norm", calibration=entry.normalized, note=note)
@@ -259,7 +277,7 @@ class Scoring:
                 why += f" (no cohort loaded for space {plan.space})"
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
-        return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share)
+        return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share, deviation_power=power)
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:

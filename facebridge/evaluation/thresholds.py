@@ -17,7 +17,14 @@ from typing import Literal
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, SideStats, as_norm, top_k_stats
+from facebridge.cohort.asnorm import (
+    DEFAULT_DEVIATION_POWER,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_K_SHARE,
+    SideStats,
+    as_norm,
+    top_k_stats,
+)
 from facebridge.cohort.calibration_set import (
     CalibrationEntry,
     CalibrationSet,
@@ -159,8 +166,10 @@ def comparison_scores(
     comparison: Comparison,
     split: PopulationSplit,
     stats: tuple[SideStats, SideStats] | None = None,
+    power: float = DEFAULT_DEVIATION_POWER,
 ) -> ComparisonScores:
-    """Every genuine and the sampled impostor pairs, raw and normalised (cross: both orders)."""
+    """Every genuine and the sampled impostor pairs, raw and normalised (cross: both orders), each
+    side's deviation raised to `power` (asnorm.as_norm)."""
     a, b = comparison_sides(bank, comparison, split.scored)
     stats_a, stats_b = stats if stats is not None else side_stats(bank, comparison, split)
     pairs = split.pairs
@@ -176,6 +185,7 @@ def comparison_scores(
                 scores,
                 SideStats(stats_a.mean[left], stats_a.std[left]),
                 SideStats(stats_b.mean[right], stats_b.std[right]),
+                power,
             )
         )
         labels.append(pairs.genuine)
@@ -266,9 +276,11 @@ def calibration_set(
     factors: dict[Comparison, dict[str, float]] | None = None,
     include_raw: bool = False,
     note: str | None = None,
+    deviation_power: float = DEFAULT_DEVIATION_POWER,
 ) -> CalibrationSet:
     """A calibration set from the scored halves of `splits` (equal weights), normalised thresholds
-    always, raw ones with `include_raw`; `factors` widen each threshold's interval into its far_range."""
+    always, raw ones with `include_raw`; `factors` widen each threshold's interval into its far_range.
+    `deviation_power` is recorded as the one `scores` were normalised with (comparison_scores)."""
     names = "+".join(s.name for s in splits)
     entries = {}
     for comparison in sorted(
@@ -302,7 +314,9 @@ def calibration_set(
     return CalibrationSet(
         kind=kind,
         populations=populations,
-        normalization=NormalizationInfo(top_k=top_k, top_k_share=top_k_share),
+        normalization=NormalizationInfo(
+            top_k=top_k, top_k_share=top_k_share, deviation_power=deviation_power
+        ),
         entries=entries,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         note=note,

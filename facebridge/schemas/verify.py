@@ -144,6 +144,10 @@ class ScoreNormalization(BaseModel):
     top_k_share: float | None = Field(
         default=None, description="K as this share of each cohort's size (each cohort states its K)"
     )
+    deviation_power: float = Field(
+        default=1.0,
+        description="each side divides by its top-K deviation raised to this power (1: plain AS-norm)",
+    )
     cohorts: list[CohortInfo]
 
 
