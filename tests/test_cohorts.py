@@ -430,23 +430,26 @@ def test_deployment_calibration_covers_both_maps(served_both: Path, population: 
     assert f"{ARC}->{FP}+{FP}->{ARC}" in deployment.entries
 
 
-def test_a_set_written_before_the_deviation_power_keeps_plain_as_norm(
+def test_the_service_normalises_with_the_power_its_calibration_set_records(
     served: Path, split: PopulationSplit, tmp_path: Path
 ) -> None:
-    """A calibration set without `deviation_power` was calibrated with plain AS-norm: its comparisons
-    are normalised that way (power 1), and the answer says so."""
+    """Thresholds hold only for scores normalised as they were calibrated: a set that records a
+    deviation power of 0.75 is applied with it, and a set written before the power was recorded (none)
+    with plain AS-norm; the answer states which."""
     root = tmp_path / "root"
     shutil.copytree(served, root)
     file = root / "mappings" / "calibrations" / "test.calibration.json"
-    older = load_calibration_set(file)
-    assert older.normalization is not None and older.normalization.deviation_power == POWER
-    older.normalization.deviation_power = None
-    save_calibration_set(file, older)
-    bank = _bank(root)
-    cohort = bank.scoring.cohorts[ARC].templates
+    calibrations = load_calibration_set(file)
+    assert calibrations.normalization is not None and calibrations.normalization.deviation_power == POWER
     x, y = split.scored.clean[ARC][0], split.scored.clean[ARC][1]
-    result = Bridge(bank).verify((ARC, x), (ARC, y))
     raw = float(x @ y)
-    (mx, sx), (my, sy) = _top_k(x, cohort), _top_k(y, cohort)
-    assert result.normalization is not None and result.normalization.deviation_power == 1.0
-    assert result.normalized_score == pytest.approx(0.5 * ((raw - mx) / sx + (raw - my) / sy), abs=1e-4)
+    for recorded, applied in ((0.75, 0.75), (None, 1.0)):
+        calibrations.normalization.deviation_power = recorded
+        save_calibration_set(file, calibrations)
+        bank = _bank(root)
+        cohort = bank.scoring.cohorts[ARC].templates
+        (mx, sx), (my, sy) = _top_k(x, cohort), _top_k(y, cohort)
+        result = Bridge(bank).verify((ARC, x), (ARC, y))
+        assert result.normalization is not None and result.normalization.deviation_power == applied
+        expected = 0.5 * ((raw - mx) / sx**applied + (raw - my) / sy**applied)
+        assert result.normalized_score == pytest.approx(expected, abs=1e-4)
