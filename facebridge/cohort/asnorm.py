@@ -26,10 +26,10 @@ Each side's deviation may be raised to a power p before dividing by it:
 The service keeps p = 1 (plain AS-norm). The top-K deviation is the noisiest of the four statistics,
 and p = 0.75 ranked pairs better (TAR at least the raw TAR at the same FAR in 56 and 50 of 64
 comparisons at 1e-3 and 1e-4, against 53 and 37) with the FAR goal kept as often on the study's draw;
-but on other draws of the scored people it kept the FAR less well (a native at 0.49x of nominal at 1e-3,
-where p = 1 stayed within 0.74x-1.65x; 61 of 64 against 63 on a second split), and a threshold's first
-promise is its FAR (docs/thresholds.md). A calibration set records its p; one written before it was
-recorded was calibrated with p = 1.
+but on other draws of the scored people it kept the FAR less well (natives at 0.49x-1.76x of nominal at
+1e-3, where p = 1 stayed within 0.74x-1.65x), and a threshold's first promise is its FAR
+(docs/thresholds.md). A calibration set records its p; one written before it was recorded was
+calibrated with p = 1.
 """
 
 from __future__ import annotations
