@@ -213,8 +213,31 @@ def measure_model(
     return Row(model_id, recognizer.dim, values)
 
 
-def serve(tree: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+def start_server(
+    name: str, command: list[str], cwd: Path, env: dict[str, str], headers: dict[str, str], ready: str
+) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`command` on a free loopback port (its output in /tmp), once GET `ready` answers 200."""
     port = free_port()
+    log_path = f"/tmp/facebridge-embed-bench-{name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, headers=headers)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} server exited; see {log_path}")
+        try:
+            if client.get(ready).status_code == 200:
+                return process, client
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} server not ready")
+
+
+def serve(tree: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     env = {
         **os.environ,
         "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
@@ -225,55 +248,14 @@ def serve(tree: Path, name: str, args: argparse.Namespace) -> tuple[subprocess.P
         "FACEBRIDGE_LOG_LEVEL": "warning",
         "FACEBRIDGE_AUDIT_LOG": f"/tmp/facebridge-embed-bench-{name}-audit.log",
     }
-    with open(f"/tmp/facebridge-embed-bench-{name}.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tree,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, headers={"X-API-Key": BENCH_KEY})
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{name} server exited; see /tmp/facebridge-embed-bench-{name}.log")
-        try:
-            if client.get("/readyz").status_code == 200:
-                return process, client
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{name} server not ready")
+    command = [sys.executable, "-m", "facebridge", "serve", "--host", "127.0.0.1"]
+    return start_server(name, command, tree, env, {"X-API-Key": BENCH_KEY}, "/readyz")
 
 
 def serve_echo() -> tuple[subprocess.Popen[bytes], httpx.Client]:
     """benchmarks/echo_app.py under uvicorn on loopback, as the service is served."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.echo_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            client.post("/echo-npy", content=b"x").raise_for_status()
-            return process, client
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise SystemExit("echo server not ready")
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--log-level", "warning"]
+    return start_server("echo", command, ROOT, dict(os.environ), {}, "/docs")
 
 
 def main() -> int:

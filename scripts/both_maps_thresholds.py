@@ -21,10 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from threshold_study import MODELS, POPULATIONS, ROOT, main_table, score_all
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table, score_all
 
-from facebridge.evaluation.label_audit import audited, native_thresholds
-from facebridge.evaluation.population import load_population
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import POINTS, Comparison, comparisons, split_population
@@ -40,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bank = MappingBank.load(ROOT / "mappings")
     models, names = list(MODELS), list(POPULATIONS)
-    thresholds = native_thresholds(bank, models)
-    splits = {
-        n: split_population(audited(load_population(args.cache, n, models), thresholds)[0]) for n in names
-    }
+    populations = audited_populations(bank, args.cache, names, models)[0]
+    splits = {n: split_population(population) for n, population in populations.items()}
     pairs = [c for c in comparisons(models, both_maps=True) if c.both_maps]
     singles = [Comparison(c.source, c.target) for c in pairs] + [
         Comparison(c.target, c.source) for c in pairs

@@ -67,6 +67,7 @@ from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.bank_fit import merge
+from facebridge.mapping.compare import joined_rows
 from facebridge.mapping.methods import MapEstimator
 from facebridge.mapping.residual import ResidualMLPMap
 
@@ -232,15 +233,6 @@ def score(
 BOTH_MAPS = " (both maps)"
 
 
-def both_maps_sides(
-    a_native: np.ndarray, a_in_b: np.ndarray, b_native: np.ndarray, b_in_a: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose dot product is the mean of the comparison made in both spaces: `(A->B(a) . b +
-    a . B->A(b)) / 2`, each side concatenated and scaled by 1/sqrt(2) (unit rows stay unit)."""
-    scale = np.float32(1 / np.sqrt(2))
-    return np.hstack([a_in_b, a_native]) * scale, np.hstack([b_native, b_in_a]) * scale
-
-
 def score_both_maps(
     s: Scored,
     translated: dict[tuple[str, str, str], tuple[np.ndarray, float]],
@@ -254,7 +246,9 @@ def score_both_maps(
         reverse = translated.get((variant, b, a))
         if reverse is None:
             continue
-        left, right = both_maps_sides(s.population.clean[a], x, s.population.clean[b], reverse[0])
+        # joined as the service joins them (facebridge.mapping.compare): (A->B(a) . b + a . B->A(b)) / 2
+        left = joined_rows(x, s.population.clean[a])
+        right = joined_rows(s.population.clean[b], reverse[0])
         results.append(
             score(s, a, b, left, population, variant + BOTH_MAPS, seconds + reverse[1], native_b=right)
         )

@@ -34,11 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from threshold_study import MODELS, POPULATIONS, ROOT, main_table
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table
 
 from facebridge.cohort.asnorm import SideStats, top_k_stats
-from facebridge.evaluation.label_audit import audited, native_thresholds
-from facebridge.evaluation.population import load_population
 from facebridge.evaluation.sections import sections_of, upsert_section
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.thresholds import (
@@ -121,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bank = MappingBank.load(ROOT / "mappings")
     models, names = list(MODELS), list(POPULATIONS)
-    thresholds = native_thresholds(bank, models)
-    splits = {
-        n: split_population(audited(load_population(args.cache, n, models), thresholds)[0]) for n in names
-    }
+    populations = audited_populations(bank, args.cache, names, models)[0]
+    splits = {n: split_population(population) for n, population in populations.items()}
     comps = comparisons(models)
     lines = [
         row(

@@ -20,10 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from threshold_study import MODELS, POPULATIONS, ROOT, loo, rescored
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, loo, rescored
 
-from facebridge.evaluation.label_audit import audited, native_thresholds
-from facebridge.evaluation.population import load_population
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
@@ -50,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bank = MappingBank.load(ROOT / "mappings")
     models, names = list(MODELS), list(POPULATIONS)
-    thresholds = native_thresholds(bank, models)
-    populations = {n: audited(load_population(args.cache, n, models), thresholds)[0] for n in names}
+    populations = audited_populations(bank, args.cache, names, models)[0]
     natives = [Comparison(m, m) for m in models]
     # the calibrating populations keep draw 0: scored once, whichever draw of the target is judged
     base = rescored(bank, {n: split_population(populations[n]) for n in names}, natives)

@@ -106,6 +106,19 @@ class Cell:
         return low <= self.far_range[1] and high >= self.far_range[0]
 
 
+def audited_populations(
+    bank: MappingBank, cache: Path, names: Sequence[str], models: Sequence[str]
+) -> tuple[dict[str, Population], dict[str, list[IdentityMerge]]]:
+    """Each population embedded by `models`, its labels audited against every model's strict shipped
+    threshold (facebridge/evaluation/label_audit.py), and the merges the audit made."""
+    thresholds = native_thresholds(bank, models)
+    populations: dict[str, Population] = {}
+    merges: dict[str, list[IdentityMerge]] = {}
+    for n in names:
+        populations[n], merges[n] = audited(load_population(cache, n, list(models)), thresholds)
+    return populations, merges
+
+
 def score_all(
     bank: MappingBank,
     splits: dict[str, PopulationSplit],
@@ -747,12 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     bank = MappingBank.load(args.mappings)
     started = time.time()
     every_model = sorted(set(models) | set(set_models))
-    thresholds = native_thresholds(bank, every_model)
-    merges: dict[str, list[IdentityMerge]] = {}
-    splits = {}
+    populations, merges = audited_populations(bank, args.cache, names, every_model)
+    splits = {n: split_population(population) for n, population in populations.items()}
     for n in names:
-        population, merges[n] = audited(load_population(args.cache, n, every_model), thresholds)
-        splits[n] = split_population(population)
         for m in merges[n]:
             print(f"{n}: {m.kept} and {m.merged} are one person ({m.agreeing_pairs}/{m.photo_pairs} pairs)")
     comps = comparisons(models)

@@ -21,6 +21,7 @@ from facebridge.evaluation.thresholds import (
     Comparison,
     calibration_set,
     comparison_scores,
+    comparisons,
     side_stats,
     split_population,
 )
@@ -34,15 +35,12 @@ MIN_PEOPLE = 10  # half of them scored: fewer give too few impostor pairs for an
 def comparisons_between(bank: MappingBank, models: Sequence[str]) -> list[Comparison]:
     """Each model's own space, each direct map between two of `models` that the bank serves, and each
     pair of them with direct maps both ways (compared through both maps)."""
-    natives = [Comparison(m, m) for m in models]
-    cross = [Comparison(a, b) for a in models for b in models if a != b and (a, b) in bank.maps]
-    both = [
-        Comparison(a, b, True)
-        for i, a in enumerate(models)
-        for b in models[i + 1 :]
-        if (a, b) in bank.maps and (b, a) in bank.maps
-    ]
-    return natives + cross + both
+
+    def served(c: Comparison) -> bool:
+        one_way = (c.source, c.target) in bank.maps
+        return c.native or (one_way and (not c.both_maps or (c.target, c.source) in bank.maps))
+
+    return [c for c in comparisons(models, both_maps=True) if served(c)]
 
 
 def calibrate_population(

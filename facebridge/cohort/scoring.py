@@ -26,7 +26,6 @@ import numpy as np
 from facebridge.cohort.asnorm import DEFAULT_DEVIATION_POWER, DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.cohort.cohortfile import Cohort
-from facebridge.linalg import BOTH_MAPS_SCALE
 from facebridge.mapping.calibration import Calibration
 
 if TYPE_CHECKING:
@@ -175,29 +174,20 @@ class Scoring:
     ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
         """Both models' cohorts as rows of the both-maps comparison (`ComparisonPlan.sides`), each side
         measured against the other side's kind; None without a cohort of each model (the thresholds
-        were calibrated with both)."""
+        were calibrated with both). Computed once per rule (`rule` keeps them)."""
         assert plan.path is not None and plan.reverse is not None
         native, source = self.cohorts.get(plan.space), self.cohorts.get(plan.path.source)
         if native is None or source is None:
             return None, None, ()
-        key = (f"{source.id}|{native.id}", ("both maps", *plan.path.ids, *plan.reverse.ids))
-        found = self._mapped.get(key)
-        if found is None:
-            scale = BOTH_MAPS_SCALE
-            as_source = np.hstack([self.mapped_cohort(source, plan.path), source.templates]) * scale
-            as_native = np.hstack([native.templates, self.mapped_cohort(native, plan.reverse)]) * scale
-            found = np.vstack([as_source, as_native])
-            with self._lock:
-                self._mapped[key] = found
-        as_source, as_native = found[: len(source)], found[len(source) :]
         mapped_side: Literal["a", "b"] = plan.translate_side or "a"
         native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
+        rows = {mapped_side: source.templates, native_side: native.templates}
+        joined_a, joined_b = plan.sides(rows["a"], rows["b"])
         uses = (
             CohortUse(native, mapped_side, tuple(plan.reverse.ids)),
             CohortUse(source, native_side, tuple(plan.path.ids)),
         )
-        by_side = {mapped_side: as_native, native_side: as_source}
-        return by_side["a"], by_side["b"], uses
+        return joined_b, joined_a, uses
 
     def rule(
         self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"] = "auto"
@@ -262,19 +252,10 @@ class Scoring:
         if has_cohort and entry.normalized is not None:
             note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
             return _with(base, units="as-norm", calibration=entry.normalized, note=note)
-        if entry.raw is not None and plan.reverse is not None and calibrations.kind == "shipped":
-            why = f"raw cosine through both maps, thresholds of the shipped set {file} (its populations)"
-            if normalization == "none":
-                why += "; normalisation off by request"
-            elif not has_cohort:
-                why += "; give a cohort of each model to normalise"
-            return _with(base, calibration=entry.raw, note=why)
-        if calibrations.kind == "deployment" and entry.raw is not None:
-            why = "raw cosine with the deployment's own calibration"
-            if normalization == "none":
-                why += " (normalisation off by request)"
-            elif not has_cohort:
-                why += f" (no cohort loaded for space {plan.space})"
+        # a set's raw thresholds judge where they are the deployment's own, or where the plan has no
+        # raw calibration of its own (through both maps: no map file calibrates that)
+        if entry.raw is not None and (calibrations.kind == "deployment" or plan.calibration is None):
+            why = _set_raw_reason(plan, calibrations.kind, file, normalization, has_cohort)
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
         return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share, deviation_power=power)
@@ -282,6 +263,20 @@ class Scoring:
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
     return replace(rule, **changes)  # type: ignore[arg-type]
+
+
+def _set_raw_reason(plan: ComparisonPlan, kind: str, file: str, normalization: str, has_cohort: bool) -> str:
+    """Why a comparison is judged on a calibration set's raw thresholds, for the answer's note."""
+    if kind == "deployment":
+        why = "raw cosine with the deployment's own calibration"
+        if normalization == "none":
+            return why + " (normalisation off by request)"
+        return why + ("" if has_cohort else f" (no cohort loaded for space {plan.space})")
+    through = " through both maps" if plan.reverse is not None else ""
+    why = f"raw cosine{through}, thresholds of the {kind} set {file} (its populations)"
+    if normalization == "none":
+        return why + "; normalisation off by request"
+    return why + ("" if has_cohort else "; give a cohort of each model to normalise")
 
 
 def _raw_reason(plan: ComparisonPlan, normalization: str, has_cohort: bool, otherwise: str) -> str:

@@ -15,10 +15,19 @@ from typing import Literal
 import numpy as np
 
 from facebridge.exceptions import NoMapPath, NotCalibrated
-from facebridge.linalg import BOTH_MAPS_SCALE
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.mapping.calibration import HELDOUT_CROSS_METHOD, SPACE_METHOD, Calibration
 from facebridge.mapping.mapfile import SpaceCalibration
+
+BOTH_MAPS_SCALE = np.float32(1 / np.sqrt(2))
+
+
+def joined_rows(in_space: np.ndarray, in_other: np.ndarray) -> np.ndarray:
+    """One side of a comparison through both maps: its unit rows in the comparison space and in the
+    other model's, joined and scaled by 1/sqrt(2), so that joined rows stay unit length and the dot
+    product of two sides joined in the same order is the mean of the cosines in the two spaces."""
+    joined: np.ndarray = np.hstack([in_space, in_other]) * BOTH_MAPS_SCALE
+    return joined
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,8 @@ class ComparisonPlan:
         translated = self.path.apply(mapped)
         if self.reverse is None:
             return (translated, native) if self.translate_side == "a" else (native, translated)
-        mapped_side = np.hstack([translated, mapped]) * BOTH_MAPS_SCALE
-        native_side = np.hstack([native, self.reverse.apply(native)]) * BOTH_MAPS_SCALE
+        mapped_side = joined_rows(translated, mapped)
+        native_side = joined_rows(native, self.reverse.apply(native))
         return (mapped_side, native_side) if self.translate_side == "a" else (native_side, mapped_side)
 
 
