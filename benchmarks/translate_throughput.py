@@ -54,17 +54,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facebridge.api.translate import read_npy  # noqa: E402
 from facebridge.blas import set_blas_threads  # noqa: E402
 from facebridge.cohort.cohortfile import make_cohort, save_cohort  # noqa: E402
 from facebridge.config import Settings  # noqa: E402
 from facebridge.keyfile import KeyLimits, create_key  # noqa: E402
 from facebridge.mapping.bank import LoadedMap, MapPath, MappingBank  # noqa: E402
 from facebridge.mapping.mapfile import ResidualTensors, map_filename, save_map  # noqa: E402
+from facebridge.npy import NPY, read_embeddings  # noqa: E402
 from facebridge.vision.manifest import load_manifest  # noqa: E402
 from tests.conftest import MODELS_DIR, free_port  # noqa: E402
-
-NPY = "application/x-npy"
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -389,7 +387,7 @@ def bulk_tables(
 
         def checker(which: str, expected: dict[str, np.ndarray] = expected) -> Callable[[bytes], object]:
             def check(answer: bytes) -> None:
-                if not np.allclose(read_npy(answer), expected[which], atol=1e-5):
+                if not np.allclose(read_embeddings(answer), expected[which], atol=1e-5):
                     raise SystemExit(f"{which}: the answer differs from the map applied in-process")
 
             return check

@@ -50,6 +50,7 @@ PROBLEM_TYPES: dict[type[ex.FacebridgeError], tuple[int, str, str]] = {
     ex.NonFinite: (422, "non-finite", "Invalid embedding"),
     ex.ZeroVector: (422, "zero-vector", "Invalid embedding"),
     ex.NoFaceFound: (422, "no-face", "No face found"),
+    ex.InvalidNpy: (422, "invalid-npy", "Body is not a usable .npy array"),
     ex.InvalidBase64: (422, "invalid-base64", "Image is not valid base64"),
     ex.ImageError: (422, "invalid-image", "Image rejected"),
     ex.UndecodableImage: (422, "undecodable-image", "Image rejected"),

@@ -77,6 +77,10 @@ class NoFaceFound(FacebridgeError, ValueError):
     """The detector found no face above the score threshold."""
 
 
+class InvalidNpy(FacebridgeError, ValueError):
+    """A binary body that is not a usable .npy array (format, dtype, shape or length)."""
+
+
 class InvalidBase64(FacebridgeError, ValueError):
     """An image field that is not valid base64."""
 

@@ -274,3 +274,92 @@ def test_full_network_mode_serves_ternary_codes_equal_to_the_library(
         "/embed", files={"images": ("p.jpg", _photo_bytes(lfw), "image/jpeg")}, data={"mode": "layers"}
     )
     assert bad_mode.status_code == 422
+
+
+def _npy(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
+NPY_HEADERS = {"content-type": "application/x-npy"}
+
+
+def test_npy_pixels_embed_as_the_library_does(
+    client: httpx.Client, pipeline: FacePipeline, lfw: Path
+) -> None:
+    """A .npy of aligned crops (either colour order) and of whole photos gives the library's embeddings."""
+    from facebridge.vision.alignment import align_face
+
+    template = pipeline.registry.manifest.templates["arcface112"]
+    photos = [lfw_image(lfw, *PHOTO), lfw_image(lfw, "AJ_Cook", 1), lfw_image(lfw, "Aaron_Eckhart", 1)]
+    crops = np.stack(
+        [align_face(p, pipeline.detect(p, DetectionOptions())[0].landmarks, template) for p in photos]
+    )
+    expected = pipeline.registry.recognizer("arcface-mbf128").embed(list(crops))
+    for channels, pixels in (("bgr", crops), ("rgb", np.ascontiguousarray(crops[..., ::-1]))):
+        response = client.post(
+            f"/embed?channels={channels}&aligned=true&models=arcface-mbf128",
+            content=_npy(pixels),
+            headers=NPY_HEADERS,
+        )
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == [0, 1, 2] and results[0]["width"] == 112
+        served = np.array([r["faces"][0]["embeddings"][0]["embedding"] for r in results])
+        np.testing.assert_allclose(served, expected, atol=1e-6)
+    # one image without the batch axis, and a swapped colour order is a different (worse) embedding
+    one = client.post(
+        "/embed?channels=rgb&aligned=true&models=arcface-mbf128", content=_npy(crops[0]), headers=NPY_HEADERS
+    )
+    assert one.status_code == 200, one.text
+    swapped = np.array(one.json()["results"][0]["faces"][0]["embeddings"][0]["embedding"])
+    assert float(swapped @ expected[0]) < 0.99
+    # whole photos are detected and aligned as a decoded photo is
+    photo = client.post(
+        "/embed?channels=bgr&models=dlib-r29-128&largest_only=true",
+        content=_npy(photos[0]),
+        headers=NPY_HEADERS,
+    )
+    assert photo.status_code == 200, photo.text
+    assert photo.json()["detector"]["id"] == "yunet"
+    library = pipeline.embed_image(photos[0], ["dlib-r29-128"], DetectionOptions(max_faces=1))[0]
+    face = photo.json()["results"][0]["faces"][0]
+    np.testing.assert_allclose(face["embeddings"][0]["embedding"], library.embeddings[0].vector, atol=1e-6)
+
+
+def test_npy_pixels_refused_with_problem_json(client: httpx.Client) -> None:
+    crops = np.zeros((2, 112, 112, 3), np.uint8)
+    url = "/embed?channels=bgr&aligned=true&models=arcface-mbf128"
+    _assert_problem(
+        client.post("/embed?aligned=true", content=_npy(crops), headers=NPY_HEADERS),
+        422,
+        "validation-error",
+        "channels",
+    )
+    _assert_problem(
+        client.post("/embed?channels=bgr&max_faces=0", content=_npy(crops), headers=NPY_HEADERS),
+        422,
+        "validation-error",
+    )
+    _assert_problem(client.post(url, content=b"not npy", headers=NPY_HEADERS), 422, "invalid-npy", "body")
+    _assert_problem(client.post(url, content=_npy(crops)[:-10], headers=NPY_HEADERS), 422, "invalid-npy")
+    _assert_problem(
+        client.post(url, content=_npy(crops.astype(np.float32)), headers=NPY_HEADERS), 422, "invalid-npy"
+    )
+    _assert_problem(client.post(url, content=_npy(crops[..., :1]), headers=NPY_HEADERS), 422, "invalid-npy")
+    _assert_problem(
+        client.post(url, content=_npy(np.zeros((5, 112, 112, 3), np.uint8)), headers=NPY_HEADERS),
+        413,
+        "batch-too-large",
+    )
+    _assert_problem(
+        client.post(url, content=_npy(np.zeros((1, 2100, 2100, 3), np.uint8)), headers=NPY_HEADERS),
+        413,
+        "image-too-large",
+    )
+    _assert_problem(
+        client.post(url, content=_npy(crops), headers={"content-type": "application/octet-stream"}),
+        415,
+        "unsupported-media-type",
+    )

@@ -1,48 +1,89 @@
-"""POST /embed: photos in (multipart or base64 JSON, one or a batch), faces and embeddings out."""
+"""POST /embed: photos in (multipart, base64 JSON, or a .npy of pixels; one or a batch), faces and
+embeddings out.
+
+The .npy body (`application/x-npy`, uint8 (n, height, width, 3)) is for callers that already hold
+pixels, aligned crops above all: nothing is decoded, and the options travel in the query string."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
+from facebridge.api.body import read_body
 from facebridge.api.openapi import request_body
 from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.bridge import Bridge, decode_base64
 from facebridge.config import Settings
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
+from facebridge.npy import NPY, read_pixels
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
 from facebridge.security import Principal, needs, require_also
 from facebridge.state import get_bridge, get_pipeline, state_of
 
 router = APIRouter(tags=["embed"])
 
-OPENAPI_BODY = request_body(
-    {
-        "application/json": EmbedJsonRequest,
-        "multipart/form-data": {
-            "type": "object",
-            "required": ["images"],
-            "properties": {
-                "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                "models": {"type": "string", "description": "comma-separated recognizer ids"},
-                "detector": {"type": "string"},
-                "aligned": {"type": "boolean"},
-                "largest_only": {"type": "boolean"},
-                "max_faces": {"type": "integer", "minimum": 1},
-                "detection_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                "normalize": {"type": "boolean"},
-                "mode": {"type": "string", "enum": ["embedding", "full-network"]},
-                "crops": {"type": "boolean", "description": "also return the aligned crops (base64 PNG)"},
-                "record_subject": {"type": "string", "description": "record the pairs (see `record`)"},
-            },
+OPTION_FIELDS: dict[str, dict[str, Any]] = {
+    "models": {"type": "string", "description": "comma-separated recognizer ids"},
+    "detector": {"type": "string"},
+    "aligned": {"type": "boolean"},
+    "largest_only": {"type": "boolean"},
+    "max_faces": {"type": "integer", "minimum": 1},
+    "detection_threshold": {"type": "number", "minimum": 0, "maximum": 1},
+    "normalize": {"type": "boolean"},
+    "mode": {"type": "string", "enum": ["embedding", "full-network"]},
+    "crops": {"type": "boolean", "description": "also return the aligned crops (base64 PNG)"},
+    "record_subject": {"type": "string", "description": "record the pairs (see `record`)"},
+}
+CHANNELS = ("bgr", "rgb")
+
+OPENAPI_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "channels",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": list(CHANNELS)},
+            "description": "with an application/x-npy body, required: the pixels' colour order (OpenCV "
+            "gives bgr, Pillow rgb; a swapped order embeds without error, and worse)",
         },
-    }
-)
+        *(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": schema,
+                "description": "with an application/x-npy body (as the multipart field)",
+            }
+            for name, schema in OPTION_FIELDS.items()
+        ),
+    ],
+    **request_body(
+        {
+            "application/json": EmbedJsonRequest,
+            "multipart/form-data": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    **OPTION_FIELDS,
+                },
+            },
+            NPY: {
+                "type": "string",
+                "format": "binary",
+                "description": ".npy uint8 array (n, height, width, 3) or (height, width, 3): one image "
+                "per row, options in the query string",
+            },
+        }
+    ),
+}
 
 
 async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedOptions, list[bytes]]:
@@ -56,20 +97,8 @@ async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedO
             "no file in form field 'images'",
             [FieldError(field="images", message="at least one file is required")],
         )
-    raw: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if key in ("images", "image") or isinstance(value, UploadFile):
-            continue
-        if key == "models":
-            raw.setdefault("models", []).extend(v.strip() for v in value.split(",") if v.strip())
-        elif key == "record_subject":
-            raw["record"] = {"subject": value}
-        else:
-            raw[key] = value
-    try:
-        options = EmbedOptions.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_problem(exc.errors()) from exc
+    fields = ((k, v) for k, v in form.multi_items() if k not in ("images", "image") and isinstance(v, str))
+    options = _options_from_fields(fields)
     blobs = []
     for index, upload in enumerate(uploads):
         data = await upload.read(settings.max_image_bytes + 1)
@@ -83,6 +112,43 @@ async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedO
             )
         blobs.append(data)
     return options, blobs
+
+
+def _options_from_fields(fields: Iterable[tuple[str, str]]) -> EmbedOptions:
+    """EmbedOptions from flat text fields (a form's or a query string's): `models` comma-separated
+    and repeatable, `record_subject` for `record`."""
+    raw: dict[str, Any] = {}
+    for key, value in fields:
+        if key == "models":
+            raw.setdefault("models", []).extend(v.strip() for v in value.split(",") if v.strip())
+        elif key == "record_subject":
+            raw["record"] = {"subject": value}
+        else:
+            raw[key] = value
+    try:
+        return EmbedOptions.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_problem(exc.errors()) from exc
+
+
+async def _parse_npy(request: Request, settings: Settings) -> tuple[EmbedOptions, list[np.ndarray]]:
+    """Options from the query string, images as views of the body's pixels (BGR, as decoded photos)."""
+    query = request.query_params
+    channels = query.get("channels")
+    if channels not in CHANNELS:
+        raise Problem(
+            422,
+            "validation-error",
+            "Request is not valid",
+            f"query parameter channels must be bgr or rgb with an {NPY} body, got {channels!r}",
+            [FieldError(field="channels", message="bgr or rgb: the colour order of the pixels")],
+        )
+    options = _options_from_fields((k, v) for k, v in query.multi_items() if k != "channels")
+    body = await read_body(request, settings.max_request_bytes, binary=True)
+    pixels = read_pixels(body, settings.max_images_per_request, settings.max_image_pixels)
+    if channels == "rgb":
+        pixels = np.ascontiguousarray(pixels[..., ::-1])
+    return options, list(pixels)
 
 
 async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOptions, list[bytes]]:
@@ -101,7 +167,9 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOption
     "/embed",
     response_model=EmbedResponse,
     summary="Detect, align and embed faces",
-    description="Send one image or a batch as multipart files (`images`) or base64 JSON. Each face is "
+    description="Send one image or a batch as multipart files (`images`), base64 JSON, or a .npy of "
+    "uint8 pixels (n, height, width, 3) with `Content-Type: application/x-npy`, `?channels=bgr|rgb` and "
+    "the options in the query string (e.g. `&aligned=true&models=…` for aligned crops). Each face is "
     "returned with its box, landmarks, detection score and one embedding per requested model, each "
     "naming the sha256 of the weights that produced it. With `record` (or `record_subject`) the key "
     "needs scope `pairs:record` as well.",
@@ -116,16 +184,19 @@ async def embed(
 ) -> Response:
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
+    blobs: list[bytes] | list[np.ndarray]
     if content_type.startswith("multipart/form-data"):
         options, blobs = await _parse_multipart(request, settings)
     elif content_type.startswith("application/json"):
         options, blobs = await _parse_json(request, settings)
+    elif content_type.startswith(NPY):
+        options, blobs = await _parse_npy(request, settings)
     else:
         raise Problem(
             415,
             "unsupported-media-type",
             "Unsupported content type",
-            "send multipart/form-data (field 'images') or application/json",
+            f"send multipart/form-data (field 'images'), application/json or {NPY}",
         )
     observe_batch("/embed", len(blobs))
     limit = settings.max_images_per_request

@@ -176,7 +176,7 @@ def recording_store(request: Request, options: EmbedOptions) -> PairStore | None
 
 
 def embed_and_record(
-    bridge: Bridge, store: PairStore, blobs: list[bytes], options: EmbedOptions
+    bridge: Bridge, store: PairStore, blobs: Sequence[bytes | np.ndarray], options: EmbedOptions
 ) -> tuple[EmbedResponse, int]:
     """Embed, then commit one pair per image (its one face, both models) before the answer is sent."""
     assert options.record is not None and options.models is not None and len(options.models) == 2

@@ -9,8 +9,6 @@ the bulk answer is an uncompressed .npz (`application/x-npz`) holding `embedding
 from __future__ import annotations
 
 import asyncio
-import io
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +20,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
+from facebridge.api.body import read_body
 from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
 from facebridge.bridge import Bridge, Translation
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
+from facebridge.npy import NPY, NPZ, npy_buffer, npz_body, read_embeddings
 from facebridge.schemas.translate import TranslateRequest, TranslateResponse
 from facebridge.security import needs
 from facebridge.state import get_bridge, state_of
@@ -34,107 +34,8 @@ from facebridge.vectors import check_matrix, parse_matrix
 
 router = APIRouter(tags=["translate"], route_class=LeanRoute)
 
-NPY = "application/x-npy"
-NPZ = "application/x-npz"
-NPY_HEADER_PROBE = 65_545 + 12  # the longest version 1 header, and a version 2 preamble
 STREAM_MIN_ROWS = 4096  # bulk answers of more rows are mapped and sent block by block (TranslatedRows)
 STREAM_BLOCK_ROWS = 2048  # as fast as 4096 and bounds a residual map's temporaries (3 MB at h = 256)
-
-
-def read_npy(body: bytes | bytearray | memoryview) -> np.ndarray:
-    """Zero-copy view of a C-ordered .npy body (float32 preferred; float64 is converted)."""
-    stream = _header_stream(body)
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except ValueError as exc:
-        raise Problem(422, "invalid-npy", "Body is not a .npy array", str(exc)) from exc
-    if fortran or dtype.kind != "f" or dtype.itemsize not in (4, 8):
-        raise Problem(
-            422,
-            "invalid-npy",
-            "Unsupported .npy array",
-            f"need a C-ordered float32 (or float64) array, got dtype {dtype}, fortran_order={fortran}",
-        )
-    count = int(np.prod(shape))
-    offset = stream.tell()
-    if len(body) - offset != count * dtype.itemsize:
-        raise Problem(
-            422,
-            "invalid-npy",
-            "Truncated .npy array",
-            f"header promises {count * dtype.itemsize} bytes of data, body has {len(body) - offset}",
-        )
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
-    return array if dtype == np.dtype("<f4") else array.astype(np.float32)
-
-
-def _header_stream(body: bytes | bytearray | memoryview) -> io.BytesIO:
-    """The .npy header as a stream, copied alone: BytesIO copies what it is given, and a bulk body is
-    tens of megabytes. A version 1 header is at most 65,545 bytes; a longer version 2 one is read whole."""
-    view = memoryview(body)
-    prefix = view[:NPY_HEADER_PROBE]
-    if len(view) > NPY_HEADER_PROBE and bytes(view[6:8]) == b"\x02\x00":
-        prefix = view[: 12 + int.from_bytes(view[8:12], "little")]
-    return io.BytesIO(prefix)
-
-
-def _uninitialised(size: int) -> memoryview:
-    """`size` writable bytes, not zero-filled first: every byte is written before it is read, and
-    filling a bulk buffer (and faulting its pages in) twice costs as much as the copy itself."""
-    return np.empty(size, np.uint8).data
-
-
-def npy_buffer(rows: int, dim: int) -> tuple[memoryview, np.ndarray]:
-    """A complete .npy file for a float32 (rows, dim) array, and a writable view of its data part.
-
-    Results are computed straight into the view, so the response body is never copied.
-    """
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
-    )
-    offset = len(header.getvalue())
-    buffer = _uninitialised(offset + rows * dim * 4)
-    buffer[:offset] = header.getvalue()
-    return buffer, np.frombuffer(buffer, dtype="<f4", offset=offset).reshape(rows, dim)
-
-
-async def read_body(request: Request, limit: int, binary: bool = False) -> bytes | bytearray | memoryview:
-    """The request body, read into one preallocated buffer when its length is declared (`binary`: a
-    buffer that is not zero-filled first, as a memoryview; else a bytearray, which JSON parsers take)."""
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
-        body = await request.body()
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
-        return body
-    size = int(declared)
-    if size > limit:
-        raise _too_large(size, limit)
-    buffer: bytearray | memoryview = _uninitialised(size) if binary else bytearray(size)
-    view = memoryview(buffer)
-    position = 0
-    async for chunk in request.stream():
-        end = position + len(chunk)
-        if end > size:
-            raise Problem(
-                400, "bad-content-length", "Body longer than declared", f"more than {size} bytes sent"
-            )
-        view[position:end] = chunk
-        position = end
-    if position != size:
-        raise Problem(400, "bad-content-length", "Body shorter than declared", f"{position} of {size} bytes")
-    return buffer
-
-
-def _too_large(size: int, limit: int) -> Problem:
-    return Problem(413, "request-too-large", "Request body too large", f"{size} bytes; the limit is {limit}")
 
 
 OPENAPI_BODY: dict[str, Any] = {
@@ -251,7 +152,7 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
             [FieldError(field="confidence", message="the map path has no confidence predictor")],
         )
     matrix = check_matrix(
-        read_npy(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
+        read_embeddings(body), "body", path.maps[0].meta.source.dim, settings.max_embeddings_per_request
     )
     observe_batch("/translate", len(matrix))
     buffer, out = npy_buffer(len(matrix), path.maps[-1].meta.target.dim)
@@ -317,17 +218,6 @@ class TranslatedRows(Response):
         finally:
             if not pending.done():  # the client went away: its thread finishes alone, nobody waits
                 pending.cancel()
-
-
-def npz_body(embeddings_npy: memoryview, confidence: np.ndarray) -> memoryview:
-    """An uncompressed .npz of the ready .npy embeddings and the confidence vector (one copy of each)."""
-    vector = io.BytesIO()
-    np.save(vector, np.ascontiguousarray(confidence, dtype="<f4"), allow_pickle=False)
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as npz:
-        npz.writestr("embeddings.npy", memoryview(embeddings_npy))
-        npz.writestr("confidence.npy", vector.getbuffer())
-    return archive.getbuffer()
 
 
 def _flag(value: str | None, field: str) -> bool:
