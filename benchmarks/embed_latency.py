@@ -1,9 +1,10 @@
 """Per-face /embed latency and throughput for each recognizer, next to raw onnxruntime, in one run.
 
 For every model the same aligned crops go through (a) a bare onnxruntime session.run on preprocessed
-tensors, (b) POST /embed with `aligned=true` (HTTP + base64/PNG decoding + preprocessing + the same
-graph), and (c) POST /embed on the original LFW photos (adds YuNet detection and alignment). The server
-is a real `facebridge serve` on loopback; client and server share this machine's cores.
+tensors, (b) POST /embed with `aligned=true`, once as base64 PNGs in JSON (HTTP + decoding +
+preprocessing + the same graph) and once as a .npy of the crops' pixels (nothing to decode), and
+(c) POST /embed on the original LFW photos (adds YuNet detection and alignment). The server is a real
+`facebridge serve` on loopback; client and server share this machine's cores.
 
 Raw onnxruntime runs twice: with the session options the service uses (facebridge/vision/runtime.py,
 the same FACEBRIDGE_INTRA_OP_THREADS), which is what "overhead" is measured against, and with
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
 import statistics
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 
 import cv2
@@ -98,6 +101,64 @@ def raw_session(recognizer: Recognizer, service_options: bool, threads: int) -> 
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # onnxruntime's defaults
 
 
+class KeptAlive:
+    """http.client on one kept-alive connection, posting as `httpx.Client.post` does (`--client
+    http.client`): the standard library's client costs less per request than httpx, so what is left of
+    a round trip is more the server's own."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.port = http.base_url.port or 80
+        self.headers = dict(http.headers)
+        self.connection: HTTPConnection | None = None
+
+    def post(self, url: str, content: bytes, headers: dict[str, str]) -> KeptAlive:
+        for attempt in (1, 2):  # uvicorn closes a connection idle for 5 s: open a new one once
+            if self.connection is None:
+                self.connection = HTTPConnection("127.0.0.1", self.port, timeout=300)
+            try:
+                self.connection.request("POST", url, body=content, headers={**self.headers, **headers})
+                response = self.connection.getresponse()
+                break
+            except (BrokenPipeError, ConnectionResetError, RemoteDisconnected):
+                self.connection.close()
+                self.connection = None
+                if attempt == 2:
+                    raise
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: {response.status} {answer[:300]!r}")
+        return self
+
+    def raise_for_status(self) -> None:
+        """Already raised in `post`."""
+
+
+Poster = httpx.Client | KeptAlive
+
+
+@dataclass
+class Body:
+    """One way of sending aligned crops to /embed: the URL, its content type, a body per crop and
+    one for the batch."""
+
+    url: str
+    headers: dict[str, str]
+    singles: list[bytes]
+    batch: bytes
+
+    def post_single(self, http: Poster, index: int) -> None:
+        http.post(self.url, content=self.singles[index], headers=self.headers).raise_for_status()
+
+    def post_batch(self, http: Poster) -> None:
+        http.post(self.url, content=self.batch, headers=self.headers).raise_for_status()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
 @dataclass
 class Row:
     model: str
@@ -108,6 +169,7 @@ class Row:
 def measure_model(
     servers: dict[str, httpx.Client],
     echo: httpx.Client,
+    posters: dict[str, Poster],
     recognizer: Recognizer,
     crops: list[np.ndarray],
     photos: list[bytes],
@@ -130,49 +192,63 @@ def measure_model(
             session.run([output], {feed: rows})
 
     pngs = [cv2.imencode(".png", c)[1].tobytes() for c in crops]
-    single_bodies = [  # encoded once: the client's own work stays out of the /embed times
-        json.dumps({"image": b64(png), "aligned": True, "models": [model_id]}).encode() for png in pngs
-    ]
+    # each body encoded once: the client's own work stays out of the /embed times
+    query = f"?aligned=true&models={model_id}&channels=bgr"
+    bodies: dict[str, Body] = {
+        "png": Body(
+            "/embed",
+            {"content-type": "application/json"},
+            [json.dumps({"image": b64(png), "aligned": True, "models": [model_id]}).encode() for png in pngs],
+            json.dumps(
+                {"images": [b64(p) for p in pngs[: args.batch]], "aligned": True, "models": [model_id]}
+            ).encode(),
+        ),
+        "npy": Body(
+            "/embed" + query,
+            {"content-type": "application/x-npy"},
+            [npy_bytes(c[None]) for c in crops],
+            npy_bytes(np.stack(crops[: args.batch])),
+        ),
+    }
     batch = tensor[: args.batch]
-    batch_body = json.dumps(
-        {"images": [b64(p) for p in pngs[: args.batch]], "aligned": True, "models": [model_id]}
-    ).encode()
-    headers = {"content-type": "application/json"}
 
-    def post(http: httpx.Client, body: bytes) -> None:
-        http.post("/embed", content=body, headers=headers).raise_for_status()
-
-    # one pass per server, each interleaved with raw onnxruntime: a server whose onnxruntime threads
-    # spin after a run (versions before that was turned off) slows whatever runs next, so it is never
-    # interleaved with the other server; its overhead is measured against the raw runs of its own pass
+    # one pass per server and body, each interleaved with raw onnxruntime: a server whose onnxruntime
+    # threads spin after a run (versions before that was turned off) slows whatever runs next, so it is
+    # never interleaved with the other server; its overhead is measured against the raw runs of its pass
     singles: list[Timed] = []
     batches: list[Timed] = []
-    passes: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
-        (
-            name,
-            partial(lambda i, h: post(h, single_bodies[i % n]), h=http),
-            partial(lambda i, h: post(h, batch_body), h=http),
-        )
-        for name, http in servers.items()
-    ]
     binary = {"content-type": "application/octet-stream"}
-    for name, one, many in passes:
-        pair = [
-            Timed(f"raw/{name}", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
-            Timed(name, one),
-            # the same body echoed back whole: the HTTP floor of this pass
-            Timed(
-                f"echo/{name}",
-                lambda i: echo.post(
-                    "/echo-npy", content=single_bodies[i % n], headers=binary
-                ).raise_for_status(),
-            ),
-        ]
-        interleave(pair, n, args.rounds)
-        singles += pair
-        pair = [Timed(f"raw/{name}", lambda i: run_raw(raws["raw"], batch)), Timed(name, many)]
-        interleave(pair, args.batch_repeats, args.rounds)
-        batches += pair
+    for name, poster in posters.items():
+        if name == "echo":
+            continue
+        for kind, body in bodies.items():
+            if kind == "npy" and name == "before":  # an earlier tree may not take .npy pixels
+                continue
+            label = f"{name}/{kind}"
+            pair = [
+                Timed(f"raw/{label}", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
+                Timed(label, partial(lambda i, h, b: b.post_single(h, i % n), h=poster, b=body)),
+                # the same body echoed back whole: the HTTP floor of this pass
+                Timed(
+                    f"echo/{label}",
+                    partial(
+                        lambda i, b: (
+                            posters["echo"]
+                            .post("/echo-npy", content=b.singles[i % n], headers=binary)
+                            .raise_for_status()
+                        ),
+                        b=body,
+                    ),
+                ),
+            ]
+            interleave(pair, n, args.rounds)
+            singles += pair
+            pair = [
+                Timed(f"raw/{label}", lambda i: run_raw(raws["raw"], batch)),
+                Timed(label, partial(lambda i, h, b: b.post_batch(h), h=poster, b=body)),
+            ]
+            interleave(pair, args.batch_repeats, args.rounds)
+            batches += pair
     if "raw-default" in raws:
         pair = [
             Timed("raw/raw-default", lambda i: run_raw(raws["raw"], tensor[i % n : i % n + 1])),
@@ -269,6 +345,12 @@ def main() -> int:
     parser.add_argument("--models", type=lambda text: text.split(","), default=RECOGNIZERS)
     parser.add_argument("--baseline-tree", type=Path, help="a checkout of an earlier version to measure too")
     parser.add_argument(
+        "--client",
+        choices=["httpx", "http.client"],
+        default="httpx",
+        help="the client of the batch-1 and batch calls and their echo (photos always go through httpx)",
+    )
+    parser.add_argument(
         "--ort-defaults",
         action="store_true",
         help="also time a session with onnxruntime's defaults (its spinning threads slow what runs next)",
@@ -291,6 +373,9 @@ def main() -> int:
     servers = {name: client for name, (_, client) in started.items()}
     started["echo"] = serve_echo()
     echo = started["echo"][1]
+    posters: dict[str, Poster] = {name: client for name, (_, client) in started.items()}
+    if args.client == "http.client":
+        posters = {name: KeptAlive(client) for name, (_, client) in started.items()}
     load_start = os.getloadavg()
     results = []
     try:
@@ -298,7 +383,7 @@ def main() -> int:
             recognizer = registry.recognizer(model_id)
             template = registry.manifest.templates[recognizer.entry.alignment or ""]
             crops = [align_face(img, lm, template) for img, lm in zip(images, landmarks, strict=True)]
-            results.append(measure_model(servers, echo, recognizer, crops, photos, args))
+            results.append(measure_model(servers, echo, posters, recognizer, crops, photos, args))
             print(f"measured {model_id}", file=sys.stderr, flush=True)
     finally:
         for process, client in started.values():
@@ -317,38 +402,43 @@ def print_tables(
     print(
         f"\n/embed vs raw onnxruntime (CPU), {args.images} LFW faces per model x {args.rounds} rounds, "
         f"batch of {args.batch} x {args.batch_repeats} x {args.rounds}; service session options: "
-        f"intra-op threads {threads}, no spinning; load average {load_start[0]:.2f} at the start, "
+        f"intra-op threads {threads}, no spinning; client {args.client}; "
+        f"load average {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end, {os.cpu_count()} CPUs\n"
     )
     print(
-        "| model | dim | server | raw ORT ms (b=1) | /embed aligned p50 ms | p90 ms | overhead ms "
+        "| model | dim | server | body | raw ORT ms (b=1) | /embed aligned p50 ms | p90 ms | overhead ms "
         "| echo of the body ms | over echo ms "
         f"| raw faces/s (batch {args.batch}) | /embed faces/s (batch) | batch vs raw | /embed photo p50 ms |"
     )
-    print("|---|---:|---|" + "---:|" * 10)
+    print("|---|---:|---|---|" + "---:|" * 10)
     names = {"after": "this tree", "before": "baseline"}
+    kinds = {"png": "base64 PNG", "npy": ".npy pixels"}
     for r in results:
         v = r.values
         for name, label in names.items():
-            if f"{name} p50" not in v:
-                continue
-            raw, raw_rate = v[f"raw/{name} p50"], v[f"raw/{name} rate"]
-            cells = [
-                r.model,
-                str(r.dim),
-                label,
-                f"{raw:.2f}",
-                f"{v[f'{name} p50']:.2f}",
-                f"{v[f'{name} p90']:.2f}",
-                f"{v[f'{name} p50'] - raw:.2f}",
-                f"{v[f'echo/{name} p50']:.2f}",
-                f"{v[f'{name} p50'] - raw - v[f'echo/{name} p50']:.2f}",
-                f"{raw_rate:.0f}",
-                f"{v[f'{name} rate']:.0f}",
-                f"{v[f'{name} rate'] / raw_rate:.2f}x",
-                f"{v[f'{name} photo p50']:.2f}",
-            ]
-            print("| " + " | ".join(cells) + " |")
+            for kind, body in kinds.items():
+                key = f"{name}/{kind}"
+                if f"{key} p50" not in v:
+                    continue
+                raw, raw_rate = v[f"raw/{key} p50"], v[f"raw/{key} rate"]
+                cells = [
+                    r.model,
+                    str(r.dim),
+                    label,
+                    body,
+                    f"{raw:.2f}",
+                    f"{v[f'{key} p50']:.2f}",
+                    f"{v[f'{key} p90']:.2f}",
+                    f"{v[f'{key} p50'] - raw:.2f}",
+                    f"{v[f'echo/{key} p50']:.2f}",
+                    f"{v[f'{key} p50'] - raw - v[f'echo/{key} p50']:.2f}",
+                    f"{raw_rate:.0f}",
+                    f"{v[f'{key} rate']:.0f}",
+                    f"{v[f'{key} rate'] / raw_rate:.2f}x",
+                    f"{v[f'{name} photo p50']:.2f}",
+                ]
+                print("| " + " | ".join(cells) + " |")
     if "raw-default p50" in results[0].values:
         print(
             "\nonnxruntime's defaults (every core, spinning threads) against the service's session options:\n"

@@ -490,6 +490,12 @@ async def require_scope(
     return principal
 
 
+def principal_of(request: Request) -> Principal:
+    """The caller of a request whose scope checks passed (`needs(...)` on the route, a LeanRoute's too)."""
+    principal: Principal = request.scope[PRINCIPAL]
+    return principal
+
+
 def require_also(request: Request, principal: Principal, scope: str, why: str) -> None:
     """A second scope a request needs because of what it asks (e.g. /embed with `record`)."""
     if not principal.has(scope):

@@ -10,24 +10,25 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from facebridge.api.body import read_body
+from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
 from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
-from facebridge.bridge import Bridge, decode_base64
+from facebridge.bridge import decode_base64
 from facebridge.config import Settings
 from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.npy import NPY, read_pixels
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
-from facebridge.security import Principal, needs, require_also
+from facebridge.security import needs, principal_of, require_also
 from facebridge.state import get_bridge, get_pipeline, state_of
 
-router = APIRouter(tags=["embed"])
+router = APIRouter(tags=["embed"], route_class=LeanRoute)
 
 OPTION_FIELDS: dict[str, dict[str, Any]] = {
     "models": {"type": "string", "description": "comma-separated recognizer ids"},
@@ -175,13 +176,11 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[EmbedOption
     "needs scope `pairs:record` as well.",
     openapi_extra=OPENAPI_BODY,
     responses={**PROBLEM_RESPONSES, 415: {"description": "Unsupported content type"}},
+    dependencies=[needs("embed")],
 )
-async def embed(
-    request: Request,
-    principal: Principal = needs("embed"),
-    bridge: Bridge = Depends(get_bridge),
-    _: object = Depends(get_pipeline),
-) -> Response:
+async def embed(request: Request) -> Response:
+    bridge = await get_bridge(request)
+    await get_pipeline(request)  # 503 while the recognizers load, before the body is read
     settings = state_of(request).settings
     content_type = request.headers.get("content-type", "")
     blobs: list[bytes] | list[np.ndarray]
@@ -203,6 +202,7 @@ async def embed(
     check_batch_size(
         len(blobs), limit, "images", "images", f"{len(blobs)} images; the limit is {limit} per request"
     )
+    principal = principal_of(request)
     if options.record is not None:
         require_also(request, principal, "pairs:record", "recording pairs (`record`)")
     store = recording_store(request, options)  # before any photo is decoded: 404 when recording is off

@@ -1,4 +1,4 @@
-"""A route class for the hot template routes (/translate, /verify): no dependency solving per request.
+"""A route class for the hot routes (/translate, /verify, /embed): no dependency solving per request.
 
 FastAPI resolves a route's dependencies anew on every request; for a one-embedding /translate that
 bookkeeping (two scope checks, the key header, the bridge) cost more than the translation itself.
