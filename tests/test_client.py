@@ -147,6 +147,22 @@ def test_embed_multipart(fb: Client, lfw: Path) -> None:
     assert caught.value.fields == ["models[0]"]
 
 
+def test_embed_pixels_as_npy(fb: Client, lfw: Path) -> None:
+    """An array of pixels goes as a .npy body: the same faces as the photo's file, either colour order."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(lfw / PHOTO).convert("RGB"))
+    from_file = fb.embed(lfw / PHOTO, [ARC], largest_only=True).results[0].faces[0]
+    for channels, pixels in (("rgb", rgb), ("bgr", np.ascontiguousarray(rgb[..., ::-1]))):
+        answer = fb.embed(pixels, [ARC], channels=channels, largest_only=True)  # type: ignore[arg-type]
+        (face,) = answer.results[0].faces
+        np.testing.assert_allclose(face.embeddings[0].embedding, from_file.embeddings[0].embedding, atol=1e-6)
+    crops = np.zeros((2, 112, 112, 3), np.uint8)
+    assert len(fb.embed(crops, [ARC], channels="bgr", aligned=True).results) == 2
+    with pytest.raises(TypeError):
+        fb.embed(crops, [ARC], aligned=True)
+
+
 def test_problems_become_typed_exceptions(fb: Client, server: LiveServer) -> None:
     ok = [[0.1] * 128]
     with pytest.raises(NotFoundError) as unknown:
