@@ -6,8 +6,7 @@ calibration set has thresholds for it: `(A->B(a) . b + a . B->A(b)) / 2`, AS-nor
 of each model. Judged here exactly as the threshold study judges the single-map directions (same split,
 cohorts and label audit): thresholds calibrated on the other populations, the FAR reached at each
 operating point, far_range, the TAR against the best raw TAR at the same FAR, and the TAR against the
-single-map directions' (each with its own AS-norm thresholds, at the same operating point); and the
-drift watch's estimate through both maps against the truth.
+single-map directions' (each with its own AS-norm thresholds, at the same operating point).
 
 Writes the section `both-maps-thresholds` of docs/thresholds.md.
 
@@ -22,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, drift_rows, main_table, score_all
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table, score_all
 
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     singles = [Comparison(c.source, c.target) for c in pairs] + [
         Comparison(c.target, c.source) for c in pairs
     ]
-    scores = score_all(bank, splits, [*pairs, *singles])
-    cells = main_table(bank, scores, names, [*pairs, *singles])
+    cells = main_table(bank, score_all(bank, splits, [*pairs, *singles]), names, [*pairs, *singles])
     by = {(c.population, c.comparison, c.point): c for c in cells}
 
     summary = [
@@ -119,14 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         *summary,
         "",
         *detail,
-        "",
-        "#### Drift estimate through both maps",
-        "",
-        "The drift watch's estimate (the share of cohort pairs at or above the shipped set's raw far_1e-3 "
-        "threshold through both maps) against the FAR that threshold reaches on the scored people's "
-        "labelled impostor pairs, as for the single comparisons above.",
-        "",
-        *drift_rows(bank, splits, scores, names, pairs),
     ]
     upsert_section(args.out, "both-maps-thresholds", "\n".join(text))
     print(f"wrote {args.out}")

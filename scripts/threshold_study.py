@@ -30,7 +30,6 @@ import numpy as np
 
 from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, top_k_for
 from facebridge.cohort.calibration_set import save_calibration_set
-from facebridge.cohort.drift import raw_calibration
 from facebridge.evaluation.label_audit import IdentityMerge, audited, native_thresholds
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
 from facebridge.evaluation.population import STUDY_MODELS as MODELS
@@ -58,7 +57,7 @@ from facebridge.evaluation.thresholds import (
 )
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.calibration import Calibration, clopper_pearson, widen_for_population
-from facebridge.mapping.compare import both_maps_plan, plan_comparison
+from facebridge.mapping.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (50, 100, 200, 500, 1000)
@@ -158,16 +157,9 @@ def nested_factors(
 
 
 def shipped_raw(bank: MappingBank, comparison: Comparison) -> Calibration:
-    """The raw thresholds an answer without a cohort states: the map file's, or through both maps
-    the shipped calibration set's (drift.raw_calibration)."""
-    plan = (
-        both_maps_plan(bank, comparison.source, comparison.target)
-        if comparison.both_maps
-        else plan_comparison(bank, comparison.source, comparison.target, comparison.target)
-    )
-    calibration = raw_calibration(bank, bank.scoring, plan) if plan is not None else None
-    assert calibration is not None, comparison.label
-    return calibration
+    plan = plan_comparison(bank, comparison.source, comparison.target, comparison.target)
+    assert plan.calibration is not None
+    return plan.calibration
 
 
 def shipped_raw_far(bank: MappingBank, comparison: Comparison, impostor: np.ndarray, point: str) -> float:
