@@ -424,29 +424,6 @@ def test_both_maps_gives_way_to_a_named_space_or_threshold_and_without_cohorts_i
     )
 
 
-def test_drift_watch_covers_both_maps(served_both: Path) -> None:
-    """The drift estimate through both maps: the share of cohort pairs (arcface's cohort against
-    faceplugin's, each in both spaces) at or above the set's raw threshold, as numpy counts it."""
-    from facebridge.cohort.drift import drift_of
-
-    bank = _bank(served_both)
-    forward, reverse = bank.find_path(ARC, FP), bank.find_path(FP, ARC)
-    assert forward is not None and reverse is not None
-    entry = bank.scoring.sets["calibrations/test.calibration.json"].entries[f"{ARC}->{FP}+{FP}->{ARC}"]
-    assert entry.raw is not None
-    arc_cohort, fp_cohort = bank.scoring.cohorts[ARC].templates, bank.scoring.cohorts[FP].templates
-    scores = 0.5 * (forward.apply(arc_cohort) @ fp_cohort.T + arc_cohort @ reverse.apply(fp_cohort).T)
-    pairs = scores.ravel()  # the two cohorts name different sources: every pair counts
-    estimates = {(d.comparison, d.operating_point): d for d in drift_of(bank)}
-    for point in ("far_1e-2", "far_1e-3"):
-        estimate = estimates[(f"{ARC}->{FP}+{FP}->{ARC}", point)]
-        threshold = entry.raw.thresholds[point].threshold
-        assert estimate.threshold == threshold and estimate.pairs == len(pairs)
-        assert estimate.estimated_far == pytest.approx(np.mean(pairs >= threshold), abs=2 / len(pairs))
-        assert set(estimate.cohorts) == {f"lfw-{ARC}", f"lfw-{FP}"}
-    assert (ARC, "far_1e-3") in estimates and (f"{ARC}->{FP}", "far_1e-3") in estimates
-
-
 def test_deployment_calibration_covers_both_maps(served_both: Path, population: Population) -> None:
     bank = _bank(served_both)
     deployment = calibrate_population(bank, population, [ARC, FP], seed=1, max_cohort=400)

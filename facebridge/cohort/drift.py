@@ -1,6 +1,5 @@
 """Drift watch: the FAR the shipped raw thresholds reach on the deployment's population, estimated
-from its unlabelled cohort alone, for every comparison the service makes: same space, through one
-map, and through both maps.
+from its unlabelled cohort alone.
 
 Pairs of cohort templates are taken as impostor pairs (a gallery holds each person once) and the
 estimate is the fraction that scores at or above a threshold. Where a cohort holds several photos of
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facebridge.cohort.scoring import Scoring, comparison_key
-from facebridge.mapping.calibration import OPERATING_POINTS, Calibration, clopper_pearson
+from facebridge.mapping.calibration import OPERATING_POINTS, clopper_pearson
 
 if TYPE_CHECKING:
     from facebridge.mapping.bank import MappingBank
@@ -53,9 +52,8 @@ def cohort_pair_scores(scoring: Scoring, plan: ComparisonPlan) -> tuple[np.ndarr
     """Scores of cohort pairs as the plan would compare them (None when no cohort serves both kinds).
 
     Same space: every pair i < j of the space's cohort. Across models: the source cohort carried
-    through the plan's map against the target space's own cohort (through both maps: each cohort in
-    both spaces, `ComparisonPlan.sides`), every (i, j) with i != j where both are drawn from one
-    gallery of the same size."""
+    through the plan's map against the target space's own cohort, every (i, j) with i != j where both
+    are drawn from one gallery of the same size."""
     native = scoring.cohorts.get(plan.space)
     if native is None:
         return None
@@ -66,14 +64,7 @@ def cohort_pair_scores(scoring: Scoring, plan: ComparisonPlan) -> tuple[np.ndarr
     source = scoring.cohorts.get(plan.path.source)
     if source is None:
         return None
-    if plan.reverse is not None:
-        rows = {plan.translate_side or "a": source.templates}
-        rows["b" if "a" in rows else "a"] = native.templates
-        side_a, side_b = plan.sides(rows["a"], rows["b"])
-        mapped, own = (side_a, side_b) if plan.translate_side == "a" else (side_b, side_a)
-        scores = mapped @ own.T
-    else:
-        scores = scoring.mapped_cohort(source, plan.path) @ native.templates.T
+    scores = scoring.mapped_cohort(source, plan.path) @ native.templates.T
     same_gallery = (
         len(source) == len(native) and source.meta.provenance.source == native.meta.provenance.source
     )
@@ -82,37 +73,23 @@ def cohort_pair_scores(scoring: Scoring, plan: ComparisonPlan) -> tuple[np.ndarr
     return scores.ravel(), (source.id, native.id)
 
 
-def raw_calibration(bank: MappingBank, scoring: Scoring, plan: ComparisonPlan) -> Calibration | None:
-    """The raw thresholds an answer without a cohort states for `plan`: its map file's (or the space's),
-    or, through both maps, which no map file calibrates, the calibration set's."""
-    if plan.calibration is not None or plan.reverse is None:
-        return plan.calibration
-    found = scoring.entry(bank, plan)
-    return found[2].raw if found is not None else None
-
-
 def estimate_drift(bank: MappingBank, scoring: Scoring) -> list[DriftEstimate]:
-    """An estimate for every operating point of every same-space, direct-map and both-maps comparison
-    that has raw thresholds (`raw_calibration`) and cohorts to score it with."""
-    from facebridge.mapping.compare import both_maps_plan, plan_comparison
+    """An estimate for every operating point of every same-space and direct-map comparison that has
+    a shipped raw calibration and cohorts to score it with."""
+    from facebridge.mapping.compare import plan_comparison
 
     estimates = []
     plans = [plan_comparison(bank, s, s) for s in sorted(scoring.cohorts) if s in bank.spaces]
     plans += [plan_comparison(bank, a, b, b) for (a, b) in sorted(bank.maps) if b in scoring.cohorts]
-    both = [both_maps_plan(bank, a, b) for (a, b) in sorted(bank.maps) if a < b]
-    plans += [plan for plan in both if plan is not None]
     for plan in plans:
-        calibration = raw_calibration(bank, scoring, plan)
-        if calibration is None:
+        if plan.calibration is None:
             continue
         found = cohort_pair_scores(scoring, plan)
         if found is None:
             continue
         scores, cohorts = found
         for point, nominal in OPERATING_POINTS.items():
-            if point not in calibration.thresholds:
-                continue
-            threshold = calibration.thresholds[point].threshold
+            threshold = plan.calibration.thresholds[point].threshold
             accepted = int(np.count_nonzero(scores >= threshold))
             estimates.append(
                 DriftEstimate(
