@@ -51,9 +51,10 @@ def test_probes_models_and_docs(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/embed", "/models", "/healthz", "/readyz"} <= set(spec["paths"])
-    assert {"application/json", "multipart/form-data"} <= set(
+    assert {"application/json", "multipart/form-data", "application/x-npy"} <= set(
         spec["paths"]["/embed"]["post"]["requestBody"]["content"]
     )
+    assert "channels" in {p["name"] for p in spec["paths"]["/embed"]["post"]["parameters"]}
 
 
 def test_multipart_embedding_equals_library_call(
