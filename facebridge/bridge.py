@@ -148,6 +148,17 @@ def operating_point(far: float | None = None, point: str | None = None) -> str:
     return point or DEFAULT_OPERATING_POINT
 
 
+def serves_both_maps(rule: ScoreRule) -> bool:
+    """Whether a both-maps rule may judge answers: with AS-norm thresholds (a cohort of each model
+    loaded), or with a deployment's own raw calibration. A shipped set's raw thresholds for both maps
+    are pooled over its four populations: on LFW and CelebA people they reached FAR 5e-7 to 1.3e-5 at a
+    nominal 1e-3, with a TAR of 0.27 to 0.89 where the one map's own thresholds kept 0.78 to 0.98
+    (docs/thresholds.md). Without a cohort the one map answers, as its map file calibrates it."""
+    if rule.calibration is None:
+        return False
+    return rule.units == "as-norm" or rule.source == "deployment"
+
+
 class Bridge:
     """Maps (and, when loaded, recognizers) behind one object; every method is thread-safe."""
 
@@ -367,9 +378,9 @@ class Bridge:
         normalization: Literal["auto", "none"],
         calibrated: bool,
     ) -> tuple[ComparisonPlan, ScoreRule]:
-        """Across models, through both maps where a calibration set has thresholds for that (and the
-        caller named neither a space nor a threshold of its own): it measured closer to the natives
-        on people no map saw (docs/maps-across-populations.md); else through the one map. A
+        """Across models, through both maps where that is calibrated for the deployment's people (and
+        the caller named neither a space nor a threshold of its own): it measured closer to the
+        natives on people no map saw (docs/maps-across-populations.md); else through the one map. A
         deployment's own calibration of the one map still wins over shipped both-maps thresholds."""
         plan = plan_comparison(self.bank, model_a, model_b, space)
         rule = self.bank.scoring.rule(self.bank, plan, normalization)
@@ -377,7 +388,7 @@ class Bridge:
         if both is not None:
             both_rule = self.bank.scoring.rule(self.bank, both, normalization)
             overridden = rule.source == "deployment" and both_rule.source != "deployment"
-            if both_rule.calibration is not None and not overridden:
+            if serves_both_maps(both_rule) and not overridden:
                 return both, both_rule
         return plan, rule
 
@@ -453,11 +464,11 @@ class Bridge:
 
     def comparisons_in_force(self) -> list[ComparisonInForce]:
         """What judges each same-space, direct-map and both-maps comparison now: units, calibration,
-        cohorts (a both-maps comparison is listed where a calibration set has thresholds for it)."""
+        cohorts (a both-maps comparison is listed where it is served: `serves_both_maps`)."""
         plans = [plan_comparison(self.bank, s, s) for s in sorted(self.bank.space_calibrations)]
         plans += [plan_comparison(self.bank, a, b, b) for (a, b) in sorted(self.bank.maps)]
         both = [both_maps_plan(self.bank, a, b) for (a, b) in sorted(self.bank.maps) if a < b]
-        plans += [p for p in both if p is not None and self.bank.scoring.rule(self.bank, p).calibration]
+        plans += [p for p in both if p is not None and serves_both_maps(self.bank.scoring.rule(self.bank, p))]
         comparisons = []
         for plan in plans:
             rule = self.bank.scoring.rule(self.bank, plan)

@@ -6,7 +6,8 @@ calibration set has thresholds for it: `(A->B(a) . b + a . B->A(b)) / 2`, AS-nor
 of each model. Judged here exactly as the threshold study judges the single-map directions (same split,
 cohorts and label audit): thresholds calibrated on the other populations, the FAR reached at each
 operating point, far_range, the TAR against the best raw TAR at the same FAR, and the TAR against the
-single-map directions' (each with its own AS-norm thresholds, at the same operating point).
+single-map directions' (each with its own AS-norm thresholds, at the same operating point); and,
+without a cohort, the set's raw thresholds through both maps against the one map's own.
 
 Writes the section `both-maps-thresholds` of docs/thresholds.md.
 
@@ -21,12 +22,67 @@ import argparse
 import sys
 from pathlib import Path
 
-from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table, score_all
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table, score_all, shipped_raw
 
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
-from facebridge.evaluation.thresholds import POINTS, Comparison, comparisons, split_population
+from facebridge.evaluation.thresholds import (
+    POINTS,
+    Comparison,
+    ComparisonScores,
+    comparisons,
+    reached_far,
+    split_population,
+    tar_at_threshold,
+)
 from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.compare import both_maps_plan, plan_comparison
+
+
+def without_cohort_rows(
+    bank: MappingBank,
+    scores: dict[tuple[Comparison, str], ComparisonScores],
+    names: list[str],
+    pairs: list[Comparison],
+) -> list[str]:
+    """Raw scores at far_1e-3, as a deployment without cohorts would be judged: through both maps with
+    the shipped set's raw thresholds (pooled over its populations), and through the one map the
+    service picks with its map file's thresholds (calibrated on LFW and CelebA people)."""
+    lines = [
+        row(
+            "population",
+            "pair",
+            "one map",
+            "FAR, one map",
+            "TAR, one map",
+            "FAR, both maps (set's raw)",
+            "TAR, both maps (set's raw)",
+        ),
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        for c in pairs:
+            single_plan = plan_comparison(bank, c.source, c.target)
+            both_plan = both_maps_plan(bank, c.source, c.target)
+            assert single_plan.path is not None and both_plan is not None
+            single = Comparison(single_plan.path.source, single_plan.space)
+            found = bank.scoring.entry(bank, both_plan)
+            assert found is not None and found[2].raw is not None, c.label
+            one_t = shipped_raw(bank, single).thresholds["far_1e-3"].threshold
+            both_t = found[2].raw.thresholds["far_1e-3"].threshold
+            one_s, both_s = scores[(single, name)], scores[(c, name)]
+            lines.append(
+                row(
+                    name,
+                    c.label,
+                    single.label,
+                    f"{reached_far(one_s.raw_impostor, one_t):.1e}",
+                    f"{tar_at_threshold(one_s.raw_genuine, one_t):.3f}",
+                    f"{reached_far(both_s.raw_impostor, both_t):.1e}",
+                    f"{tar_at_threshold(both_s.raw_genuine, both_t):.3f}",
+                )
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     singles = [Comparison(c.source, c.target) for c in pairs] + [
         Comparison(c.target, c.source) for c in pairs
     ]
-    cells = main_table(bank, score_all(bank, splits, [*pairs, *singles]), names, [*pairs, *singles])
+    scores = score_all(bank, splits, [*pairs, *singles])
+    cells = main_table(bank, scores, names, [*pairs, *singles])
     by = {(c.population, c.comparison, c.point): c for c in cells}
 
     summary = [
@@ -117,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         *summary,
         "",
         *detail,
+        "",
+        "#### Without a cohort",
+        "",
+        "Raw cosine at nominal 1e-3, as answers are judged where no cohort is loaded: through both maps "
+        "with the shipped set's raw thresholds (pooled over its four populations, equal weights), and "
+        "through the one map the service picks, with its map file's thresholds (calibrated on LFW and "
+        "CelebA people). The service uses both maps only with AS-norm thresholds (a cohort of each model) "
+        "or a deployment's own calibration (`serves_both_maps`, facebridge/bridge.py).",
+        "",
+        *without_cohort_rows(bank, scores, names, pairs),
     ]
     upsert_section(args.out, "both-maps-thresholds", "\n".join(text))
     print(f"wrote {args.out}")

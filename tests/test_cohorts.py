@@ -27,6 +27,7 @@ from facebridge.evaluation.thresholds import (
     split_population,
 )
 from facebridge.mapping.bank import MappingBank
+from facebridge.mapping.compare import plan_comparison
 from facebridge.mapping.fitting import fit_map, pair_caches
 from facebridge.mapping.mapfile import SpaceRef, map_filename, save_map
 from facebridge.vision.manifest import load_manifest
@@ -413,21 +414,35 @@ def test_both_maps_gives_way_to_a_named_space_or_threshold_and_without_cohorts_i
     assert Bridge(bank).verify((ARC, a), (FP, b), threshold=0.3).comparison == "cross"
     # no calibration for both maps (the set of `served` has none): through the one map, as before
     assert Bridge(_bank(served)).verify((ARC, a), (FP, b)).comparison == "cross"
-    # no cohort: the set's raw both-maps thresholds, said to be its populations'
-    raw = Bridge(MappingBank.load(served_both / "mappings", MANIFEST)).verify((ARC, a), (FP, b))
+    # no cohort: the shipped set's raw thresholds for both maps (pooled over its populations) judge
+    # nothing; the one map answers with its map file's thresholds, and no both-maps comparison is in force
+    no_cohort = MappingBank.load(served_both / "mappings", MANIFEST)
     entry = bank.scoring.sets["calibrations/test.calibration.json"].entries[f"{ARC}->{FP}+{FP}->{ARC}"]
     assert entry.raw is not None
-    assert raw.comparison == "both-maps" and raw.calibration.units == "cosine" and raw.normalization is None
-    assert raw.threshold == entry.raw.thresholds["far_1e-3"].threshold
-    assert (
-        "through both maps" in raw.calibration.note and "give a cohort of each model" in raw.calibration.note
-    )
+    raw = Bridge(no_cohort).verify((ARC, a), (FP, b))
+    single = plan_comparison(no_cohort, ARC, FP)
+    assert raw.comparison == "cross" and raw.normalization is None and single.calibration is not None
+    assert raw.threshold == single.calibration.thresholds["far_1e-3"].threshold
+    in_force = {c.comparison for c in Bridge(no_cohort).comparisons_in_force()}
+    assert f"{ARC}->{FP}+{FP}->{ARC}" not in in_force and f"{ARC}->{FP}" in in_force
 
 
-def test_deployment_calibration_covers_both_maps(served_both: Path, population: Population) -> None:
+def test_deployment_calibration_covers_both_maps(
+    served_both: Path, population: Population, tmp_path: Path
+) -> None:
+    """A deployment's own calibration through both maps serves, raw where no cohort is loaded: those
+    thresholds are its own people's."""
     bank = _bank(served_both)
     deployment = calibrate_population(bank, population, [ARC, FP], seed=1, max_cohort=400)
-    assert f"{ARC}->{FP}+{FP}->{ARC}" in deployment.entries
+    key = f"{ARC}->{FP}+{FP}->{ARC}"
+    assert key in deployment.entries and deployment.entries[key].raw is not None
+    file = save_calibration_set(tmp_path / "site.calibration.json", deployment)
+    no_cohort = MappingBank.load(served_both / "mappings", MANIFEST, None, file)
+    a, b = population.clean[ARC][0], population.clean[FP][1]
+    result = Bridge(no_cohort).verify((ARC, a), (FP, b))
+    assert result.comparison == "both-maps" and result.calibration.source == "deployment"
+    assert result.calibration.units == "cosine"
+    assert result.threshold == deployment.entries[key].raw.thresholds["far_1e-3"].threshold  # type: ignore[union-attr]
 
 
 def test_the_service_normalises_with_the_power_its_calibration_set_records(

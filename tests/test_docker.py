@@ -190,14 +190,17 @@ def test_embed_translate_verify_match_the_library(
         probe_vector = (
             pipeline.embed_image(_bgr(lfw, PROBE), [TARGET], DetectionOptions())[0].embeddings[0].vector
         )
-        # across models the service compares through both maps (the shipped set calibrates that),
-        # the mean of the cosines in the two spaces, and says so
-        back = bank.maps[(TARGET, SOURCE)].apply(probe_vector[None].astype(np.float32))[0]
-        local_score = 0.5 * float(expected @ probe_vector + served[SOURCE] @ back)
-        assert result["comparison"] == "both-maps"
-        assert sorted(result["maps"]) == sorted([f"{SOURCE}->{TARGET}", f"{TARGET}->{SOURCE}"])
-        assert result["raw_score"] == pytest.approx(local_score, abs=1e-4)
-        assert result["match"] is True
+        # without a cohort the service compares through one map, in the space whose map has the
+        # better recorded quality (the shipped set's raw thresholds through both maps are pooled over
+        # four populations and too strict on people like these), and says which
+        if result["space"] == TARGET:
+            local_score = float(expected @ probe_vector)
+        else:
+            assert result["space"] == SOURCE and result["translated"] == "b"
+            back = bank.maps[(TARGET, SOURCE)].apply(probe_vector[None].astype(np.float32))[0]
+            local_score = float(served[SOURCE] @ back)
+        assert result["score"] == pytest.approx(local_score, abs=1e-4)
+        assert result["match"] is True and result["comparison"] == "cross"
 
 
 def test_identity_system_rollout_end_to_end(
