@@ -35,6 +35,14 @@ def meets(rank1_ratio: float, fnir_ratio: float) -> bool:
     return rank1_ratio >= RANK1_GOAL and fnir_ratio <= FNIR_GOAL
 
 
+def meets_weaker(result: Result, native_rank1: float, native_fnir: float) -> bool:
+    """The goal against the weaker of the two natives' galleries (as verification is judged against
+    the weaker native): ratios to B's, with A's own ratios to B's given."""
+    return result.rank1_ratio >= RANK1_GOAL * min(1.0, native_rank1) and result.fnir_ratio <= FNIR_GOAL * max(
+        1.0, native_fnir
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             "population",
             "native A's own gallery meets the goal against B's",
             *(f"{v}: id ok (of those where A's does / doesn't)" for v in VARIANTS),
+            *(f"{v}: id ok against the weaker native" for v in VARIANTS),
         ),
-        "|---|---:|" + "---:|" * len(VARIANTS),
+        "|---|---:|" + "---:|" * 2 * len(VARIANTS),
     ]
     detail = [
         row(
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         native = scored.native_id
         own_ok = 0
         counts = {v: [0, 0, 0, 0] for v in VARIANTS}  # ok where A's own does, of; ok where not, of
+        weaker = {v: [0, 0] for v in VARIANTS}  # ok against the weaker native's gallery, of
         for a in models:
             for b in models:
                 if a == b:
@@ -88,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                     slot = 0 if a_ok else 2
                     counts[v][slot] += ok
                     counts[v][slot + 1] += 1
+                    weaker[v][0] += meets_weaker(result, rank1, fnir)
+                    weaker[v][1] += 1
                     cells.append(f"{result.rank1_ratio:.3f}, {result.fnir_ratio:.2f}")
                 detail.append(row(name, direction, f"{rank1:.3f}, {fnir:.2f}", *cells))
         summary.append(
@@ -98,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c[0] + c[2]} ({c[0]} of {c[1]} / {c[2]} of {c[3]})" if c[1] + c[3] else ""
                     for c in counts.values()
                 ),
+                *(f"{w[0]} / {w[1]}" if w[1] else "" for w in weaker.values()),
             )
         )
         print(summary[-1], flush=True)
@@ -110,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         "results. *native A / native B*: A's own gallery searched with A's own probes, against B's "
         "(the identification goal asks the migrated gallery for rank-1 ≥ 0.97x and FNIR at FPIR 1e-2 "
         "≤ 1.1x of B's). Where A's own gallery falls short of that, a gallery of A's templates carried "
-        "into B starts from less than B's. Cells: rank-1 ratio, FNIR ratio.",
+        "into B starts from less than B's. *against the weaker native*: rank-1 ≥ 0.97x and FNIR ≤ 1.1x "
+        "of the weaker of A's and B's own galleries (as verification is judged). Cells: rank-1 ratio, "
+        "FNIR ratio.",
         "",
         *summary,
         "",
