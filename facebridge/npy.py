@@ -8,6 +8,7 @@ Errors are `InvalidNpy`, which the service answers as 422 `invalid-npy`.
 from __future__ import annotations
 
 import io
+import math
 import re
 import zipfile
 
@@ -56,7 +57,7 @@ def _checked(
 ) -> tuple[tuple[int, ...], np.dtype, int]:
     if fortran:
         raise InvalidNpy("need a C-ordered array, got fortran_order=True", "body")
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(body) - offset != expected:
         raise InvalidNpy(
             f"truncated .npy array: the header promises {expected} bytes of data, the body has "
@@ -81,7 +82,7 @@ def read_embeddings(body: bytes | bytearray | memoryview) -> np.ndarray:
     shape, dtype, offset = _header(body)
     if dtype.kind != "f" or dtype.itemsize not in (4, 8):
         raise InvalidNpy(f"need a float32 (or float64) array, got dtype {dtype}", "body")
-    array = np.frombuffer(body, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+    array = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
     return array if dtype == np.dtype("<f4") else array.astype(np.float32)
 
 
@@ -103,7 +104,7 @@ def read_pixels(body: bytes | bytearray | memoryview, max_images: int, max_pixel
         raise ImageTooLarge(
             f"images are {shape[2]}x{shape[1]} pixels; the limit is {max_pixels} pixels", "body"
         )
-    return np.frombuffer(body, dtype=np.uint8, count=int(np.prod(shape)), offset=offset).reshape(shape)
+    return np.frombuffer(body, dtype=np.uint8, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 def uninitialised(size: int) -> memoryview:

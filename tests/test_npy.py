@@ -63,6 +63,18 @@ def test_pixels_read_with_their_limits() -> None:
             read_pixels(broken, 4, 112 * 112)
 
 
+def test_a_header_whose_size_overflows_int64_is_refused() -> None:
+    """2**32 x 2**32 x 2**32 x 3 bytes wraps around in int64 arithmetic; counted exactly, the body is
+    simply too short."""
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296, 3), }"
+    header += b" " * (128 - 10 - len(header) - 1) + b"\n"
+    body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    with pytest.raises(InvalidNpy):
+        read_pixels(body, 4, 112 * 112)
+    with pytest.raises(InvalidNpy):
+        read_embeddings(body)
+
+
 def test_npy_buffer_is_a_file_numpy_loads() -> None:
     buffer, out = npy_buffer(4, 3)
     out[:] = np.arange(12, dtype=np.float32).reshape(4, 3)
