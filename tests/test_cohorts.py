@@ -84,6 +84,25 @@ def _top_k(x: np.ndarray, cohort: np.ndarray) -> tuple[float, float]:
     return float(top.mean()), float(top.std())
 
 
+@pytest.mark.fast
+def test_both_sides_stats_in_one_pass_are_the_same_bits() -> None:
+    """top_k_stats_of_sides (one partition for both sides of a pair) equals two top_k_stats calls."""
+    from facebridge.cohort.asnorm import top_k_stats, top_k_stats_of_sides
+
+    rng = np.random.default_rng(3)
+    rows = lambda n, d: rng.normal(size=(n, d)).astype(np.float32)  # noqa: E731
+    a, b = rows(3, 256), rows(3, 256)
+    for cohort_a, cohort_b in ((rows(1000, 256), rows(1000, 256)), (rows(1000, 256), rows(700, 256))):
+        one_pass = top_k_stats_of_sides(a, cohort_a, b, cohort_b, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE)
+        apart = (
+            top_k_stats(a, cohort_a, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
+            top_k_stats(b, cohort_b, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
+        )
+        for got, expected in zip(one_pass, apart, strict=True):
+            np.testing.assert_array_equal(got.mean, expected.mean)
+            np.testing.assert_array_equal(got.std, expected.std)
+
+
 def test_cohort_file_round_trip(split: PopulationSplit, tmp_path: Path) -> None:
     space = SpaceRef(model=ARC, dim=128, sha256=MANIFEST.get(ARC).sha256)  # type: ignore[union-attr,arg-type]
     cohort = make_cohort(split.cohort.clean[ARC], space, "npy", "templates.npy", max_size=300, seed=3)

@@ -69,10 +69,42 @@ def top_k_stats(
     Only the K highest scores count (`top_k_for`): they describe the neighbourhood a threshold decides
     in, where the bulk of far-away cohort faces says nothing.
     """
+    _check_dims(templates, cohort)
+    scores = templates @ cohort.T
+    return _score_stats(scores, top_k_for(scores.shape[1], top_k, share))
+
+
+def top_k_stats_of_sides(
+    a: np.ndarray,
+    cohort_a: np.ndarray,
+    b: np.ndarray,
+    cohort_b: np.ndarray,
+    top_k: int = DEFAULT_TOP_K,
+    share: float | None = None,
+) -> tuple[SideStats, SideStats]:
+    """`top_k_stats` of both sides of row-aligned pairs, each against its own cohort, with the same
+    bits. Where the two cohorts are the same size, both sides' scores go through one partition and one
+    set of reductions: a /verify pair has one row a side, and calling numpy once instead of twice saved
+    a quarter of the normalisation's time (90 µs to 66 µs a pair, 1,000-row cohorts)."""
+    if len(cohort_a) != len(cohort_b):
+        return top_k_stats(a, cohort_a, top_k, share), top_k_stats(b, cohort_b, top_k, share)
+    _check_dims(a, cohort_a)
+    _check_dims(b, cohort_b)
+    scores = np.empty((len(a) + len(b), len(cohort_a)), np.result_type(a, cohort_a, b, cohort_b))
+    np.matmul(a, cohort_a.T, out=scores[: len(a)])
+    np.matmul(b, cohort_b.T, out=scores[len(a) :])
+    both = _score_stats(scores, top_k_for(len(cohort_a), top_k, share))
+    rows = len(a)
+    return SideStats(both.mean[:rows], both.std[:rows]), SideStats(both.mean[rows:], both.std[rows:])
+
+
+def _check_dims(templates: np.ndarray, cohort: np.ndarray) -> None:
     if templates.shape[1] != cohort.shape[1]:
         raise ValueError(f"templates have dim {templates.shape[1]}, the cohort {cohort.shape[1]}")
-    scores = templates @ cohort.T
-    k = top_k_for(scores.shape[1], top_k, share)
+
+
+def _score_stats(scores: np.ndarray, k: int) -> SideStats:
+    """Mean and deviation of each row's `k` highest scores."""
     top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:] if k < scores.shape[1] else scores
     # what top.mean(axis=1, dtype=float64) and top.std(axis=1, dtype=float64) compute, the same
     # operations in the same order (so the same bits), without their per-call Python bookkeeping,

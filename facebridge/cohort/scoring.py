@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_DEVIATION_POWER, DEFAULT_TOP_K, METHOD, as_norm, top_k_stats
+from facebridge.cohort.asnorm import (
+    DEFAULT_DEVIATION_POWER,
+    DEFAULT_TOP_K,
+    METHOD,
+    as_norm,
+    top_k_stats_of_sides,
+)
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.cohort.cohortfile import Cohort
 from facebridge.mapping.calibration import Calibration
@@ -72,8 +78,9 @@ class ScoreRule:
         """AS-norm scores of row-aligned sides `a`, `b` (unit rows in the comparison space)."""
         if self.cohort_a is None or self.cohort_b is None:
             return None
-        stats_a = top_k_stats(a, self.cohort_a, self.top_k, self.top_k_share)
-        stats_b = top_k_stats(b, self.cohort_b, self.top_k, self.top_k_share)
+        stats_a, stats_b = top_k_stats_of_sides(
+            a, self.cohort_a, b, self.cohort_b, self.top_k, self.top_k_share
+        )
         return as_norm(raw, stats_a, stats_b, self.deviation_power)
 
 

@@ -26,7 +26,10 @@ def joined_rows(in_space: np.ndarray, in_other: np.ndarray) -> np.ndarray:
     """One side of a comparison through both maps: its unit rows in the comparison space and in the
     other model's, joined and scaled by 1/sqrt(2), so that joined rows stay unit length and the dot
     product of two sides joined in the same order is the mean of the cosines in the two spaces."""
-    joined: np.ndarray = np.hstack([in_space, in_other]) * BOTH_MAPS_SCALE
+    width = in_space.shape[1]
+    joined = np.empty((len(in_space), width + in_other.shape[1]), np.result_type(in_space, in_other))
+    np.multiply(in_space, BOTH_MAPS_SCALE, out=joined[:, :width])  # written in place: no stacked copy
+    np.multiply(in_other, BOTH_MAPS_SCALE, out=joined[:, width:])
     return joined
 
 
