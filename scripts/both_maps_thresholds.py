@@ -1,9 +1,10 @@
 """Do comparisons through both maps keep their FAR on people they were not calibrated on, and do they
 accept more genuine pairs than either map alone?
 
-Across models, /verify compares a template of A with one of B through both direct maps where the
-calibration set has thresholds for it: `(A->B(a) . b + a . B->A(b)) / 2`, AS-normalised with a cohort
-of each model. Judged here exactly as the threshold study judges the single-map directions (same split,
+Across models, /verify compares a template of A with one of B through both direct maps where a
+cohort of each model is loaded: `(A->B(a) . b + a . B->A(b)) / 2`, AS-normalised with those cohorts
+(without one, through the one map: the table "Without a cohort" says why). Judged here exactly as
+the threshold study judges the single-map directions (same split,
 cohorts and label audit): thresholds calibrated on the other populations, the FAR reached at each
 operating point, far_range, the TAR against the best raw TAR at the same FAR, and the TAR against the
 single-map directions' (each with its own AS-norm thresholds, at the same operating point); and,
