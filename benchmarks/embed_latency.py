@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 
 import cv2
@@ -45,6 +44,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.kept_alive import KeptAlive  # noqa: E402
 from facebridge.config import Settings  # noqa: E402
 from facebridge.vision.alignment import align_face  # noqa: E402
 from facebridge.vision.images import decode_image  # noqa: E402
@@ -101,39 +101,15 @@ def raw_session(recognizer: Recognizer, service_options: bool, threads: int) -> 
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # onnxruntime's defaults
 
 
-class KeptAlive:
-    """http.client on one kept-alive connection, posting as `httpx.Client.post` does (`--client
-    http.client`): the standard library's client costs less per request than httpx, so what is left of
-    a round trip is more the server's own."""
-
-    def __init__(self, http: httpx.Client) -> None:
-        self.port = http.base_url.port or 80
-        self.headers = dict(http.headers)
-        self.connection: HTTPConnection | None = None
-
-    def post(self, url: str, content: bytes, headers: dict[str, str]) -> KeptAlive:
-        for attempt in (1, 2):  # uvicorn closes a connection idle for 5 s: open a new one once
-            if self.connection is None:
-                self.connection = HTTPConnection("127.0.0.1", self.port, timeout=300)
-            try:
-                self.connection.request("POST", url, body=content, headers={**self.headers, **headers})
-                response = self.connection.getresponse()
-                break
-            except (BrokenPipeError, ConnectionResetError, RemoteDisconnected):
-                self.connection.close()
-                self.connection = None
-                if attempt == 2:
-                    raise
-        answer = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{url}: {response.status} {answer[:300]!r}")
-        return self
-
-    def raise_for_status(self) -> None:
-        """Already raised in `post`."""
+Poster = httpx.Client | KeptAlive  # KeptAlive with --client http.client
 
 
-Poster = httpx.Client | KeptAlive
+def send(poster: Poster, url: str, content: bytes, headers: dict[str, str]) -> None:
+    """POST through either client; an error answer raises."""
+    if isinstance(poster, KeptAlive):
+        poster.post(url, content, headers)
+    else:
+        poster.post(url, content=content, headers=headers).raise_for_status()
 
 
 @dataclass
@@ -147,10 +123,10 @@ class Body:
     batch: bytes
 
     def post_single(self, http: Poster, index: int) -> None:
-        http.post(self.url, content=self.singles[index], headers=self.headers).raise_for_status()
+        send(http, self.url, self.singles[index], self.headers)
 
     def post_batch(self, http: Poster) -> None:
-        http.post(self.url, content=self.batch, headers=self.headers).raise_for_status()
+        send(http, self.url, self.batch, self.headers)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -232,11 +208,7 @@ def measure_model(
                 Timed(
                     f"echo/{label}",
                     partial(
-                        lambda i, b: (
-                            posters["echo"]
-                            .post("/echo-npy", content=b.singles[i % n], headers=binary)
-                            .raise_for_status()
-                        ),
+                        lambda i, b: send(posters["echo"], "/echo-npy", b.singles[i % n], binary),
                         b=body,
                     ),
                 ),
@@ -375,7 +347,10 @@ def main() -> int:
     echo = started["echo"][1]
     posters: dict[str, Poster] = {name: client for name, (_, client) in started.items()}
     if args.client == "http.client":
-        posters = {name: KeptAlive(client) for name, (_, client) in started.items()}
+        posters = {
+            name: KeptAlive(client.base_url.port or 80, dict(client.headers), name)
+            for name, (_, client) in started.items()
+        }
     load_start = os.getloadavg()
     results = []
     try:

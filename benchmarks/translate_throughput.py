@@ -54,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.kept_alive import KeptAlive  # noqa: E402
 from facebridge.blas import set_blas_threads  # noqa: E402
 from facebridge.cohort.cohortfile import make_cohort, save_cohort  # noqa: E402
 from facebridge.config import Settings  # noqa: E402
@@ -105,7 +106,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     key: str = ""
-    connection: http.client.HTTPConnection | None = None
+    kept: KeptAlive | None = None  # single and bulk requests with --client http.client
     client: httpx.Client | None = None  # single requests with --client httpx
 
     def post(self, url: str, body: bytes, content_type: str, use_httpx: bool = False) -> bytes:
@@ -119,22 +120,9 @@ class Server:
             if reply.status_code != 200:
                 raise RuntimeError(f"{self.name} {url}: {reply.status_code} {reply.content[:300]!r}")
             return reply.content
-        for attempt in (1, 2):  # uvicorn closes a connection idle for 5 s: open a new one once
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-            try:
-                self.connection.request("POST", url, body=body, headers=headers)
-                response = self.connection.getresponse()
-                break
-            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-                self.connection.close()
-                self.connection = None
-                if attempt == 2:
-                    raise
-        answer = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{self.name} {url}: {response.status} {answer[:300]!r}")
-        return answer
+        if self.kept is None:
+            self.kept = KeptAlive(self.port, name=self.name)
+        return self.kept.post(url, body, headers)
 
     def wait_ready(self, probe: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -166,8 +154,8 @@ class Server:
             return None
 
     def stop(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
+        if self.kept is not None:
+            self.kept.close()
         if self.client is not None:
             self.client.close()
         self.process.terminate()
