@@ -23,7 +23,7 @@ from facebridge.cohort.asnorm import (
     DEFAULT_TOP_K_SHARE,
     SideStats,
     as_norm,
-    top_k_stats,
+    top_k_stats_of_sides,
 )
 from facebridge.cohort.calibration_set import (
     CalibrationEntry,
@@ -158,7 +158,7 @@ def side_stats(
         cohort_a, cohort_b = cohort_b, cohort_a
     elif sides == "native":
         cohort_a = cohort_b
-    return top_k_stats(a, cohort_b, top_k, share), top_k_stats(b, cohort_a, top_k, share)
+    return top_k_stats_of_sides(a, cohort_b, b, cohort_a, top_k, share)
 
 
 def comparison_scores(
