@@ -22,17 +22,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from map_lopo_study import BOTH_MAPS, MODELS, POPULATIONS, ROOT, Result, load, read_log, scored_half
+from map_lopo_study import (
+    BOTH_MAPS,
+    FNIR_GOAL,
+    MODELS,
+    POPULATIONS,
+    RANK1_GOAL,
+    ROOT,
+    Result,
+    identification_ok,
+    load,
+    read_log,
+    scored_half,
+)
 
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
 
-RANK1_GOAL, FNIR_GOAL = 0.97, 1.1
 VARIANTS = ("shipped", "shipped" + BOTH_MAPS, "+fairface" + BOTH_MAPS)
-
-
-def meets(rank1_ratio: float, fnir_ratio: float) -> bool:
-    return rank1_ratio >= RANK1_GOAL and fnir_ratio <= FNIR_GOAL
 
 
 def meets_weaker(result: Result, native_rank1: float, native_fnir: float) -> bool:
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 direction = f"{a}→{b}"
                 rank1 = native[a].rank1 / max(native[b].rank1, 1e-9)
                 fnir = native[a].fnir / max(native[b].fnir, 1e-9)
-                a_ok = meets(rank1, fnir)
+                a_ok = identification_ok(rank1, fnir)
                 own_ok += a_ok
                 cells = []
                 for v in VARIANTS:

@@ -197,7 +197,14 @@ class Result:
 
     @property
     def identification_ok(self) -> bool:
-        return self.rank1_ratio >= 0.97 and self.fnir_ratio <= 1.1
+        return identification_ok(self.rank1_ratio, self.fnir_ratio)
+
+
+RANK1_GOAL, FNIR_GOAL = 0.97, 1.1  # the migrated gallery against native B's: rank-1 ratio, FNIR ratio
+
+
+def identification_ok(rank1_ratio: float, fnir_ratio: float) -> bool:
+    return rank1_ratio >= RANK1_GOAL and fnir_ratio <= FNIR_GOAL
 
 
 def score(
