@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         "with the shipped set's raw thresholds (pooled over its four populations, equal weights), and "
         "through the one map the service picks, with its map file's thresholds (calibrated on LFW and "
         "CelebA people). The service uses both maps only with AS-norm thresholds (a cohort of each model) "
-        "or a deployment's own calibration (`serves_both_maps`, facebridge/bridge.py).",
+        "or a deployment's own calibration (`serves_both_maps`, facebridge/bridge.py). Neither set of "
+        "thresholds is scored here on people it did not see: the set's were pooled over these same "
+        "scored halves, and the map files' were calibrated on LFW and CelebA people. The table shows "
+        "what answers state, not a held-out test; a pooled threshold misses every single population "
+        "even on the people it was calibrated on.",
         "",
         *without_cohort_rows(bank, scores, names, pairs),
     ]
