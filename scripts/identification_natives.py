@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in POPULATIONS:
         _, scored = scored_half(load(args.cache, name, models), models)
-        native = scored.native_id
+        native = {m: measured.identification for m, measured in scored.native.items()}
         own_ok = 0
         counts = {v: [0, 0, 0, 0] for v in VARIANTS}  # ok where A's own does, of; ok where not, of
         weaker = {v: [0, 0] for v in VARIANTS}  # ok against the weaker native's gallery, of

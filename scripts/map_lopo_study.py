@@ -39,13 +39,15 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, SideStats, select, top_k_stats
 from facebridge.dataset_embedding import dataset_cache_path
 from facebridge.evaluation.identification import IdentificationResult, identify, open_set_split
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
@@ -65,6 +67,7 @@ from facebridge.evaluation.population import (
 from facebridge.evaluation.population_study import mapped
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.sections import upsert_section
+from facebridge.evaluation.verification import normalised_pair_scores
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.bank_fit import merge
 from facebridge.mapping.compare import joined_rows
@@ -75,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNLABELLED = "fairface-val"
 IMPOSTORS = 1_000_000
 BALANCED_ROWS = 4000
+COHORT = 1000  # the most unlabelled photos of the scored population's other people AS-norm uses
 # the bank shipped before the refit on every population (fitted on LFW and CelebA development photos):
 # its "shipped" results in the log were renamed to this when the refitted bank replaced it
 PREVIOUS = "bank before refit"
@@ -159,25 +163,91 @@ def fit(population: Population, source: str, target: str, variant: Variant, seed
 
 
 @dataclass(frozen=True)
+class Sides:
+    """Both sides of one comparison in its space, for the scored half and for the cohort: side a is
+    A's templates (mapped into B, or joined for both maps), side b B's."""
+
+    a: np.ndarray
+    b: np.ndarray
+    cohort_a: np.ndarray
+    cohort_b: np.ndarray
+
+    def stats(self) -> tuple[SideStats, SideStats]:
+        """AS-norm statistics of each scored side against a cohort of the other side's kind, as /verify
+        measures them (facebridge/cohort/scoring.py)."""
+        return (
+            top_k_stats(self.a, self.cohort_b, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
+            top_k_stats(self.b, self.cohort_a, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Verification and identification of one comparison (a native, or a cross direction)."""
+
+    verification: PopulationMetrics
+    identification: IdentificationResult
+
+
+@dataclass(frozen=True)
 class Scored:
-    """One population's scored half: its pairs, natives and identification split."""
+    """One population's scored half: its pairs, identification split, unlabelled cohort (photos of its
+    other people) and its natives, raw and AS-normalised."""
 
     population: Population
     pairs: Any
-    native: dict[str, PopulationMetrics]
-    native_id: dict[str, IdentificationResult]
     split: Any
+    cohort: Population
+    native: dict[str, Measured]
+    native_norm: dict[str, Measured]
+
+    def measure(self, sides: Sides, normalised: bool) -> Measured:
+        """Pairs scored a . b (both orders across spaces) and a gallery of side a's enrolled photos
+        searched with side b's probes."""
+        gallery = sides.a[self.split.gallery]
+        identities = self.population.identities
+        if not normalised:
+            return Measured(
+                measure(*pair_scores(sides.a, sides.b, self.pairs)),
+                identify(gallery, sides.b, self.split, identities),
+            )
+        stats_a, stats_b = sides.stats()
+        if sides.a is sides.b:
+            stats_b = stats_a
+        return Measured(
+            measure(*normalised_pair_scores(sides.a, sides.b, self.pairs, stats_a, stats_b)),
+            identify(
+                gallery,
+                sides.b,
+                self.split,
+                identities,
+                normalization=(select(stats_a, self.split.gallery), stats_b),
+            ),
+        )
+
+
+def cohort_of(people: Population, seed: int = 0) -> Population:
+    """At most COHORT photos of `people` (the scored population's other half), drawn with `seed`."""
+    if len(people) <= COHORT:
+        return people
+    return people.subset(np.sort(np.random.default_rng(seed).choice(len(people), COHORT, replace=False)))
+
+
+def native_sides(s_population: Population, cohort: Population, model: str) -> Sides:
+    same = s_population.clean[model]
+    return Sides(same, same, cohort.clean[model], cohort.clean[model])
 
 
 def scored_half(population: Population, models: Sequence[str]) -> tuple[Population, Scored]:
     fit_half, scored = split_people(population)
+    cohort = cohort_of(fit_half)
     pairs = verification_pairs(scored.identities, IMPOSTORS, 0)
     split = open_set_split(scored.identities)
-    native = {m: measure(*pair_scores(scored.clean[m], scored.clean[m], pairs)) for m in models}
-    native_id = {
-        m: identify(scored.clean[m][split.gallery], scored.clean[m], split, scored.identities) for m in models
-    }
-    return fit_half, Scored(scored, pairs, native, native_id, split)
+    s = Scored(scored, pairs, split, cohort, {}, {})
+    for m in models:
+        s.native[m] = s.measure(native_sides(scored, cohort, m), normalised=False)
+        s.native_norm[m] = s.measure(native_sides(scored, cohort, m), normalised=True)
+    return fit_half, s
 
 
 @dataclass(frozen=True)
@@ -207,59 +277,93 @@ def identification_ok(rank1_ratio: float, fnir_ratio: float) -> bool:
     return rank1_ratio >= RANK1_GOAL and fnir_ratio <= FNIR_GOAL
 
 
+NORMALISED = " + AS-norm"
+
+
 def score(
-    s: Scored,
-    a: str,
-    b: str,
-    x: np.ndarray,
-    population: str,
-    variant: str,
-    seconds: float,
-    native_b: np.ndarray | None = None,
-) -> Result:
-    """Cross verification and identification of `x` (A's templates in B's space) against B's own;
-    `native_b` replaces B's templates where a scoring puts something else on that side."""
-    b_side = s.population.clean[b] if native_b is None else native_b
-    cross = measure(*pair_scores(x, b_side, s.pairs))
-    weaker = min(s.native[a].accuracy, s.native[b].accuracy)
-    weaker_tar = min(s.native[a].tar_far_1e3, s.native[b].tar_far_1e3)
-    migrated = identify(x[s.split.gallery], b_side, s.split, s.population.identities)
-    native = s.native_id[b]
-    return Result(
-        population,
-        f"{a}→{b}",
-        variant,
-        (cross.accuracy - weaker) * 100,
-        cross.tar_far_1e3 / max(weaker_tar, 1e-9),
-        migrated.rank1 / max(native.rank1, 1e-9),
-        migrated.fnir / max(native.fnir, 1e-9),
-        seconds,
-    )
+    s: Scored, a: str, b: str, sides: Sides, population: str, variant: str, seconds: float
+) -> list[Result]:
+    """Cross verification and identification of side a (A's templates in B's space) against side b,
+    raw and AS-normalised, each against the natives scored the same way."""
+    results = []
+    for normalised, natives in ((False, s.native), (True, s.native_norm)):
+        cross = s.measure(sides, normalised)
+        weaker = min(natives[a].verification.accuracy, natives[b].verification.accuracy)
+        weaker_tar = min(natives[a].verification.tar_far_1e3, natives[b].verification.tar_far_1e3)
+        native = natives[b].identification
+        results.append(
+            Result(
+                population,
+                f"{a}→{b}",
+                variant + (NORMALISED if normalised else ""),
+                (cross.verification.accuracy - weaker) * 100,
+                cross.verification.tar_far_1e3 / max(weaker_tar, 1e-9),
+                cross.identification.rank1 / max(native.rank1, 1e-9),
+                cross.identification.fnir / max(native.fnir, 1e-9),
+                seconds,
+            )
+        )
+    return results
 
 
 BOTH_MAPS = " (both maps)"
+Translated = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray, float]]
 
 
-def score_both_maps(
-    s: Scored,
-    translated: dict[tuple[str, str, str], tuple[np.ndarray, float]],
-    population: str,
-) -> list[Result]:
+def score_both_maps(s: Scored, translated: Translated, population: str) -> list[Result]:
     """Every direction whose reverse map was fitted with the same recipe, scored through both maps:
     a template of A against one of B, when both are kept (a gallery not migrated, searched with the
     other model's probes; /verify across models)."""
     results = []
-    for (variant, a, b), (x, seconds) in translated.items():
+    for (variant, a, b), (x, cohort_x, seconds) in translated.items():
         reverse = translated.get((variant, b, a))
         if reverse is None:
             continue
         # joined as the service joins them (facebridge.mapping.compare): (A->B(a) . b + a . B->A(b)) / 2
-        left = joined_rows(x, s.population.clean[a])
-        right = joined_rows(s.population.clean[b], reverse[0])
-        results.append(
-            score(s, a, b, left, population, variant + BOTH_MAPS, seconds + reverse[1], native_b=right)
+        scored, cohort = s.population.clean, s.cohort.clean
+        sides = Sides(
+            joined_rows(x, scored[a]),
+            joined_rows(scored[b], reverse[0]),
+            joined_rows(cohort_x, cohort[a]),
+            joined_rows(cohort[b], reverse[1]),
         )
+        results += score(s, a, b, sides, population, variant + BOTH_MAPS, seconds + reverse[2])
     return results
+
+
+def direction_sides(s: Scored, a: str, b: str, x: np.ndarray, cohort_x: np.ndarray) -> Sides:
+    return Sides(x, s.population.clean[b], cohort_x, s.cohort.clean[b])
+
+
+Apply = Callable[[np.ndarray], np.ndarray]
+
+
+def maps_of(
+    bank: MappingBank,
+    directions: Sequence[tuple[str, str]],
+    variants: Sequence[Variant],
+    others: Sequence[Population],
+    fit_half: Population,
+    fairface: Population,
+    seed: int,
+    ceiling: bool,
+    ceiling_only: bool,
+) -> Iterator[tuple[str, str, str, Apply, float]]:
+    """(variant, A, B, the map as a function, seconds it took to fit) for each direction: the shipped
+    map, each variant fitted without the scored population, and the ceiling (the last variant with
+    the scored population's other half added)."""
+    for a, b in directions:
+        path = bank.find_path(a, b)
+        if path is not None and not ceiling_only:
+            yield "shipped", a, b, partial(mapped_path, path), 0.0
+        fits = [] if ceiling_only else [(v.name, v, list(others)) for v in variants]
+        if ceiling and variants:
+            fits.append(("ceiling", variants[-1], [*others, fit_half]))
+        for name, variant, labelled in fits:
+            data = fitting_population(variant, labelled, fairface, seed)
+            started = time.perf_counter()
+            estimator = fit(data, a, b, variant, seed)
+            yield name, a, b, partial(mapped, estimator), time.perf_counter() - started
 
 
 def run(
@@ -284,33 +388,14 @@ def run(
             f"{len(s.population)} photos of {len(np.unique(s.population.identities))} people scored "
             f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs)"
         )
-        translated: dict[tuple[str, str, str], tuple[np.ndarray, float]] = {}
-        for a, b in directions:
-            path = bank.find_path(a, b)
-            if path is not None and not ceiling_only:
-                x = mapped_path(path, s.population.clean[a])
-                translated[("shipped", a, b)] = (x, 0.0)
-                results.append(score(s, a, b, x, name, "shipped", 0.0))
-                record(log, results[-1], described[name])
-            for variant in [] if ceiling_only else variants:
-                data = fitting_population(variant, others, fairface, seed)
-                started = time.perf_counter()
-                estimator = fit(data, a, b, variant, seed)
-                took = time.perf_counter() - started
-                x = mapped(estimator, s.population.clean[a])
-                translated[(variant.name, a, b)] = (x, took)
-                results.append(score(s, a, b, x, name, variant.name, took))
-                record(log, results[-1], described[name])
-            if ceiling and variants:
-                last = variants[-1]
-                data = fitting_population(last, [*others, fit_half], fairface, seed)
-                started = time.perf_counter()
-                estimator = fit(data, a, b, last, seed)
-                took = time.perf_counter() - started
-                x = mapped(estimator, s.population.clean[a])
-                translated[("ceiling", a, b)] = (x, took)
-                results.append(score(s, a, b, x, name, "ceiling", took))
-                record(log, results[-1], described[name])
+        translated: Translated = {}
+        fitted = maps_of(bank, directions, variants, others, fit_half, fairface, seed, ceiling, ceiling_only)
+        for variant, a, b, apply, took in fitted:
+            x, cohort_x = apply(s.population.clean[a]), apply(s.cohort.clean[a])
+            translated[(variant, a, b)] = (x, cohort_x, took)
+            for result in score(s, a, b, direction_sides(s, a, b, x, cohort_x), name, variant, took):
+                results.append(result)
+                record(log, result, described[name])
         for result in score_both_maps(s, translated, name):
             results.append(result)
             record(log, result, described[name])
@@ -468,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     order = [
         column
         for base in [PREVIOUS, "shipped", *(v.name for v in VARIANTS), "ceiling"]
-        for column in (base, base + BOTH_MAPS)
+        for column in (base, base + BOTH_MAPS, base + NORMALISED, base + BOTH_MAPS + NORMALISED)
     ]
     columns = [c for c in order if any(r.variant == c for r in results)]
     upsert_section(

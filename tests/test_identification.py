@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facebridge.cohort.asnorm import SideStats, top_k_stats
 from facebridge.evaluation.identification import identify, open_set_split
 
 pytestmark = pytest.mark.fast
@@ -37,3 +38,32 @@ def test_identify_counts_hits_misses_and_the_fpir_threshold() -> None:
     found = hits & (best.max(axis=1) >= result.threshold)
     assert result.fnir == pytest.approx(1 - found.mean())
     assert 0 < result.fnir < 1 and 0.5 < result.rank1 < 1
+
+
+def test_normalised_search_scores_each_pair_as_verify_normalises_it() -> None:
+    rng = np.random.default_rng(3)
+    people = 30
+    identities = np.repeat(np.arange(people).astype(str), 3)
+    rows = np.repeat(rng.normal(size=(people, 32)), 3, axis=0) + 0.8 * rng.normal(size=(3 * people, 32))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cohort = rng.normal(size=(200, 32))
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    split = open_set_split(identities, seed=0)
+    stats = top_k_stats(rows, cohort, top_k=20)
+    gallery_stats = SideStats(stats.mean[split.gallery], stats.std[split.gallery])
+    normalization = (gallery_stats, stats)
+    result = identify(rows[split.gallery], rows, split, identities, fpir=0.1, normalization=normalization)
+
+    def normalised(searches: np.ndarray) -> np.ndarray:
+        raw = rows[searches] @ rows[split.gallery].T
+        return 0.5 * (
+            (raw - stats.mean[searches, None]) / stats.std[searches, None]
+            + (raw - gallery_stats.mean[None, :]) / gallery_stats.std[None, :]
+        )
+
+    mated, non_mated = normalised(split.mated), normalised(split.non_mated)
+    hits = identities[split.gallery][mated.argmax(axis=1)] == identities[split.mated]
+    assert result.rank1 == pytest.approx(hits.mean())
+    assert result.fpir == pytest.approx(np.mean(non_mated.max(axis=1) >= result.threshold))
+    assert result.fnir == pytest.approx(1 - np.mean(hits & (mated.max(axis=1) >= result.threshold)))
+    assert result.threshold > 1.0  # in deviations, not cosine

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebridge.cohort.asnorm import SideStats
+
 
 @dataclass(frozen=True)
 class OpenSetSplit:
@@ -56,12 +58,16 @@ def identify(
     split: OpenSetSplit,
     identities: np.ndarray,
     fpir: float = 1e-2,
+    normalization: tuple[SideStats, SideStats] | None = None,
 ) -> IdentificationResult:
     """Search `probes` (unit rows of the whole population, in the gallery's space) against `gallery`
-    (unit rows of `split.gallery` photos, e.g. migrated from another model)."""
+    (unit rows of `split.gallery` photos, e.g. migrated from another model). With `normalization`
+    (the gallery rows' and every probe row's AS-norm statistics), each search score is AS-normalised
+    as /verify normalises a pair, so the threshold at the FPIR is in normalised units."""
     enrolled = identities[split.gallery]
-    best_mated, best_mated_id = _best(probes[split.mated], gallery)
-    best_non_mated, _ = _best(probes[split.non_mated], gallery)
+    gallery_stats, probe_stats = normalization if normalization is not None else (None, None)
+    best_mated, best_mated_id = _best(probes, split.mated, gallery, probe_stats, gallery_stats)
+    best_non_mated, _ = _best(probes, split.non_mated, gallery, probe_stats, gallery_stats)
     hit = enrolled[best_mated_id] == identities[split.mated]
     allowed = int(np.floor(fpir * len(best_non_mated)))
     ordered = np.sort(best_non_mated)[::-1]
@@ -79,11 +85,25 @@ def identify(
     )
 
 
-def _best(probes: np.ndarray, gallery: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Best score and gallery row of every probe, in blocks (bounded memory on large galleries)."""
-    scores, rows = np.empty(len(probes), np.float32), np.empty(len(probes), int)
-    for start in range(0, len(probes), block):
-        part = probes[start : start + block] @ gallery.T
-        rows[start : start + block] = part.argmax(axis=1)
-        scores[start : start + block] = part[np.arange(len(part)), rows[start : start + block]]
-    return scores, rows
+def _best(
+    probes: np.ndarray,
+    rows: np.ndarray,
+    gallery: np.ndarray,
+    probe_stats: SideStats | None = None,
+    gallery_stats: SideStats | None = None,
+    block: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best score and gallery row of each probe in `rows`, in blocks (bounded memory on large
+    galleries); AS-normalised where both sides' statistics are given."""
+    scores, best = np.empty(len(rows), np.float32), np.empty(len(rows), int)
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]
+        part = probes[chunk] @ gallery.T
+        if probe_stats is not None and gallery_stats is not None:
+            part = 0.5 * (
+                (part - probe_stats.mean[chunk, None]) / probe_stats.std[chunk, None]
+                + (part - gallery_stats.mean[None, :]) / gallery_stats.std[None, :]
+            )
+        best[start : start + block] = part.argmax(axis=1)
+        scores[start : start + block] = part[np.arange(len(part)), best[start : start + block]]
+    return scores, best

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebridge.cohort.asnorm import SideStats, as_norm, select
+
 DEFAULT_IMPOSTORS = 2_000_000
 GRID = np.linspace(-1.0, 1.0, 8001)  # candidate thresholds for accuracy (step 2.5e-4)
 
@@ -100,18 +102,37 @@ def pair_scores(a: np.ndarray, b: np.ndarray, pairs: PairSample) -> tuple[np.nda
     return scores, np.r_[pairs.genuine, pairs.genuine]
 
 
+def normalised_pair_scores(
+    a: np.ndarray, b: np.ndarray, pairs: PairSample, stats_a: SideStats, stats_b: SideStats
+) -> tuple[np.ndarray, np.ndarray]:
+    """`pair_scores`, each score AS-normalised by its two sides' cohort statistics (`stats_a` of the
+    rows of `a`, `stats_b` of the rows of `b`), as /verify normalises one pair."""
+    orders = [(pairs.left, pairs.right)] if a is b else [(pairs.left, pairs.right), (pairs.right, pairs.left)]
+    scores = [
+        as_norm(rowdot(a, b, left, right), select(stats_a, left), select(stats_b, right))
+        for left, right in orders
+    ]
+    return np.concatenate(scores), np.concatenate([pairs.genuine] * len(orders))
+
+
 def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, folds: int = 10, seed: int = 0) -> float:
     """Mean of TAR and TRR, the threshold chosen on the other folds (pairs split at random into
-    `folds`); with all genuine pairs and many more impostors, the LFW-style accuracy of a balanced set."""
+    `folds`); with all genuine pairs and many more impostors, the LFW-style accuracy of a balanced set.
+
+    Thresholds are tried on GRID, cosine's range; scores outside it (normalised ones, in deviations)
+    are tried on as fine a grid over their own range."""
+    grid = GRID
+    if len(scores) and (scores.min() < GRID[0] - 1e-3 or scores.max() > GRID[-1] + 1e-3):
+        grid = np.linspace(float(scores.min()), float(scores.max()), len(GRID))
     fold = np.random.default_rng(seed).permutation(np.arange(len(scores)) % folds)
-    below_genuine = np.zeros((folds, len(GRID)), np.int64)  # genuine pairs below each threshold
-    below_impostor = np.zeros((folds, len(GRID)), np.int64)
+    below_genuine = np.zeros((folds, len(grid)), np.int64)  # genuine pairs below each threshold
+    below_impostor = np.zeros((folds, len(grid)), np.int64)
     n_genuine = np.zeros(folds, np.int64)
     n_impostor = np.zeros(folds, np.int64)
     for f in range(folds):
         s, lab = scores[fold == f], labels[fold == f]
-        below_genuine[f] = np.searchsorted(np.sort(s[lab]), GRID, side="left")
-        below_impostor[f] = np.searchsorted(np.sort(s[~lab]), GRID, side="left")
+        below_genuine[f] = np.searchsorted(np.sort(s[lab]), grid, side="left")
+        below_impostor[f] = np.searchsorted(np.sort(s[~lab]), grid, side="left")
         n_genuine[f], n_impostor[f] = int(lab.sum()), int((~lab).sum())
     accuracies = []
     for f in range(folds):
