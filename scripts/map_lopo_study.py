@@ -331,6 +331,11 @@ def score_both_maps(s: Scored, translated: Translated, population: str) -> list[
     return results
 
 
+def accuracy_span(natives: dict[str, Measured]) -> str:
+    accuracies = [m.verification.accuracy * 100 for m in natives.values()]
+    return f"{min(accuracies):.2f}-{max(accuracies):.2f}%"
+
+
 def direction_sides(s: Scored, a: str, b: str, x: np.ndarray, cohort_x: np.ndarray) -> Sides:
     return Sides(x, s.population.clean[b], cohort_x, s.cohort.clean[b])
 
@@ -386,7 +391,9 @@ def run(
         others = [populations[n] for n in POPULATIONS if n != name]
         described[name] = (
             f"{len(s.population)} photos of {len(np.unique(s.population.identities))} people scored "
-            f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs)"
+            f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs); "
+            f"AS-norm cohort {len(s.cohort)} photos of its other people; natives' accuracy "
+            f"{accuracy_span(s.native)} raw, {accuracy_span(s.native_norm)} AS-norm"
         )
         translated: Translated = {}
         fitted = maps_of(bank, directions, variants, others, fit_half, fairface, seed, ceiling, ceiling_only)
@@ -437,7 +444,10 @@ def markdown(results: list[Result], described: dict[str, str], variants: Sequenc
         "to the one above it (see the script's docstring). *ok*: cross accuracy ≥ weaker native - 1.0 "
         "point and TAR@1e-3 ≥ 0.9x the weaker native's; *id ok*: migrated gallery's rank-1 ≥ 0.97x and "
         "FNIR@FPIR 1e-2 ≤ 1.1x native B's. The ceiling adds the scored population's other half to the "
-        "last variant's data.",
+        "last variant's data. *+ AS-norm*: the same maps with every score AS-normalised as /verify "
+        "normalises it (K = 5% of the cohort, each side against a cohort of the other side's kind), the "
+        "cohort at most 1,000 unlabelled photos of the scored population's other people, judged against "
+        "the natives normalised the same way (searches too: each search score normalised).",
         "",
         "### Summary: directions that hold, per population and variant",
         "",
