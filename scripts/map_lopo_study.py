@@ -21,7 +21,8 @@ ingredient at a time, so each one's gain on unseen people is measured:
   fitting photos where cached (`facebridge.vision.augment`: capture conditions populations differ in).
 
 The ceiling is the last variant fitted with the *other* half of the scored population's people added:
-the most this family of map gives there with data of that population itself. Natives, cross
+the most this family of map gives there with data of that population itself (its column names the
+recipe, `ceiling (+wide)`). Natives, cross
 verification (mapped A against native B, both orders, every genuine pair and up to 1,000,000 impostor
 pairs) and open-set identification (half of the people enrolled; a gallery migrated A→B searched with
 native B probes, against B's own gallery) for every direction.
@@ -343,6 +344,11 @@ def direction_sides(s: Scored, a: str, b: str, x: np.ndarray, cohort_x: np.ndarr
 Apply = Callable[[np.ndarray], np.ndarray]
 
 
+def ceiling_name(recipe: Variant) -> str:
+    """The ceiling's column: which recipe it was fitted with, the scored population's other half added."""
+    return f"ceiling ({recipe.name})"
+
+
 def maps_of(
     bank: MappingBank,
     directions: Sequence[tuple[str, str]],
@@ -363,7 +369,7 @@ def maps_of(
             yield "shipped", a, b, partial(mapped_path, path), 0.0
         fits = [] if ceiling_only else [(v.name, v, list(others)) for v in variants]
         if ceiling and variants:
-            fits.append(("ceiling", variants[-1], [*others, fit_half]))
+            fits.append((ceiling_name(variants[-1]), variants[-1], [*others, fit_half]))
         for name, variant, labelled in fits:
             data = fitting_population(variant, labelled, fairface, seed)
             started = time.perf_counter()
@@ -443,8 +449,8 @@ def markdown(results: list[Result], described: dict[str, str], variants: Sequenc
         "scored population's people; scored on half of its people. Each variant adds one ingredient "
         "to the one above it (see the script's docstring). *ok*: cross accuracy ≥ weaker native - 1.0 "
         "point and TAR@1e-3 ≥ 0.9x the weaker native's; *id ok*: migrated gallery's rank-1 ≥ 0.97x and "
-        "FNIR@FPIR 1e-2 ≤ 1.1x native B's. The ceiling adds the scored population's other half to the "
-        "last variant's data. *+ AS-norm*: the same maps with every score AS-normalised as /verify "
+        "FNIR@FPIR 1e-2 ≤ 1.1x native B's. *ceiling (recipe)*: that variant's data with the scored "
+        "population's other half added. *+ AS-norm*: the same maps with every score AS-normalised as /verify "
         "normalises it (K = 5% of the cohort, each side against a cohort of the other side's kind), the "
         "cohort at most 1,000 unlabelled photos of the scored population's other people, judged against "
         "the natives normalised the same way (searches too: each search score normalised).",
@@ -562,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     results, described = read_log(args.log)
     order = [
         column
-        for base in [PREVIOUS, "shipped", *(v.name for v in VARIANTS), "ceiling"]
+        for base in [PREVIOUS, "shipped", *(v.name for v in VARIANTS), *map(ceiling_name, VARIANTS)]
         for column in (base, base + BOTH_MAPS, base + NORMALISED, base + BOTH_MAPS + NORMALISED)
     ]
     columns = [c for c in order if any(r.variant == c for r in results)]
