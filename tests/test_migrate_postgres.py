@@ -463,6 +463,24 @@ def test_swap_switches_over_in_one_transaction(dsn: str, path: MapPath) -> None:
     assert refused.returncode == 1 and "already swapped" in refused.stderr
 
 
+def test_two_translations_swapped_in_the_side_table_are_caught_at_the_swap(dsn: str, path: MapPath) -> None:
+    """A batch's checksum covers its values in key order: the same values under other keys differ."""
+    x = unit_rows(1_000, 128, seed=12)
+    ids = create_gallery(dsn, x)
+    assert cli(url(dsn), "--to-column", "template_b", "--batch-rows", "500").returncode == 0
+    side = side_table(dsn)
+    first, second = sorted(ids)[10], sorted(ids)[20]  # one batch
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {side} s SET value = o.value FROM {side} o "
+            "WHERE (s.id, o.id) IN ((%s, %s), (%s, %s))",
+            (first, second, second, first),
+        )
+    refused = cli(url(dsn), "--to-column", "template_b", "--swap")
+    assert refused.returncode == 1 and "not swapped" in refused.stderr and "checksum" in refused.stderr
+    assert "template_b" in {r[0] for r in fetch(dsn, COLUMNS)}  # nothing renamed
+
+
 # ---------------------------------------------------------------------------------------------- staged design
 def test_the_table_is_not_written_until_the_swap_which_is_one_transaction(dsn: str, path: MapPath) -> None:
     x = unit_rows(2_000, 128, seed=20)

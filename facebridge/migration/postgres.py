@@ -48,7 +48,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -489,7 +489,8 @@ class PostgresMigration:
                 if found.written + found.refreshed == 0:
                     break
         with conn.transaction():
-            verification = self.verify(conn)
+            # as many connections as the run used: two a worker (a reader and a writer)
+            verification = self.verify(conn, connections=2 * self.workers)
             state = "complete" if verification.ok else "incomplete"
             with conn.cursor() as cursor:
                 cursor.execute(
@@ -814,9 +815,11 @@ class PostgresMigration:
         `last`: the md5 of its values' binary forms in key order (see `batch_digest`)."""
         cursor.execute(
             self._sql(
-                "SELECT count(*), coalesce({digest}, 0) FROM {side} s WHERE s.batch = {number} "
-                "AND s.id >= {first}::{id_type} AND s.id <= {last}::{id_type} AND s.value IS NOT NULL",
-                digest=digest_sql(self.side_kind),
+                "SELECT count(*), coalesce({digest}, 0) FROM (SELECT {value} AS value FROM {side} s "
+                "WHERE s.batch = {number} AND s.id >= {first}::{id_type} AND s.id <= {last}::{id_type} "
+                "AND s.value IS NOT NULL ORDER BY s.id) s",
+                digest=DIGEST,
+                value=send(self.side_kind, sql.SQL("s.value")),
                 number=sql.Literal(batch),
                 first=sql.Literal(first),
                 last=sql.Literal(last),
@@ -900,10 +903,10 @@ class PostgresMigration:
         cursor.execute(f"DELETE FROM {PROBLEMS} WHERE job = %s AND id = ANY(%s)", (self.job, keys))
 
     # ------------------------------------------------------------------------------------- checks
-    def verify(self, conn: Any) -> Verification:
+    def verify(self, conn: Any, connections: int = 1) -> Verification:
         """Counts over the whole table against the side table (a row is current when its side row
         was read from its present version), and every batch's rows and checksum recomputed on the
-        server from the side table."""
+        server from the side table, on `connections` connections at once (`_batches_on_server`)."""
         with conn.cursor() as cursor:
             cursor.execute(
                 self._sql(
@@ -928,8 +931,8 @@ class PostgresMigration:
             recorded = cursor.fetchall()
             result = Verification(rows, translated, problems, stale, len(recorded), deleted=int(deleted))
             held = 0
-            for batch, count, digest, first, last in recorded:
-                on_server = self._batch_on_server(cursor, batch, first, last) if count else (0, 0)
+            found = self._batches_on_server(conn, recorded, connections)
+            for (batch, count, digest, _, _), on_server in zip(recorded, found, strict=True):
                 held += on_server[0]
                 if on_server != (count, int(digest)):
                     result.mismatches.append(
@@ -941,6 +944,40 @@ class PostgresMigration:
             if values != held:
                 result.mismatches.append(f"{values - held} translations in the side table no batch wrote")
         return result
+
+    def _batches_on_server(
+        self, conn: Any, recorded: list[tuple[Any, ...]], connections: int
+    ) -> list[tuple[int, int]]:
+        """`_batch_on_server` of each recorded batch (batch, rows, checksum, first key, last key), in
+        the order given. The checksums are the server's CPU (0.44 s of a 4-second run over 200,000
+        rows here), and at the end of a run nothing else keeps the server busy: with `connections`
+        > 1 they are shared out over that many connections (`conn` and new ones), each batch still
+        recomputed whole from the side table."""
+
+        def on(cursor: Any, share: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+            return [
+                self._batch_on_server(cursor, b, first, last) if n else (0, 0)
+                for b, n, _, first, last in share
+            ]
+
+        if connections <= 1 or len(recorded) < 2:
+            with conn.cursor() as cursor:
+                return on(cursor, recorded)
+
+        def elsewhere(share: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+            with self.connect() as other, other.cursor() as cursor:
+                return on(cursor, share)
+
+        shares = [recorded[i::connections] for i in range(connections)]
+        with ThreadPoolExecutor(connections - 1) as pool:
+            others = [pool.submit(elsewhere, share) for share in shares[1:]]
+            with conn.cursor() as cursor:
+                results = [on(cursor, shares[0])]
+            results += [future.result() for future in others]
+        found: list[tuple[int, int]] = [(0, 0)] * len(recorded)
+        for i, result in enumerate(results):
+            found[i::connections] = result
+        return found
 
     # ------------------------------------------------------------------------------------- swap
     def swap(self, retire_as: str, also: list[str]) -> Verification:
@@ -992,7 +1029,7 @@ class PostgresMigration:
 def batch_digest(values: np.ndarray) -> int:
     """A batch's checksum: the first 8 bytes of the md5 of its values' binary forms (records of
     `row_dtype`) concatenated in key order, as a signed 64-bit integer (0 for none). One md5 over the
-    batch costs the client a fraction of one per row, and the server an aggregate (`digest_sql`)."""
+    batch costs the client a fraction of one per row, and the server an aggregate (`DIGEST`)."""
     if not len(values):
         return 0
     return int.from_bytes(
@@ -1000,12 +1037,15 @@ def batch_digest(values: np.ndarray) -> int:
     )
 
 
-def digest_sql(kind: ColumnKind) -> sql.Composable:
-    """`batch_digest` on the server, over side rows s (NULL for none)."""
-    value = send(kind, sql.SQL("s.value"))
-    return sql.SQL("('x' || left(md5(string_agg({}, ''::bytea ORDER BY s.id)), 16))::bit(64)::bigint").format(
-        value
-    )
+# `batch_digest` on the server, over the binary forms `s.value` of a batch's side rows in key order
+# (NULL for none). The rows come in that order from a subquery (its index scan, or its sort), rather
+# than from `string_agg(... ORDER BY s.id)`: PostgreSQL before 16 sorts an aggregate's input itself
+# even when it arrives sorted, and that sort of 10,000 values cost 43% of the check (0.65 s against
+# 0.37 s per 200,000 128-d `vector` rows). An aggregate over an ordered subquery reads it in order (a
+# subquery with ORDER BY is not flattened into its parent, and string_agg has no partial form that a
+# parallel plan could split); were the order ever lost, the checksums would differ and the batch
+# would be reported, never passed.
+DIGEST = sql.SQL("('x' || left(md5(string_agg(s.value, ''::bytea)), 16))::bit(64)::bigint")
 
 
 # ----------------------------------------------------------------------------------------- workers
