@@ -22,7 +22,11 @@ migration runs first and again last, because the machine's speed drifts (other j
 ratios use its faster run, the one least favourable to PostgreSQL.
 
     python benchmarks/migrate_postgres.py [--rows 1000000] [--kinds real[],bytea,vector]
-        [--batch-rows 10000] [--workers 1,2,4] [--designs in-place,staged]
+        [--batch-rows 10000] [--workers 1,2,4] [--designs in-place,staged] [--baseline-tree DIR]
+
+With `--baseline-tree` (an exported older commit, `git archive COMMIT | tar -x -C DIR`), each column
+kind's one-worker staged migration also runs with that tree's code, just before this tree's, on the
+same table (its side table and job rows dropped after it): a before/after in one run.
 """
 
 from __future__ import annotations
@@ -144,6 +148,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--workers", default="1,2,4", help="the staged design's worker counts")
     parser.add_argument("--designs", default="in-place,staged")
+    parser.add_argument("--baseline-tree", type=Path, help="an older checkout run beside this one (x1)")
     args = parser.parse_args()
     worker_counts = sorted({int(w) for w in args.workers.split(",")}, reverse=True)
     designs = args.designs.split(",")
@@ -192,6 +197,12 @@ def main() -> None:
                 url = f"{cluster.dsn()}?table={table_name(kind)}&id=user_id&column=template"
                 for workers in worker_counts:
                     command = [*facebridge, url, *options, "--workers", str(workers)]
+                    if workers == 1 and args.baseline_tree is not None:
+                        seconds, peak, output = run_measured(command, cwd=args.baseline_tree)
+                        check = next(line for line in output.splitlines() if line.startswith("checked"))
+                        forget_job(cluster.dsn(), table_name(kind))
+                        runs.append(Run(gallery, "staged, baseline", 1, seconds, peak, load, None, check))
+                        print(f"{kind} staged x1, baseline: {seconds:.1f} s ({check})", flush=True)
                     seconds, peak, output = run_measured(command)
                     check = next(line for line in output.splitlines() if line.startswith("checked"))
                     swap: float | None = None
@@ -238,6 +249,8 @@ def print_tables(runs: list[Run], args: argparse.Namespace, worker_counts: list[
     header = ["gallery", "before: in place (+ swap)"]
     header += [f"after: staged x{w}" for w in sorted(worker_counts)]
     header += ["after: staged x1 + swap"]
+    baseline = {r.gallery: r for r in runs if r.design == "staged, baseline"}
+    header += ["baseline tree: staged x1"] if baseline else []
     print("\n| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
     for gallery in dict.fromkeys(r.gallery for r in runs if r.workers is not None):
@@ -260,6 +273,8 @@ def print_tables(runs: list[Run], args: argparse.Namespace, worker_counts: list[
             cells.append(f"{base / (staged_one[0].seconds + swap):.2f}x")
         else:
             cells.append("-")
+        if baseline:
+            cells.append(f"{base / baseline[gallery].seconds:.2f}x" if gallery in baseline else "-")
         print("| " + " | ".join(cells) + " |")
     print()
     for run in runs:

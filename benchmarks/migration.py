@@ -96,12 +96,13 @@ def write_npy(rows: int, npy: Path) -> None:
     del matrix
 
 
-def run_measured(command: list[str]) -> tuple[float, float, str]:
+def run_measured(command: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) of the process tree, and its output (stdout and stderr, kept in a
-    file so a chatty command never blocks on a full pipe)."""
+    file so a chatty command never blocks on a full pipe). `cwd` is the tree whose code
+    `python -m facebridge` runs (another checkout, for a baseline)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
         root = psutil.Process(process.pid)
         peak = 0.0
         while process.poll() is None:
