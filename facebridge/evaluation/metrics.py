@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebridge.evaluation.verification import tar_at
+
 
 def accuracy_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     return float(np.mean((scores >= threshold) == labels))
@@ -56,10 +58,10 @@ def eer(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def tar_at_far(scores: np.ndarray, labels: np.ndarray, target_far: float) -> float:
-    """Best true accept rate whose false accept rate does not exceed `target_far`."""
-    far, tar, _ = roc_curve(scores, labels)
-    allowed = far <= target_far
-    return float(tar[allowed].max()) if allowed.any() else 0.0
+    """Best true accept rate whose false accept rate does not exceed `target_far`: `tar_at` (one
+    partition, no ROC) on labelled scores."""
+    same = np.asarray(labels, dtype=bool)
+    return tar_at(scores[same], scores[~same], target_far)
 
 
 @dataclass(frozen=True)
