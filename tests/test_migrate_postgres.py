@@ -472,8 +472,7 @@ def test_two_translations_swapped_in_the_side_table_are_caught_at_the_swap(dsn: 
     first, second = sorted(ids)[10], sorted(ids)[20]  # one batch
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            f"UPDATE {side} s SET value = o.value FROM {side} o "
-            "WHERE (s.id, o.id) IN ((%s, %s), (%s, %s))",
+            f"UPDATE {side} s SET value = o.value FROM {side} o WHERE (s.id, o.id) IN ((%s, %s), (%s, %s))",
             (first, second, second, first),
         )
     refused = cli(url(dsn), "--to-column", "template_b", "--swap")
