@@ -104,7 +104,10 @@ class InPlaceMigration:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if to_column in (ref.column, ref.id_column):
-            raise TableError(f"--to-column {to_column} would overwrite the table's own column")
+            raise TableError(
+                f"target column {to_column} is the table's key or template column: translations would "
+                "overwrite it"
+            )
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self.ref, self.path, self.to = ref, path, TargetColumns(to_column)

@@ -191,7 +191,10 @@ class PostgresMigration:
         scheduler: str | None = None,
     ) -> None:
         if to_column in (ref.column, ref.id_column):
-            raise TableError(f"--to-column {to_column} would overwrite the table's own column")
+            raise TableError(
+                f"target column {to_column} is the table's key or template column: translations would "
+                "overwrite it"
+            )
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         if workers < 1:
@@ -358,11 +361,11 @@ class PostgresMigration:
                 f"{rows - done} in about {batches} batches of {self.batch_rows}, "
                 f"{self.workers} worker{'s' if self.workers != 1 else ''}"
             )
-            lines.append(f"translations kept in {self.description()['side_table']} (unlogged) until --swap")
+            lines.append(f"translations kept in {self.description()['side_table']} (unlogged) until the swap")
             lines.append(
                 f"progress in {JOBS} (job {self.job!r}): " + (f"state {job[0]}" if job else "no earlier run")
             )
-            lines.append(f"{self.ref.column} is never altered; switch over with --swap when done")
+            lines.append(f"{self.ref.column} is never altered; switch over with the swap when done")
         return lines
 
     # ------------------------------------------------------------------------------------- run
@@ -1059,5 +1062,7 @@ def open_migration(design: str, ref: TableRef, path: MapPath, to_column: str, **
     engine = options.pop("engine", "process")
     options.pop("scheduler", None)
     if workers != 1 or engine != "process":
-        raise MigrationError("the in-place design runs as one worker: leave out --workers and --engine dask")
+        raise MigrationError(
+            "the in-place design runs as one worker in this process, not in worker processes or on Dask"
+        )
     return InPlaceMigration(ref, path, to_column, **options)
