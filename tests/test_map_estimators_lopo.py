@@ -116,6 +116,16 @@ def test_the_ceiling_halves_share_no_person() -> None:
     assert len(first) + len(second) == len(whole)
 
 
+def test_the_normalisation_cohort_holds_other_people_only() -> None:
+    """The AS-norm cohort is drawn from the half the scored people are not in, at most COHORT photos."""
+    study = study_module()
+    whole = population("demo", 600, 4, 4)
+    _, scored = study.scored_half(whole, [ARC, SIR])
+    assert set(scored.cohort.identities) & set(scored.population.identities) == set()
+    assert len(scored.cohort) == study.COHORT < len(whole) - len(scored.population)
+    assert set(scored.native_norm) == {ARC, SIR}
+
+
 def test_the_fitting_data_never_holds_the_scored_population() -> None:
     study = study_module()
     others = [population("alpha", 20, 3, 1), population("beta", 10, 2, 2)]
