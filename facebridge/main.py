@@ -21,8 +21,8 @@ from facebridge.config import Settings
 from facebridge.console import install_console
 from facebridge.errors import install_problem_handlers
 from facebridge.logs import configure_logging
-from facebridge.metrics import MetricsMiddleware, metrics_endpoint, track_inventory
-from facebridge.middleware import RequestGuard
+from facebridge.metrics import track_inventory
+from facebridge.middleware import MetricsMiddleware, RequestGuard, metrics_endpoint
 from facebridge.pairs.store import PairStore
 from facebridge.security import ApiKeys, needs
 from facebridge.state import ServiceState

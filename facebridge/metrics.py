@@ -1,19 +1,17 @@
 """Prometheus metrics: requests and latencies per route, batch sizes, inference time, maps, errors.
 
 Process-wide collectors (prometheus_client's default registry). With several uvicorn workers each
-process counts its own requests; scrape each worker or run one worker per container.
+process counts its own requests; scrape each worker or run one worker per container. Only the
+collectors live here, so the library (a recognizer timing its runs) needs no web framework; the
+middleware that times requests and the /metrics endpoint are the service's (facebridge/middleware.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("facebridge_requests_total", "HTTP requests answered", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -89,43 +87,3 @@ def track_inventory(
     MAPS_LOADED.set_function(maps_loaded)
     MAPS_REFUSED.set_function(maps_refused)
     MODELS_LOADED.set_function(models)
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts and times every HTTP request under its route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # (route, method, status) -> its counter and histogram children: a label lookup takes a lock
-        # and hashes the label values, twice a request; the routes and statuses seen are few
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
-            children = self._children.get((template, method, status))
-            if children is None:
-                children = (REQUESTS.labels(template, method, str(status)), LATENCY.labels(template, method))
-                self._children[(template, method, status)] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - start)
-
-
-async def metrics_endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

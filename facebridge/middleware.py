@@ -1,4 +1,5 @@
-"""Per-request guards and context, as one pure ASGI middleware (no per-request thread hop).
+"""Per-request guards and context, as pure ASGI middleware (no per-request thread hop), and the
+request metrics with their /metrics endpoint.
 
 - a request id (the caller's X-Request-ID if sane, else a new one) in every log line and answer;
 - an access log line per request (method, route, status, duration; never bodies);
@@ -16,12 +17,16 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facebridge.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
 from facebridge.logs import request_id
-from facebridge.metrics import ERRORS
+from facebridge.metrics import ERRORS, LATENCY, REQUESTS
 from facebridge.security import AUTH, PRINCIPAL, ApiKeys, KeyLimiter
 
 access_log = logging.getLogger("facebridge.access")
@@ -205,3 +210,43 @@ def _log_access(scope: Scope, path: str, status: int, start: float, key_id: str 
             }
         },
     )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request under its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # (route, method, status) -> its counter and histogram children: a label lookup takes a lock
+        # and hashes the label values, twice a request; the routes and statuses seen are few
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            children = self._children.get((template, method, status))
+            if children is None:
+                children = (REQUESTS.labels(template, method, str(status)), LATENCY.labels(template, method))
+                self._children[(template, method, status)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
