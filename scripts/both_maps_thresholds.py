@@ -20,13 +20,12 @@ Writes the section `both-maps-thresholds` of docs/thresholds.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table, score_all, shipped_raw
 
+from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     Comparison,
@@ -161,12 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"[{cell.far_range[0]:.1e}, {cell.far_range[1]:.1e}]",
                     )
                 )
-    given = argv if argv is not None else sys.argv[1:]
-    command = "python scripts/both_maps_thresholds.py " + " ".join(given)
+    command = command_line("scripts/both_maps_thresholds.py", argv)
     text = [
         "### Across models through both maps",
         "",
-        f"`{command.strip()}`: each pair of the four models compared through both direct maps, "
+        f"`{command}`: each pair of the four models compared through both direct maps, "
         "`(A->B(a) . b + a . B->A(b)) / 2`, AS-normalised against a cohort of each model, judged as "
         "above (thresholds calibrated on the other populations, same split, cohorts and label audit). "
         "*TAR ≥ both single maps'*: the TAR at the normalised threshold against each single-map "

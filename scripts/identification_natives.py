@@ -19,7 +19,6 @@ docs/maps-across-populations.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from map_lopo_study import (
@@ -36,8 +35,8 @@ from map_lopo_study import (
     scored_half,
 )
 
+from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 
 VARIANTS = ("shipped", "shipped" + BOTH_MAPS, "+fairface" + BOTH_MAPS)
 
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(summary[-1], flush=True)
-    given = argv if argv is not None else sys.argv[1:]
-    command = ("python scripts/identification_natives.py " + " ".join(given)).strip()
+    command = command_line("scripts/identification_natives.py", argv)
     text = [
         "### Identification against the source model's own gallery",
         "",

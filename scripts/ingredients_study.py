@@ -92,13 +92,13 @@ def main() -> int:
             results[(label, pair)] = (accuracy, tar, rows)
             print(f"{label} | {pair} | {accuracy * 100:.2f} | {tar * 100:.1f} | {rows}", flush=True)
     from facebridge.evaluation.population_report import short
-    from facebridge.evaluation.sections import upsert_section
+    from facebridge.evaluation.sections import command_line, upsert_section
 
     header = " | ".join(f"{short(p.split(':')[0])} → {short(p.split(':')[1])}" for p in pairs)
     lines = [
         "## Ingredients: what data size, augmentation and estimator are each worth (out of population)",
         "",
-        f"Measured with `python scripts/ingredients_study.py {' '.join(sys.argv[1:])}`.",
+        f"Measured with `{command_line('scripts/ingredients_study.py')}`.",
         "",
         "Fitted on LFW only, scored on the CelebA development people (every genuine pair and 2,000,000 "
         "impostor pairs, both orders): cross accuracy (%) / cross TAR@FAR 1e-3 (%). One change at a time; "

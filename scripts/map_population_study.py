@@ -17,8 +17,6 @@ docs/maps-across-populations.md.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +34,8 @@ from facebridge.evaluation.population import (
     verification_pairs,
 )
 from facebridge.evaluation.population_study import fit_map, mapped
+from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 from facebridge.mapping.bank import MappingBank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,13 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = args.model or list(MODELS)
     bank = MappingBank.load(ROOT / "mappings")
-    command = "python scripts/map_population_study.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line("scripts/map_population_study.py", argv)
     sections = [
         "## The shipped bank on each population, against the natives and a ceiling",
         "",
-        f"Measured with `{command.strip()}` ({time.strftime('%Y-%m-%d')}). The shipped maps were fitted on "
+        f"Measured with `{command}` ({time.strftime('%Y-%m-%d')}). The shipped maps were fitted on "
         "LFW and CelebA development photos, so their rows on lfw and celeba-dev score maps on people "
         "(and photos) they saw; imfdb-dev and rmfd-dev are unseen. Gaps are against the weaker native.",
     ]

@@ -29,7 +29,6 @@ Writes the section `normalization-variants` of docs/thresholds.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, main_table
 
 from facebridge.cohort.asnorm import SideStats, top_k_stats
-from facebridge.evaluation.sections import sections_of, upsert_section
+from facebridge.evaluation.sections import command_line, sections_of, upsert_section
 from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.thresholds import (
     POINTS,
@@ -161,12 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(measured[variant][-1], flush=True)
     lines += [line for variant in VARIANTS for line in measured.get(variant, [])]
-    given = argv if argv is not None else sys.argv[1:]
-    command = "python scripts/normalization_variants.py " + " ".join(given)
+    command = command_line("scripts/normalization_variants.py", argv)
     text = [
         "### Other normalisations against AS-norm",
         "",
-        f"`{command.strip()}` (with `--variant`, the other variants' rows are kept from the run before): "
+        f"`{command}` (with `--variant`, the other variants' rows are kept from the run before): "
         "the study's split, calibration and judgement, with each side's "
         "statistics computed another way (the script's docstring lists them). *within*: the FAR "
         "reached within [0.5x, 2x] of nominal; *TAR*: the normalised threshold's TAR at least the best "

@@ -17,13 +17,12 @@ Writes the section `threshold-draws` of docs/thresholds.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, loo, rescored
 
+from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     Comparison,
@@ -79,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 lines.append(row(target, seed, c.label, *(f"{r:.2f}" for r in ratios), f"{gain:+.3f}"))
                 print(lines[-1], flush=True)
-    command = "python scripts/threshold_draws.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("scripts/threshold_draws.py", argv)
     text = [
         "### Other draws of the scored people",
         "",
-        f"`{command.strip()}`: the scored population's people drawn again with seeds 0-"
+        f"`{command}`: the scored population's people drawn again with seeds 0-"
         f"{args.draws - 1} (draw 0 is the tables above), the natives judged as above.",
         "",
         *lines,

@@ -18,8 +18,6 @@ on left-out populations).
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +32,8 @@ from facebridge.evaluation.label_audit import IdentityMerge, audited, native_thr
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
 from facebridge.evaluation.population import STUDY_MODELS as MODELS
 from facebridge.evaluation.population import Population, load_population
+from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
-from facebridge.evaluation.sections import upsert_section
 from facebridge.evaluation.thresholds import (
     POINTS,
     WIDENING_NOTE,
@@ -766,13 +764,11 @@ def main(argv: list[str] | None = None) -> int:
         for m in merges[n]:
             print(f"{n}: {m.kept} and {m.merged} are one person ({m.agreeing_pairs}/{m.photo_pairs} pairs)")
     comps = comparisons(models)
-    command = "python scripts/threshold_study.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line("scripts/threshold_study.py", argv)
     if args.set_only:
         if args.write_set is None:
             parser.error("--set-only needs --write-set")
-        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command.strip())
+        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command)
         return 0
     scores = score_all(bank, splits, comps)
     print(
@@ -794,10 +790,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(extra["gated"]), flush=True)
     print("\n".join(extra["blended"]), flush=True)
     print("\n".join(log), flush=True)
-    upsert_section(args.out, "thresholds", markdown(cells, names, splits, extra, command.strip()))
+    upsert_section(args.out, "thresholds", markdown(cells, names, splits, extra, command))
     print(f"wrote {args.out}")
     if args.write_set:
-        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command.strip())
+        write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command)
     return 0
 
 

@@ -8,6 +8,9 @@ the main report carries the existing sections over, so no study's table is lost 
 from __future__ import annotations
 
 import re
+import shlex
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 _SECTION = re.compile(r"<!-- section:(?P<name>[\w-]+) -->\n.*?<!-- /section:(?P=name) -->\n", re.S)
@@ -46,3 +49,10 @@ def carry_sections(previous: Path, text: str) -> str:
 def table_row(*cells: object) -> str:
     """One row of a Markdown table."""
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that wrote a section, as its reader would type it again: `python SCRIPT ARGS`, the
+    arguments shell-quoted (`argv` None: this process's own)."""
+    given = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", script, *map(shlex.quote, given)])
