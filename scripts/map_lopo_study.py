@@ -48,7 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, SideStats, select, top_k_stats
+from facebridge.cohort.asnorm import (
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_K_SHARE,
+    SideStats,
+    select,
+    top_k_stats,
+    top_k_stats_of_sides,
+)
 from facebridge.dataset_embedding import dataset_cache_path
 from facebridge.evaluation.identification import IdentificationResult, identify, open_set_split
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
@@ -175,10 +182,12 @@ class Sides:
 
     def stats(self) -> tuple[SideStats, SideStats]:
         """AS-norm statistics of each scored side against a cohort of the other side's kind, as /verify
-        measures them (facebridge/cohort/scoring.py)."""
-        return (
-            top_k_stats(self.a, self.cohort_b, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
-            top_k_stats(self.b, self.cohort_a, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE),
+        measures them (facebridge/cohort/scoring.py); a native comparison's two sides are one."""
+        if self.a is self.b and self.cohort_a is self.cohort_b:
+            same = top_k_stats(self.a, self.cohort_b, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE)
+            return same, same
+        return top_k_stats_of_sides(
+            self.a, self.cohort_b, self.b, self.cohort_a, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
         )
 
 
@@ -213,8 +222,6 @@ class Scored:
                 identify(gallery, sides.b, self.split, identities),
             )
         stats_a, stats_b = sides.stats()
-        if sides.a is sides.b:
-            stats_b = stats_a
         return Measured(
             measure(*normalised_pair_scores(sides.a, sides.b, self.pairs, stats_a, stats_b)),
             identify(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebridge.cohort.asnorm import SideStats
+from facebridge.cohort.asnorm import SideStats, as_norm
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ def _best(
     for start in range(0, len(rows), block):
         chunk = rows[start : start + block]
         part = probes[chunk] @ gallery.T
-        if probe_stats is not None and gallery_stats is not None:
-            part = 0.5 * (
-                (part - probe_stats.mean[chunk, None]) / probe_stats.std[chunk, None]
-                + (part - gallery_stats.mean[None, :]) / gallery_stats.std[None, :]
+        if probe_stats is not None and gallery_stats is not None:  # every probe against every entry
+            probe_side = SideStats(probe_stats.mean[chunk, None], probe_stats.std[chunk, None])
+            part = as_norm(
+                part, probe_side, SideStats(gallery_stats.mean[None, :], gallery_stats.std[None, :])
             )
         best[start : start + block] = part.argmax(axis=1)
         scores[start : start + block] = part[np.arange(len(part)), best[start : start + block]]
