@@ -27,7 +27,16 @@ import pytest
 
 from facebridge.mapping.bank import MapPath, MappingBank
 from facebridge.migration.pg_table import TableError, TableRef
-from facebridge.migration.postgres import BATCHES, JOBS, PARTS, PROBLEMS, MigrationError, PostgresMigration
+from facebridge.migration.postgres import (
+    BATCHES,
+    DESIGNS,
+    JOBS,
+    PARTS,
+    PROBLEMS,
+    MigrationError,
+    PostgresMigration,
+    open_migration,
+)
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, ROOT
@@ -695,3 +704,11 @@ def test_password_never_shows_in_messages() -> None:
     assert ref.where == "postgresql://app@db.example:5433/id" and "s3cret" in ref.dsn
     assert (ref.schema, ref.table, ref.id_column, ref.column) == ("a", "faces", "k", "t")
     assert "table=" not in ref.dsn and "sslmode=require" in ref.dsn
+
+
+def test_either_design_refuses_to_write_over_the_key_or_the_templates(path: MapPath) -> None:
+    ref = TableRef.parse("postgresql://app@db.example/id?table=faces&id=user_id&column=template")
+    for design in DESIGNS:
+        for column in ("template", "user_id"):
+            with pytest.raises(TableError, match=f"target column {column} is the table's key or template"):
+                open_migration(design, ref, path, column)

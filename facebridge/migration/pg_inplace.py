@@ -103,11 +103,7 @@ class InPlaceMigration:
         pause: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if to_column in (ref.column, ref.id_column):
-            raise TableError(
-                f"target column {to_column} is the table's key or template column: translations would "
-                "overwrite it"
-            )
+        ref.check_target(to_column)
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self.ref, self.path, self.to = ref, path, TargetColumns(to_column)

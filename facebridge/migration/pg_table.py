@@ -71,6 +71,14 @@ class TableRef:
     def identifier(self) -> sql.Composable:
         return sql.Identifier(self.schema, self.table) if self.schema else sql.Identifier(self.table)
 
+    def check_target(self, to_column: str) -> None:
+        """Refuse a target column that is the table's key or its source templates (either design)."""
+        if to_column in (self.column, self.id_column):
+            raise TableError(
+                f"target column {to_column} is the table's key or template column: translations would "
+                "overwrite it"
+            )
+
 
 @dataclass(frozen=True)
 class TableColumns:

@@ -100,6 +100,9 @@ class PartRunner:
 
 
 class ProgressWatch:
+    """A thread that moves the progress bar by the rows worker processes' committed batches record
+    (their own bars are off), polled every half second from the job's batch table."""
+
     def __init__(self, job: PostgresMigration, bar: tqdm, done_before: int, enabled: bool) -> None:
         self.job, self.bar, self.done_before, self.enabled = job, bar, done_before, enabled
         self.stop = threading.Event()

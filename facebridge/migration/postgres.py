@@ -190,11 +190,7 @@ class PostgresMigration:
         engine: str = "process",
         scheduler: str | None = None,
     ) -> None:
-        if to_column in (ref.column, ref.id_column):
-            raise TableError(
-                f"target column {to_column} is the table's key or template column: translations would "
-                "overwrite it"
-            )
+        ref.check_target(to_column)
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         if workers < 1:
