@@ -122,6 +122,11 @@ def copy_table(dsn: str, kind: str) -> str:
     return copy
 
 
+def check_line(output: str) -> str:
+    """The `checked: ...` line a PostgreSQL migration ends with (every run must print one)."""
+    return next(line for line in output.splitlines() if line.startswith("checked"))
+
+
 def table_name(kind: str) -> str:
     return "faces_" + kind.replace("[]", "_array").replace(" ", "_")
 
@@ -186,7 +191,7 @@ def main() -> None:
                 url = f"{cluster.dsn()}?table={copy}&id=user_id&column=template"
                 command = [*facebridge, url, *options, "--design", "in-place"]
                 seconds, peak, output = run_measured(command)
-                check = next(line for line in output.splitlines() if line.startswith("checked"))
+                check = check_line(output)
                 swapped_in, _, _ = run_measured([*command, "--swap"])
                 runs.append(Run(gallery, "in-place", 1, seconds, peak, load, swapped_in, check))
                 print(f"{kind} in place: {seconds:.1f} s, swap {swapped_in:.1f} s ({check})", flush=True)
@@ -199,12 +204,12 @@ def main() -> None:
                     command = [*facebridge, url, *options, "--workers", str(workers)]
                     if workers == 1 and args.baseline_tree is not None:
                         seconds, peak, output = run_measured(command, cwd=args.baseline_tree)
-                        check = next(line for line in output.splitlines() if line.startswith("checked"))
+                        check = check_line(output)
                         forget_job(cluster.dsn(), table_name(kind))
                         runs.append(Run(gallery, "staged, baseline", 1, seconds, peak, load, None, check))
                         print(f"{kind} staged x1, baseline: {seconds:.1f} s ({check})", flush=True)
                     seconds, peak, output = run_measured(command)
-                    check = next(line for line in output.splitlines() if line.startswith("checked"))
+                    check = check_line(output)
                     swap: float | None = None
                     if workers == 1:
                         swap, _, _ = run_measured([*command, "--swap"])
