@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, top_k_for
+from facebridge.cohort.asnorm import DEFAULT_BLEND, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import save_calibration_set
 from facebridge.evaluation.label_audit import IdentityMerge, audited, native_thresholds
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
@@ -41,14 +41,17 @@ from facebridge.evaluation.thresholds import (
     Comparison,
     ComparisonScores,
     PopulationSplit,
+    blended_scores,
     calibration_set,
     comparison_scores,
     comparison_sides,
     comparisons,
     far_factor,
     pooled_calibration,
+    population_scale,
     reached_far,
     side_stats,
+    sized_cohort,
     split_population,
     tar_at_reached_far,
     tar_at_threshold,
@@ -64,7 +67,7 @@ TOP_K_SHARES = (0.05, 0.1)
 SHIPPED_K = f"{DEFAULT_TOP_K_SHARE:.0%} of the cohort (10-{DEFAULT_TOP_K})"
 GOAL = (0.5, 2.0)
 GATES = (1.25, 1.5, 2.0)
-BLENDS = (0.0, 0.25, 0.45, 0.5, 0.75, 1.0)
+BLENDS = (0.5, 0.6, 0.75, 1.0)
 Scores = dict[tuple[Comparison, str], ComparisonScores]
 
 
@@ -123,8 +126,9 @@ def score_all(
     comps: Sequence[Comparison],
     top_k: int = DEFAULT_TOP_K,
     share: float | None = DEFAULT_TOP_K_SHARE,
+    blend_share: float = DEFAULT_BLEND,
 ) -> Scores:
-    return rescored(bank, splits, comps, top_k=top_k, share=share)
+    return rescored(bank, splits, comps, blend_share, top_k=top_k, share=share)
 
 
 def loo(
@@ -227,14 +231,25 @@ def rescored(
     bank: MappingBank,
     splits: dict[str, PopulationSplit],
     comps: Sequence[Comparison],
+    blend_share: float = DEFAULT_BLEND,
     **stats_options: Any,
 ) -> Scores:
-    """Every comparison on every population, its sides' statistics taken with `stats_options`."""
-    return {
-        (c, n): comparison_scores(bank, c, s, side_stats(bank, c, s, **stats_options))
-        for c in comps
-        for n, s in splits.items()
-    }
+    """Every comparison on every population, its sides' statistics taken with `stats_options`, blended
+    (`blend_share` < 1) with the level of the same cohort as the service blends them."""
+    scores = {}
+    for c in comps:
+        for n, s in splits.items():
+            stats = side_stats(bank, c, s, **stats_options)
+            scale = None
+            if blend_share < 1:
+                cohort = sized_cohort(stats_options.get("cohort") or s.cohort, stats_options.get("size"))
+                k, share = (
+                    stats_options.get("top_k", DEFAULT_TOP_K),
+                    stats_options.get("share", DEFAULT_TOP_K_SHARE),
+                )
+                scale = population_scale(bank, c, cohort, k, share)
+            scores[(c, n)] = comparison_scores(bank, c, s, stats, scale=scale, blend_share=blend_share)
+    return scores
 
 
 def sensitivity(
@@ -279,10 +294,7 @@ def sensitivity(
         for wrong in names:
             if wrong == name:
                 continue
-            varied = dict(scores)
-            for c in comps:
-                stats = side_stats(bank, c, splits[name], cohort=splits[wrong].cohort)
-                varied[(c, name)] = comparison_scores(bank, c, splits[name], stats)
+            varied = {**scores, **rescored(bank, {name: splits[name]}, comps, cohort=splits[wrong].cohort)}
             ratios = goal_ratios(varied, scores, names, comps, [name])
             lines.append(goal_row(f"{name} scored with the cohort of {wrong}", SHIPPED_K, ratios))
     return lines
@@ -367,91 +379,59 @@ def gated_rows(
     return lines
 
 
-def traffic_scale(bank: MappingBank, comparison: Comparison, split: PopulationSplit) -> tuple[float, float]:
-    """One pair of numbers per population: the mean over the scored templates' two sides of their
-    top-K mean and standard deviation against the cohort, as a service would average them over the
-    templates its requests bring (no labels)."""
-    stats_a, stats_b = side_stats(bank, comparison, split)
-    mean = float(np.mean([stats_a.mean.mean(), stats_b.mean.mean()]))
-    std = float(np.mean([stats_a.std.mean(), stats_b.std.mean()]))
-    return mean, std
-
-
-def cohort_scale(bank: MappingBank, comparison: Comparison, split: PopulationSplit) -> tuple[float, float]:
-    """The same two numbers from the cohort alone: each cohort template's top-K against the rest of
-    the cohort, leaving out itself and every neighbour above the shipped raw far_1e-4 threshold (in a
-    folder of several photos per person, mostly its own person's other photos)."""
-    a, b = comparison_sides(bank, comparison, split.cohort)
-    pair_scores = a @ b.T
-    np.fill_diagonal(pair_scores, -np.inf)
-    pair_scores[pair_scores >= shipped_raw(bank, comparison).thresholds["far_1e-4"].threshold] = -np.inf
-    k = top_k_for(len(b) - 1, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE)
-    means, stds = [], []
-    for side in (pair_scores, pair_scores.T):
-        top = np.partition(side, side.shape[1] - k, axis=1)[:, -k:]
-        top = np.where(np.isfinite(top), top, np.nan)
-        means.append(np.nanmean(np.nanmean(top, axis=1)))
-        stds.append(np.nanmean(np.nanstd(top, axis=1)))
-    return float(np.mean(means)), float(np.mean(stds))
-
-
 def blended_rows(
     bank: MappingBank,
     splits: dict[str, PopulationSplit],
-    scores: Scores,
     names: Sequence[str],
     comps: Sequence[Comparison],
 ) -> list[str]:
-    """Blend the per-template AS-norm score with a population-level one: `alpha * s_norm + (1 - alpha)
-    * (s - M) / D`, M and D the scored templates' mean top-K statistics (`traffic_scale`). alpha = 0
-    ranks pairs exactly as raw cosine does (only the threshold moves with the cohort); alpha = 1 is AS-norm.
-    Calibrated on the other populations like the main table, scored at nominal 1e-3. The last rows
-    take M and D from the cohort alone (`cohort_scale`)."""
-    scales = {
-        "requests": {(c, n): traffic_scale(bank, c, splits[n]) for c in comps for n in names},
-        "cohort": {(c, n): cohort_scale(bank, c, splits[n]) for c in comps for n in names},
-    }
-
-    def blended(c: Comparison, n: str, alpha: float, source: str) -> ComparisonScores:
-        s, (mean, std) = scores[(c, n)], scales[source][(c, n)]
-        return ComparisonScores(
-            s.raw_genuine,
-            s.raw_impostor,
-            alpha * s.norm_genuine + (1 - alpha) * (s.raw_genuine - mean) / std,
-            alpha * s.norm_impostor + (1 - alpha) * (s.raw_impostor - mean) / std,
-        )
-
+    """The blend's share, measured: `share * s_norm + (1 - share) * (s - M) / D`, M and D the cohort's
+    own level (asnorm.cohort_scale: each cohort photo's top-K against the rest of the cohort, its own
+    person's photos left out). share = 1 is plain AS-norm. Calibrated on the other populations like the
+    main table, at every operating point."""
+    plain = score_all(bank, splits, comps, blend_share=1.0)
+    scales = {(c, n): population_scale(bank, c, splits[n].cohort) for c in comps for n in names}
     lines = [
         row(
-            "alpha",
-            "M, D from",
-            "population",
-            "within [0.5x, 2x] of 1e-3",
+            "share",
+            "point",
+            "within [0.5x, 2x]",
             "FAR / nominal",
             "TAR ≥ raw TAR at the same FAR",
+            "TAR - raw TAR at the same FAR (lowest)",
+            *(f"within, {n}" for n in names),
+            *(f"TAR ≥ raw, {n}" for n in names),
         ),
-        "|---:|---|---|---:|---|---:|",
+        "|---:|---|---:|---|---:|---:|" + "---:|" * (2 * len(names)),
     ]
-    for alpha, source in [*((a, "requests") for a in BLENDS), (0.5, "cohort")]:
-        mixed = {(c, n): blended(c, n, alpha, source) for c in comps for n in names}
-        for name in names:
-            ratios, better = [], 0
-            for c in comps:
-                threshold = loo(mixed, c, name, names, True).thresholds["far_1e-3"].threshold
-                s = mixed[(c, name)]
-                far = reached_far(s.norm_impostor, threshold)
-                ratios.append(far / POINTS["far_1e-3"])
-                oracle = tar_at_reached_far(s.raw_genuine, s.raw_impostor, far)
-                better += tar_at_threshold(s.norm_genuine, threshold) >= oracle - 1e-12
-            r = np.array(ratios)
+    for share in BLENDS:
+        mixed = {key: blended_scores(s, scales[key], share) for key, s in plain.items()}
+        for point, nominal in POINTS.items():
+            ratios, gaps, within, better = [], [], {n: 0 for n in names}, {n: 0 for n in names}
+            for name in names:
+                for c in comps:
+                    threshold = loo(mixed, c, name, names, True).thresholds[point].threshold
+                    s = mixed[(c, name)]
+                    far = reached_far(s.norm_impostor, threshold)
+                    ratio = far / nominal
+                    ratios.append(ratio)
+                    within[name] += GOAL[0] <= ratio <= GOAL[1]
+                    gap = tar_at_threshold(s.norm_genuine, threshold) - tar_at_reached_far(
+                        s.raw_genuine, s.raw_impostor, far
+                    )
+                    gaps.append(gap)
+                    better[name] += gap >= -1e-12
+            r, total = np.array(ratios), len(comps)
             lines.append(
                 row(
-                    alpha,
-                    "the requests' templates" if source == "requests" else "the cohort alone",
-                    name,
-                    f"{int(np.sum((r >= GOAL[0]) & (r <= GOAL[1])))} / {len(r)}",
+                    share,
+                    point,
+                    f"{sum(within.values())} / {len(ratios)}",
                     f"{r.min():.2f} - {r.max():.2f}",
-                    f"{better} / {len(comps)}",
+                    f"{sum(better.values())} / {len(ratios)}",
+                    f"{min(gaps) * 100:+.1f} pt",
+                    *(f"{within[n]} / {total}" for n in names),
+                    *(f"{better[n]} / {total}" for n in names),
                 )
             )
     return lines
@@ -550,6 +530,7 @@ def write_set(
         DEFAULT_TOP_K_SHARE,
         factors,
         note=f"written by {command}; far_range from each population left out in turn",
+        blend_share=DEFAULT_BLEND,
     )
     written = save_calibration_set(out, shipped)
     print(f"wrote {written} ({len(shipped.entries)} comparisons)")
@@ -597,8 +578,11 @@ def markdown(
         "native rows on photos no part of facebridge was fitted on (an earlier run with maps fitted on "
         "LFW and CelebA only, whose imfdb-dev and rmfd-dev cross rows were unseen, kept 16 / 16 within the "
         "goal on every population as well, with K fixed at 100 and no label audit); *raw*: raw cosine "
-        "calibrated on the other populations; *AS-norm*: normalised scores (top-K of each side, K = 5% "
-        "of the cohort within 10-100, against a cohort of the other side's kind), calibrated on the other "
+        "calibrated on the other populations; *normalised*: the scores the service decides on with a "
+        f"cohort, AS-norm (top-K of each side, K = 5% of the cohort within 10-100, against a cohort of "
+        f"the other side's kind) blended with the cohort's own level, `{DEFAULT_BLEND} * s_norm + "
+        f"{1 - DEFAULT_BLEND:g} * (s - M) / D` (M, D: the cohort's photos' mean top-K statistics against "
+        "the rest of the cohort, each photo's own person left out), calibrated on the other "
         "populations with their own cohorts. *far_range*: the "
         "normalised calibration's interval widened by the ratios met when each of the other populations was "
         "left out in turn (never by the scored one).",
@@ -626,11 +610,11 @@ def markdown(
     out += [
         row(
             "population",
-            "AS-norm within [0.5x, 2x]",
-            "AS-norm FAR range",
+            "normalised within [0.5x, 2x]",
+            "normalised FAR range",
             "raw (calibrated elsewhere) FAR range",
             "shipped raw FAR range",
-            "AS-norm TAR ≥ raw TAR at the same FAR",
+            "normalised TAR ≥ raw TAR at the same FAR",
             "far_range holds the reached FAR",
         ),
         "|---|---:|---|---|---|---:|---:|",
@@ -660,10 +644,10 @@ def markdown(
     out += [
         row(
             "operating point",
-            "AS-norm within [0.5x, 2x]",
+            "normalised within [0.5x, 2x]",
             "far_range holds the reached FAR",
             "within its error",
-            "AS-norm TAR ≥ raw TAR at the same FAR",
+            "normalised TAR ≥ raw TAR at the same FAR",
         ),
         "|---|---:|---:|---:|---:|",
     ]
@@ -686,8 +670,8 @@ def markdown(
                 "point",
                 "shipped raw FAR",
                 "raw FAR / TAR",
-                "AS-norm FAR / TAR",
-                "raw TAR at the AS-norm FAR",
+                "normalised FAR / TAR",
+                "raw TAR at the normalised FAR",
                 "far_range",
             )
         )
@@ -714,18 +698,18 @@ def markdown(
         "",
         "Per comparison, the FAR of the shipped raw far_1e-3 threshold estimated on a one-photo-per-person "
         "cohort (no labels); within [1/gate, gate] of nominal the shipped raw thresholds are kept, else "
-        "AS-norm's. At nominal 1e-3:",
+        "the normalised ones. At nominal 1e-3:",
         "",
         *extra["gated"],
         "",
         "### Blending per-template and population-level normalisation",
         "",
-        "`alpha * s_norm + (1 - alpha) * (s - M) / D`, with M and D the mean top-K statistics of the "
-        "scored templates against the cohort (what a service could average over the templates its requests "
-        "bring; no labels) or, last rows, of the cohort against itself (`cohort_scale`): alpha = 0 ranks "
-        "pairs exactly as raw cosine and moves only "
-        "the threshold with the cohort, alpha = 1 is AS-norm. Calibrated on the other populations, at "
-        "nominal 1e-3:",
+        "`share * s_norm + (1 - share) * (s - M) / D`, with M and D the cohort's own level "
+        "(facebridge/cohort/asnorm.py `cohort_scale`: the mean over the cohort's photos of the mean and "
+        "deviation of each one's top-K scores against the rest of the cohort, its own person's photos "
+        "left out, as a cohort built from a folder of one sub-folder per person records them). "
+        f"share = 1 is plain AS-norm; the service uses {DEFAULT_BLEND}. Calibrated on the other "
+        "populations, each with its own cohort and level:",
         "",
         *extra["blended"],
     ]
@@ -784,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         "sensitivity": [] if args.skip_sensitivity else sensitivity(bank, splits, scores, names, comps, log),
         "drift": drift_rows(bank, splits, scores, names, comps),
         "gated": gated_rows(bank, splits, scores, cells, names, comps),
-        "blended": blended_rows(bank, splits, scores, names, comps),
+        "blended": blended_rows(bank, splits, names, comps),
         "audit": audit_lines(merges),
     }
     print("\n".join(extra["gated"]), flush=True)

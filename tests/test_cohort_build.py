@@ -432,6 +432,9 @@ def test_cli_builds_a_cohort_from_real_photos(settings: Settings, tmp_path: Path
     p = cohort.meta.provenance
     assert (p.kind, p.rows_read, p.count, p.sampled) == ("photos", 62, 60, False)
     assert "1 unreadable" in (p.note or "") and "1 without a face" in (p.note or "")
+    # each template's person is its photo's folder, three photos each, for the cohort's own level
+    folders = sorted(f"{'site-b' if i % 2 else 'site-a'}/{person.name}" for i, person in enumerate(people))
+    assert cohort.meta.groups == [f for f in folders for _ in range(3)]
     pinned = settings.load_manifest().get(PHOTO_MODEL)
     assert pinned is not None and cohort.meta.space.sha256 == pinned.sha256
 

@@ -14,7 +14,14 @@ import pytest
 from facebridge.bridge import Bridge
 from facebridge.cohort.asnorm import DEFAULT_DEVIATION_POWER, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
-from facebridge.cohort.cohortfile import Cohort, CohortError, load_cohort, make_cohort, save_cohort
+from facebridge.cohort.cohortfile import (
+    Cohort,
+    CohortError,
+    load_cohort,
+    make_cohort,
+    sample_rows,
+    save_cohort,
+)
 from facebridge.cohort.deployment import calibrate_population
 from facebridge.embedding_cache import EmbeddingCache
 from facebridge.evaluation.population import Population
@@ -112,6 +119,18 @@ def test_cohort_file_round_trip(split: PopulationSplit, tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.templates, cohort.templates)
     assert loaded.meta == cohort.meta and loaded.id == "gallery" and len(loaded) == 300
     assert loaded.meta.provenance.sampled and loaded.meta.provenance.rows_read == len(split.cohort)
+    # each template's person travels with it, through the sample and the file
+    people = [str(i) for i in split.cohort.identities]
+    grouped = make_cohort(
+        split.cohort.clean[ARC], space, "photos", "folder", max_size=300, seed=3, groups=people
+    )
+    np.testing.assert_array_equal(grouped.templates, cohort.templates)
+    kept = sample_rows(len(people), 300, 3)
+    reloaded = load_cohort(save_cohort(tmp_path / "folder", grouped))
+    assert reloaded.meta.groups == [people[i] for i in kept]
+    assert list(loaded.groups[:2]) == ["#0", "#1"]  # without them, every row its own person
+    with pytest.raises(CohortError, match="groups for"):
+        make_cohort(split.cohort.clean[ARC], space, "photos", "folder", groups=people[:-1])
     with pytest.raises(CohortError, match="at least 50"):
         make_cohort(split.cohort.clean[ARC][:20], space, "npy", "few.npy")
     with pytest.raises(CohortError, match="dim 128"):
@@ -487,3 +506,96 @@ def test_the_service_normalises_with_the_power_its_calibration_set_records(
         assert result.normalization is not None and result.normalization.deviation_power == applied
         expected = 0.5 * ((raw - mx) / sx**applied + (raw - my) / sy**applied)
         assert result.normalized_score == pytest.approx(expected, abs=1e-4)
+
+
+def _level(
+    a_kind: np.ndarray, b_kind: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray
+) -> tuple[float, float]:
+    """The cohorts' own level in plain numpy: each row's top 5% (10 to 100) against the other side's
+    rows of other people, mean and deviation averaged over the rows of both sides."""
+    means, stds = [], []
+    for rows, cols, row_groups, col_groups in (
+        (a_kind, b_kind, groups_a, groups_b),
+        (b_kind, a_kind, groups_b, groups_a),
+    ):
+        k = int(np.clip(round(0.05 * len(cols)), 10, 100))
+        for x, g in zip(rows, row_groups, strict=True):
+            top = np.sort((cols @ x)[col_groups != g].astype(np.float64))[-k:]
+            means.append(top.mean())
+            stds.append(top.std())
+    return float(np.mean(means)), float(np.mean(stds))
+
+
+@pytest.mark.fast
+def test_cohort_level_leaves_out_each_rows_own_person() -> None:
+    """cohort_scale equals a loop over rows, and a person's other photos are left out: with them, the
+    level of a cohort of near-duplicates would be the duplicates' score."""
+    from facebridge.cohort.asnorm import cohort_scale
+
+    rng = np.random.default_rng(5)
+    people = rng.normal(size=(120, 64))
+    rows = np.repeat(people, 3, axis=0) + 0.3 * rng.normal(size=(360, 64))  # 3 photos a person
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    groups = np.repeat(np.arange(120).astype(str), 3)
+    other = (rows + 0.05 * rng.normal(size=rows.shape)).astype(np.float32)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    got = cohort_scale(rows, other, groups, groups)
+    assert (got.mean, got.std) == pytest.approx(_level(rows, other, groups, groups), abs=1e-6)
+    rows_alone = np.arange(360).astype(str)
+    blind = cohort_scale(rows, other, rows_alone, rows_alone)
+    assert blind.mean > got.mean + 0.05  # each row's own person's other photos at the top of its scores
+
+
+def test_the_service_blends_with_the_share_its_calibration_set_records(
+    served: Path, split: PopulationSplit, tmp_path: Path
+) -> None:
+    """A set that records a blend is applied with it: AS-norm mixed with the cohorts' own level, as
+    numpy computes it from the cohort files, natively and across models; the answer states the share
+    and the level. A set without one (written before) is plain AS-norm."""
+    from facebridge.cohort.asnorm import DEFAULT_BLEND
+
+    root = tmp_path / "root"
+    shutil.copytree(served, root)
+    file = root / "mappings" / "calibrations" / "test.calibration.json"
+    calibrations = load_calibration_set(file)
+    assert calibrations.normalization is not None and calibrations.normalization.blend is None
+    calibrations.normalization.blend = DEFAULT_BLEND
+    save_calibration_set(file, calibrations)
+    bank = _bank(root)
+    arc, fp = bank.scoring.cohorts[ARC], bank.scoring.cohorts[FP]
+    path = bank.find_path(ARC, FP)
+    assert path is not None
+    x, y, b = split.scored.clean[ARC][0], split.scored.clean[ARC][1], split.scored.clean[FP][2]
+    # same space: both sides against arcface's cohort, its level of itself (rows: each its own person)
+    result = Bridge(bank).verify((ARC, x), (ARC, y))
+    raw = float(x @ y)
+    (mx, sx), (my, sy) = _top_k(x, arc.templates), _top_k(y, arc.templates)
+    level_mean, level_std = _level(arc.templates, arc.templates, arc.groups, arc.groups)
+    expected = (
+        DEFAULT_BLEND * 0.5 * ((raw - mx) / sx + (raw - my) / sy)
+        + (1 - DEFAULT_BLEND) * (raw - level_mean) / level_std
+    )
+    assert result.normalized_score == pytest.approx(expected, abs=1e-4)
+    assert result.normalization is not None and result.normalization.blend == DEFAULT_BLEND
+    assert (result.normalization.level_mean, result.normalization.level_std) == pytest.approx(
+        (level_mean, level_std), abs=1e-5
+    )
+    assert "blended (0.75)" in result.calibration.note
+    # across models: arcface's cohort carried into faceplugin's space against faceplugin's own
+    carried = path.apply(arc.templates)
+    cross = Bridge(bank).verify((ARC, x), (FP, b))
+    mapped = path.apply(x[None])[0]
+    raw = float(mapped @ b)
+    (ma, sa), (mb, sb) = _top_k(mapped, fp.templates), _top_k(b, carried)
+    level_mean, level_std = _level(carried, fp.templates, arc.groups, fp.groups)
+    expected = (
+        DEFAULT_BLEND * 0.5 * ((raw - ma) / sa + (raw - mb) / sb)
+        + (1 - DEFAULT_BLEND) * (raw - level_mean) / level_std
+    )
+    assert cross.normalized_score == pytest.approx(expected, abs=1e-4)
+    # the set written before the blend was recorded: plain AS-norm, and the answer says so
+    calibrations.normalization.blend = None
+    save_calibration_set(file, calibrations)
+    plain = Bridge(_bank(root)).verify((ARC, x), (ARC, y))
+    assert plain.normalization is not None and plain.normalization.blend == 1.0
+    assert plain.normalization.level_mean is None

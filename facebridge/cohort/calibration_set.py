@@ -56,6 +56,13 @@ class NormalizationInfo(BaseModel):
         description="each side's top-K deviation is raised to this power before dividing by it; unset: "
         "1 (plain AS-norm, as sets written before it was recorded)",
     )
+    blend: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="the share of the AS-norm score in a score blended with the cohort's own level, "
+        "blend * s_norm + (1 - blend) * (s - M) / D (asnorm.blend); unset: 1, plain AS-norm",
+    )
     cohort_sides: str = Field(
         default="each side against a cohort of the other side's kind (mapped vs native cohort)",
         description="which cohort each side of a comparison is measured against",

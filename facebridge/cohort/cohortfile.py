@@ -54,6 +54,11 @@ class CohortMetadata(BaseModel):
     space: SpaceRef
     provenance: CohortProvenance
     tensor_sha256: str = ""
+    groups: list[str] | None = Field(
+        default=None,
+        description="the person of each template, in row order (a photo's sub-folder); unset: every "
+        "template its own person. A cohort's own level (asnorm.cohort_scale) leaves out pairs of one person",
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,14 @@ class Cohort:
 
     def __len__(self) -> int:
         return len(self.templates)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Each row's person: the recorded one, else the row itself ("#17"), which also names the same
+        photo in another model's cohort built from the same source in the same order."""
+        if self.meta.groups is not None:
+            return np.asarray(self.meta.groups)
+        return np.char.add("#", np.arange(len(self.templates)).astype(str))
 
 
 def unit_rows(templates: np.ndarray) -> np.ndarray:
@@ -111,15 +124,21 @@ def make_cohort(
     seed: int = 0,
     note: str | None = None,
     sampled: bool = False,
+    groups: list[str] | None = None,
 ) -> Cohort:
     """A cohort of `templates` (normalised; a seeded sample of `max_size` when there are more).
-    `sampled`: the caller already drew `templates` as that sample (`sample_rows`) from a larger source."""
+    `sampled`: the caller already drew `templates` as that sample (`sample_rows`) from a larger source.
+    `groups`: each row's person, where the source knows it (see CohortMetadata)."""
     matrix = unit_rows(templates)
     if matrix.shape[1] != space.dim:
         raise CohortError(f"templates have dim {matrix.shape[1]}, {space.model} has dim {space.dim}")
+    if groups is not None and len(groups) != len(matrix):
+        raise CohortError(f"{len(groups)} groups for {len(matrix)} templates")
     read = len(matrix) if rows_read is None else rows_read
     if max_size is not None and len(matrix) > max_size:
-        matrix = np.ascontiguousarray(matrix[sample_rows(len(matrix), max_size, seed)])
+        rows = sample_rows(len(matrix), max_size, seed)
+        matrix = np.ascontiguousarray(matrix[rows])
+        groups = None if groups is None else [groups[i] for i in rows]
         sampled = True
     _check_size(len(matrix), "the cohort")
     provenance = CohortProvenance(
@@ -131,7 +150,9 @@ def make_cohort(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         note=note,
     )
-    meta = CohortMetadata(space=space, provenance=provenance, tensor_sha256=tensor_digest(matrix))
+    meta = CohortMetadata(
+        space=space, provenance=provenance, tensor_sha256=tensor_digest(matrix), groups=groups
+    )
     return Cohort(meta, matrix)
 
 
@@ -192,6 +213,8 @@ def load_cohort(path: Path) -> Cohort:
             f"{path.name}: tensor sha256 {digest[:16]}… differs from the recorded {meta.tensor_sha256[:16]}…"
         )
     _check_size(len(templates), path.name)
+    if meta.groups is not None and len(meta.groups) != len(templates):
+        raise CohortError(f"{path.name}: {len(meta.groups)} groups for {len(templates)} templates")
     norms = np.linalg.norm(templates, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-4):
         raise CohortError(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
+from facebridge.cohort.asnorm import DEFAULT_BLEND, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
 from facebridge.evaluation.population import Population
 from facebridge.evaluation.thresholds import (
@@ -22,6 +22,7 @@ from facebridge.evaluation.thresholds import (
     calibration_set,
     comparison_scores,
     comparisons,
+    population_scale,
     side_stats,
     split_population,
 )
@@ -63,9 +64,20 @@ def calibrate_population(
     scores = {}
     for comparison in comparisons_between(bank, models):
         stats = side_stats(bank, comparison, split, top_k=top_k, share=top_k_share)
-        scores[(comparison, population.name)] = comparison_scores(bank, comparison, split, stats)
+        scale = population_scale(bank, comparison, split.cohort, top_k, top_k_share)
+        scores[(comparison, population.name)] = comparison_scores(
+            bank, comparison, split, stats, scale=scale, blend_share=DEFAULT_BLEND
+        )
     return calibration_set(
-        bank, [split], scores, "deployment", top_k, top_k_share, include_raw=True, note=note
+        bank,
+        [split],
+        scores,
+        "deployment",
+        top_k,
+        top_k_share,
+        include_raw=True,
+        note=note,
+        blend_share=DEFAULT_BLEND,
     )
 
 

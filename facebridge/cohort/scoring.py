@@ -27,7 +27,10 @@ from facebridge.cohort.asnorm import (
     DEFAULT_DEVIATION_POWER,
     DEFAULT_TOP_K,
     METHOD,
+    CohortScale,
     as_norm,
+    blend,
+    cohort_scale,
     top_k_stats_of_sides,
 )
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
@@ -69,19 +72,27 @@ class ScoreRule:
     # the power each side's deviation is raised to (asnorm.as_norm): the calibration set's, 1 for a set
     # written before it was recorded, the current default where no set judges the comparison
     deviation_power: float = DEFAULT_DEVIATION_POWER
+    # the share of the AS-norm score blended with the cohorts' own level (asnorm.blend): the calibration
+    # set's, 1 (plain AS-norm) for a set written before it was recorded
+    blend: float = 1.0
+    scale: CohortScale | None = None  # the cohorts' own level, where blend < 1
 
     @property
     def can_normalize(self) -> bool:
         return self.cohort_a is not None and self.cohort_b is not None
 
     def normalize(self, raw: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-        """AS-norm scores of row-aligned sides `a`, `b` (unit rows in the comparison space)."""
+        """Normalised scores of row-aligned sides `a`, `b` (unit rows in the comparison space): AS-norm,
+        blended with the cohorts' own level where the calibration set says so."""
         if self.cohort_a is None or self.cohort_b is None:
             return None
         stats_a, stats_b = top_k_stats_of_sides(
             a, self.cohort_a, b, self.cohort_b, self.top_k, self.top_k_share
         )
-        return as_norm(raw, stats_a, stats_b, self.deviation_power)
+        normalized = as_norm(raw, stats_a, stats_b, self.deviation_power)
+        if self.scale is None:
+            return normalized
+        return blend(raw, normalized, self.scale, self.blend)
 
 
 def comparison_key(plan: ComparisonPlan) -> str | None:
@@ -107,6 +118,25 @@ def comparison_pins(bank: MappingBank, plan: ComparisonPlan) -> dict[str, str]:
         if plan.reverse is not None:
             pins["reverse map"] = plan.reverse.maps[0].meta.tensor_sha256
     return pins
+
+
+@dataclass(frozen=True)
+class SideCohorts:
+    """What each side of a comparison is measured against (rows in the comparison space), each row's
+    person (Cohort.groups), and the cohorts used."""
+
+    against_a: np.ndarray | None = None
+    against_b: np.ndarray | None = None
+    groups_a: np.ndarray | None = None
+    groups_b: np.ndarray | None = None
+    uses: tuple[CohortUse, ...] = ()
+
+    def scale(self, top_k: int, share: float | None) -> CohortScale:
+        """The cohorts' own level: rows of side a's kind (what side b is measured against) against rows
+        of side b's kind, pairs of one person left out (asnorm.cohort_scale)."""
+        assert self.against_a is not None and self.against_b is not None
+        assert self.groups_a is not None and self.groups_b is not None
+        return cohort_scale(self.against_b, self.against_a, self.groups_b, self.groups_a, top_k, share)
 
 
 @dataclass
@@ -147,54 +177,59 @@ class Scoring:
                 self._mapped[key] = found
         return found
 
-    def cohort_sides(
-        self, plan: ComparisonPlan
-    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
-        """(what side a is measured against, the same for b, the cohorts used)."""
+    def cohort_sides(self, plan: ComparisonPlan) -> SideCohorts:
+        """What each side of `plan` is measured against (module docstring)."""
         if plan.reverse is not None:
             return self._both_maps_cohort_sides(plan)
         native = self.cohorts.get(plan.space)
         if plan.path is None:
             if native is None:
-                return None, None, ()
-            return native.templates, native.templates, (CohortUse(native, "a"), CohortUse(native, "b"))
+                return SideCohorts()
+            uses = (CohortUse(native, "a"), CohortUse(native, "b"))
+            return SideCohorts(native.templates, native.templates, native.groups, native.groups, uses)
         mapped_side: Literal["a", "b"] = plan.translate_side or "a"
         native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
         source = self.cohorts.get(plan.path.source)
         carried = self.mapped_cohort(source, plan.path) if source is not None else None
-        against_native = native.templates if native is not None else carried
-        against_mapped = carried if carried is not None else against_native
-        if against_native is None or against_mapped is None:
-            return None, None, ()
-        uses = []
+        if native is None and source is None:
+            return SideCohorts()
+        # with one of the two cohorts missing, both sides use the other
         if native is not None:
-            uses.append(CohortUse(native, mapped_side if source is not None else "a"))
+            against_native, native_groups = native.templates, native.groups
+        else:
+            assert source is not None and carried is not None
+            against_native, native_groups = carried, source.groups
+        against_mapped, mapped_groups = against_native, native_groups
+        if source is not None and carried is not None:
+            against_mapped, mapped_groups = carried, source.groups
+        used: list[CohortUse] = []
+        if native is not None:
+            used.append(CohortUse(native, mapped_side if source is not None else "a"))
         if source is not None:
-            uses.append(CohortUse(source, native_side if native is not None else "a", tuple(plan.path.ids)))
-        if len(uses) == 1:  # one cohort serves both sides
-            uses.append(CohortUse(uses[0].cohort, "b", uses[0].via))
-        by_side = {mapped_side: against_native, native_side: against_mapped}
-        return by_side["a"], by_side["b"], tuple(uses)
+            used.append(CohortUse(source, native_side if native is not None else "a", tuple(plan.path.ids)))
+        if len(used) == 1:  # one cohort serves both sides
+            used.append(CohortUse(used[0].cohort, "b", used[0].via))
+        against = {mapped_side: against_native, native_side: against_mapped}
+        groups = {mapped_side: native_groups, native_side: mapped_groups}
+        return SideCohorts(against["a"], against["b"], groups["a"], groups["b"], tuple(used))
 
-    def _both_maps_cohort_sides(
-        self, plan: ComparisonPlan
-    ) -> tuple[np.ndarray | None, np.ndarray | None, tuple[CohortUse, ...]]:
+    def _both_maps_cohort_sides(self, plan: ComparisonPlan) -> SideCohorts:
         """Both models' cohorts as rows of the both-maps comparison (`ComparisonPlan.sides`), each side
-        measured against the other side's kind; None without a cohort of each model (the thresholds
+        measured against the other side's kind; none without a cohort of each model (the thresholds
         were calibrated with both). Computed once per rule (`rule` keeps them)."""
         assert plan.path is not None and plan.reverse is not None
         native, source = self.cohorts.get(plan.space), self.cohorts.get(plan.path.source)
         if native is None or source is None:
-            return None, None, ()
+            return SideCohorts()
         mapped_side: Literal["a", "b"] = plan.translate_side or "a"
         native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
-        rows = {mapped_side: source.templates, native_side: native.templates}
-        joined_a, joined_b = plan.sides(rows["a"], rows["b"])
+        rows = {mapped_side: source, native_side: native}
+        joined_a, joined_b = plan.sides(rows["a"].templates, rows["b"].templates)
         uses = (
             CohortUse(native, mapped_side, tuple(plan.reverse.ids)),
             CohortUse(source, native_side, tuple(plan.path.ids)),
         )
-        return joined_b, joined_a, uses
+        return SideCohorts(joined_b, joined_a, rows["b"].groups, rows["a"].groups, uses)
 
     def rule(
         self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"] = "auto"
@@ -220,7 +255,8 @@ class Scoring:
         self, bank: MappingBank, plan: ComparisonPlan, normalization: Literal["auto", "none"]
     ) -> ScoreRule:
         found = self.entry(bank, plan)
-        cohort_a, cohort_b, uses = (None, None, ()) if normalization == "none" else self.cohort_sides(plan)
+        sides = SideCohorts() if normalization == "none" else self.cohort_sides(plan)
+        cohort_a, cohort_b, uses = sides.against_a, sides.against_b, sides.uses
         has_cohort = cohort_a is not None and cohort_b is not None
         shipped_raw = ScoreRule(
             "cosine",
@@ -240,9 +276,10 @@ class Scoring:
         file, calibrations, entry = found
         info = calibrations.normalization
         top_k, share = (info.top_k, info.top_k_share) if info is not None else (DEFAULT_TOP_K, None)
-        power = DEFAULT_DEVIATION_POWER
+        power, share_blended = DEFAULT_DEVIATION_POWER, 1.0
         if info is not None:
             power = info.deviation_power if info.deviation_power is not None else 1.0
+            share_blended = info.blend if info.blend is not None else 1.0
         base = ScoreRule(
             "cosine",
             None,
@@ -258,7 +295,20 @@ class Scoring:
         )
         if has_cohort and entry.normalized is not None:
             note = f"AS-norm against the loaded cohort(s); thresholds of the {calibrations.kind} set {file}"
-            return _with(base, units="as-norm", calibration=entry.normalized, note=note)
+            if share_blended == 1.0:
+                return _with(base, units="as-norm", calibration=entry.normalized, note=note)
+            note = (
+                f"AS-norm against the loaded cohort(s), blended ({share_blended:g}) with their own level; "
+                f"thresholds of the {calibrations.kind} set {file}"
+            )
+            return _with(
+                base,
+                units="as-norm",
+                calibration=entry.normalized,
+                note=note,
+                blend=share_blended,
+                scale=sides.scale(top_k, share),
+            )
         # a set's raw thresholds judge where they are the deployment's own, or where the plan has no
         # raw calibration of its own (through both maps: no map file calibrates that)
         if entry.raw is not None and (calibrations.kind == "deployment" or plan.calibration is None):
@@ -297,4 +347,12 @@ def _raw_reason(plan: ComparisonPlan, normalization: str, has_cohort: bool, othe
     return f"{otherwise}: {shipped}"
 
 
-__all__ = ["METHOD", "CohortUse", "ScoreRule", "Scoring", "comparison_key", "comparison_pins"]
+__all__ = [
+    "METHOD",
+    "CohortUse",
+    "ScoreRule",
+    "Scoring",
+    "SideCohorts",
+    "comparison_key",
+    "comparison_pins",
+]

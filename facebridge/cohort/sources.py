@@ -49,10 +49,17 @@ class Batch:
     matrix: np.ndarray
     rows: int
     skipped: Counter[str] = field(default_factory=Counter)
+    groups: list[str] | None = None  # each kept row's person, where the source knows it
 
 
-def screen(matrix: np.ndarray, rows: int | None = None, skipped: Counter[str] | None = None) -> Batch:
-    """Drop the rows no template can be (NaN or infinity, all zeros), counting them."""
+def screen(
+    matrix: np.ndarray,
+    rows: int | None = None,
+    skipped: Counter[str] | None = None,
+    groups: list[str] | None = None,
+) -> Batch:
+    """Drop the rows no template can be (NaN or infinity, all zeros), counting them; `groups` (one per
+    row of `matrix`) keep the rows kept."""
     matrix = np.asarray(matrix, dtype=np.float32)
     counts: Counter[str] = Counter(skipped or {})
     finite = np.isfinite(matrix).all(axis=1)
@@ -63,7 +70,10 @@ def screen(matrix: np.ndarray, rows: int | None = None, skipped: Counter[str] | 
     if (finite & ~nonzero).any():
         counts[ZERO] += int((finite & ~nonzero).sum())
     keep = finite & nonzero
-    return Batch(matrix if keep.all() else matrix[keep], len(matrix) if rows is None else rows, counts)
+    if groups is not None and not keep.all():
+        groups = [g for g, kept in zip(groups, keep, strict=True) if kept]
+    kept = matrix if keep.all() else matrix[keep]
+    return Batch(kept, len(matrix) if rows is None else rows, counts, groups)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Gathered:
     usable: int
     sampled: bool
     skipped: Counter[str]
+    groups: list[str] | None = None
 
 
 def gather(batches: Callable[[], Iterator[Batch]], dim: int, max_size: int | None, seed: int) -> Gathered:
@@ -82,6 +93,7 @@ def gather(batches: Callable[[], Iterator[Batch]], dim: int, max_size: int | Non
     if max_size is not None and max_size < 1:
         raise CohortError(f"the cohort's maximum size must be at least 1, not {max_size}")
     kept: list[np.ndarray] = []
+    kept_groups: list[str] | None = []
     rows = usable = 0
     skipped: Counter[str] = Counter()
     for batch in batches():
@@ -90,22 +102,31 @@ def gather(batches: Callable[[], Iterator[Batch]], dim: int, max_size: int | Non
         usable += len(batch.matrix)
         if max_size is None or usable <= max_size:
             kept.append(batch.matrix)
+            if batch.groups is None or kept_groups is None:
+                kept_groups = None
+            else:
+                kept_groups.extend(batch.groups)
         else:
             kept = []  # a sample will be needed: the second pass picks its rows
     if max_size is None or usable <= max_size:
         matrix = np.concatenate(kept) if kept else np.empty((0, dim), np.float32)
-        return Gathered(matrix, rows, usable, False, skipped)
+        return Gathered(matrix, rows, usable, False, skipped, kept_groups if kept else None)
     positions = sample_rows(usable, max_size, seed)
     picked: list[np.ndarray] = []
+    picked_groups: list[str] | None = []
     offset = 0
     for batch in batches():
         lo, hi = np.searchsorted(positions, [offset, offset + len(batch.matrix)])
         if hi > lo:
             picked.append(batch.matrix[positions[lo:hi] - offset])
+            if batch.groups is None or picked_groups is None:
+                picked_groups = None
+            else:
+                picked_groups.extend(batch.groups[i] for i in positions[lo:hi] - offset)
         offset += len(batch.matrix)
     if offset != usable:
         raise CohortError(f"the source changed while it was read ({usable} usable rows, then {offset})")
-    return Gathered(np.concatenate(picked), rows, usable, True, skipped)
+    return Gathered(np.concatenate(picked), rows, usable, True, skipped, picked_groups)
 
 
 def finish(
@@ -136,6 +157,7 @@ def finish(
         seed=seed,
         note=note,
         sampled=gathered.sampled,
+        groups=gathered.groups,
     )
 
 
@@ -158,6 +180,14 @@ def list_photos(folder: Path) -> list[str]:
     )
 
 
+def person_of(rel: str) -> str:
+    """Whose photo `rel` (a path relative to the cohort's folder) is: the folder that holds it, as in
+    one sub-folder per person (at any depth: site-a/person/1.jpg is person site-a/person); a photo
+    directly in the folder is its own person."""
+    folder, _, _ = rel.rpartition("/")
+    return folder or rel
+
+
 def from_photos(
     pipeline: FacePipeline,
     folder: Path,
@@ -173,7 +203,8 @@ def from_photos(
     caches find it (`central_face`: thresholds 0.6, 0.3, 0.1), aligned to the model's template and
     embedded in batches. A photo without a face is skipped and counted, not embedded whole as the
     caches do: a template of a background would sit in the cohort as an impostor nobody is. Unreadable
-    files are skipped and counted too.
+    files are skipped and counted too. Each template's person is its photo's sub-folder
+    (`person_of`), recorded so the cohort's own level leaves out pairs of one person.
     """
     from facebridge.embedding_cache import central_face
     from facebridge.exceptions import ImageError
@@ -192,6 +223,7 @@ def from_photos(
     skipped: Counter[str] = Counter()
     vectors: list[np.ndarray] = []
     crops: list[np.ndarray] = []
+    groups: list[str] = []
     for rel in photos:
         try:
             image = decode_image((folder / rel).read_bytes(), max_bytes=1 << 30, max_pixels=1 << 28)
@@ -203,13 +235,14 @@ def from_photos(
             skipped["without a face"] += 1
             continue
         crops.append(align_face(image, face.landmarks, template))
+        groups.append(person_of(rel))
         if len(crops) == EMBED_BATCH:
             vectors.append(recognizer.embed(crops))
             crops = []
     if crops:
         vectors.append(recognizer.embed(crops))
     matrix = np.concatenate(vectors) if vectors else np.empty((0, space.dim), np.float32)
-    batch = screen(matrix, len(photos), skipped)
+    batch = screen(matrix, len(photos), skipped, groups)
     gathered = gather(lambda: iter([batch]), space.dim, max_size, seed)
     extra = [f"detector {detector}"]
     return finish(gathered, space, "photos", str(folder.resolve()), seed, "photos", extra)

@@ -18,11 +18,15 @@ from typing import Literal
 import numpy as np
 
 from facebridge.cohort.asnorm import (
+    DEFAULT_BLEND,
     DEFAULT_DEVIATION_POWER,
     DEFAULT_TOP_K,
     DEFAULT_TOP_K_SHARE,
+    CohortScale,
     SideStats,
     as_norm,
+    blend,
+    cohort_scale,
     top_k_stats_of_sides,
 )
 from facebridge.cohort.calibration_set import (
@@ -134,6 +138,13 @@ def comparison_sides(
     return path.apply(np.ascontiguousarray(population.clean[comparison.source])), b
 
 
+def sized_cohort(cohort: Population, size: int | None) -> Population:
+    """A seeded sample of `size` of the cohort's photos (the whole cohort without `size`)."""
+    if size is None or size >= len(cohort):
+        return cohort
+    return cohort.subset(np.sort(np.random.default_rng(size).choice(len(cohort), size, replace=False)))
+
+
 def side_stats(
     bank: MappingBank,
     comparison: Comparison,
@@ -149,9 +160,7 @@ def side_stats(
     against mapped ones): the scores a side's impostors give it are scores against the other side's
     kind. `same-kind` and `native` are the alternatives the study compares it with. K is `share` of
     the cohort within [10, `top_k`] (asnorm.top_k_for), or `top_k` itself when `share` is None."""
-    cohort = cohort if cohort is not None else split.cohort
-    if size is not None and size < len(cohort):
-        cohort = cohort.subset(np.sort(np.random.default_rng(size).choice(len(cohort), size, replace=False)))
+    cohort = sized_cohort(cohort if cohort is not None else split.cohort, size)
     a, b = comparison_sides(bank, comparison, split.scored)
     cohort_a, cohort_b = comparison_sides(bank, comparison, cohort)
     if sides == "same-kind":
@@ -167,9 +176,12 @@ def comparison_scores(
     split: PopulationSplit,
     stats: tuple[SideStats, SideStats] | None = None,
     power: float = DEFAULT_DEVIATION_POWER,
+    scale: CohortScale | None = None,
+    blend_share: float = DEFAULT_BLEND,
 ) -> ComparisonScores:
     """Every genuine and the sampled impostor pairs, raw and normalised (cross: both orders), each
-    side's deviation raised to `power` (asnorm.as_norm)."""
+    side's deviation raised to `power` (asnorm.as_norm); with the cohort's own level `scale`, the
+    normalised scores are blended with it (asnorm.blend, `blend_share`), as the service does."""
     a, b = comparison_sides(bank, comparison, split.scored)
     stats_a, stats_b = stats if stats is not None else side_stats(bank, comparison, split)
     pairs = split.pairs
@@ -190,7 +202,31 @@ def comparison_scores(
         )
         labels.append(pairs.genuine)
     r, n, g = np.concatenate(raw), np.concatenate(norm), np.concatenate(labels)
-    return ComparisonScores(r[g], r[~g], n[g], n[~g])
+    plain = ComparisonScores(r[g], r[~g], n[g], n[~g])
+    return plain if scale is None else blended_scores(plain, scale, blend_share)
+
+
+def population_scale(
+    bank: MappingBank,
+    comparison: Comparison,
+    cohort: Population,
+    top_k: int = DEFAULT_TOP_K,
+    share: float | None = DEFAULT_TOP_K_SHARE,
+) -> CohortScale:
+    """The cohort's own level in this comparison's space (asnorm.cohort_scale), each photo's person its
+    label: the groups a cohort built from a folder of one sub-folder per person records."""
+    a, b = comparison_sides(bank, comparison, cohort)
+    return cohort_scale(a, b, cohort.identities, cohort.identities, top_k, share)
+
+
+def blended_scores(scores: ComparisonScores, scale: CohortScale, share: float) -> ComparisonScores:
+    """`scores` with their normalised side blended with the cohort's own level (asnorm.blend)."""
+    return ComparisonScores(
+        scores.raw_genuine,
+        scores.raw_impostor,
+        blend(scores.raw_genuine, scores.norm_genuine, scale, share),
+        blend(scores.raw_impostor, scores.norm_impostor, scale, share),
+    )
 
 
 def reached_far(impostor: np.ndarray, threshold: float) -> float:
@@ -277,10 +313,12 @@ def calibration_set(
     include_raw: bool = False,
     note: str | None = None,
     deviation_power: float = DEFAULT_DEVIATION_POWER,
+    blend_share: float = 1.0,
 ) -> CalibrationSet:
     """A calibration set from the scored halves of `splits` (equal weights), normalised thresholds
     always, raw ones with `include_raw`; `factors` widen each threshold's interval into its far_range.
-    `deviation_power` is recorded as the one `scores` were normalised with (comparison_scores)."""
+    `deviation_power` and `blend_share` are recorded as the ones `scores` were normalised with
+    (comparison_scores, blended_scores)."""
     names = "+".join(s.name for s in splits)
     entries = {}
     for comparison in sorted(
@@ -315,7 +353,10 @@ def calibration_set(
         kind=kind,
         populations=populations,
         normalization=NormalizationInfo(
-            top_k=top_k, top_k_share=top_k_share, deviation_power=deviation_power
+            top_k=top_k,
+            top_k_share=top_k_share,
+            deviation_power=deviation_power,
+            blend=None if blend_share == 1.0 else blend_share,
         ),
         entries=entries,
         created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -148,6 +148,18 @@ class ScoreNormalization(BaseModel):
         default=1.0,
         description="each side divides by its top-K deviation raised to this power (1: plain AS-norm)",
     )
+    blend: float = Field(
+        default=1.0,
+        description="the share of the AS-norm score in `normalized_score`, the rest the raw score "
+        "standardised by the cohorts' own level: blend * s_norm + (1 - blend) * (s - level_mean) / "
+        "level_std (1: plain AS-norm)",
+    )
+    level_mean: float | None = Field(
+        default=None,
+        description="the cohorts' own level: the mean top-K score of a cohort template against the "
+        "other side's cohort, its own person left out (null when blend is 1)",
+    )
+    level_std: float | None = Field(default=None, description="the mean top-K deviation of the same")
     cohorts: list[CohortInfo]
 
 
