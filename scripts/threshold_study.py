@@ -762,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = main_table(bank, scores, names, comps)
     for name in names:
         at = [c for c in cells if c.population == name and c.point == "far_1e-3"]
-        print(f"{name}: AS-norm within goal {sum(c.within_goal for c in at)}/{len(at)}", flush=True)
+        print(f"{name}: normalised within goal {sum(c.within_goal for c in at)}/{len(at)}", flush=True)
     log: list[str] = []
     extra = {
         "sensitivity": [] if args.skip_sensitivity else sensitivity(bank, splits, scores, names, comps, log),
