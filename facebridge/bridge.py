@@ -226,7 +226,11 @@ class Bridge:
             raise SameSpace("source and target are the same space", "target")
         path = self.bank.find_path(source, target)
         if path is None:
-            raise NoMapPath(f"no map or chain of maps from {source} to {target}; see GET /mappings", "target")
+            reachable = sorted(t for t in self.bank.spaces if t != source and self.bank.find_path(source, t))
+            into = ", ".join(reachable) if reachable else "no other space"
+            raise NoMapPath(
+                f"no map or chain of maps from {source} to {target}; {source} maps into {into}", "target"
+            )
         return path
 
     def translate(

@@ -188,7 +188,7 @@ def test_domain_errors_become_the_same_problems_in_library_and_service(
     assert body["type"].endswith(problem.code) and body["errors"][0]["field"] == "source"
     with pytest.raises(exceptions.WrongDimension):
         bridge.translate([[0.1] * 7], "net-a", "net-b")
-    with pytest.raises(exceptions.NoMapPath):
+    with pytest.raises(exceptions.NoMapPath, match="net-c maps into"):  # what it can reach instead
         bridge.translate([[0.1] * 6], "net-c", "net-a")
     with pytest.raises(exceptions.NotReady):
         bridge.embed(b"not a photo")
