@@ -599,3 +599,22 @@ def test_the_service_blends_with_the_share_its_calibration_set_records(
     plain = Bridge(_bank(root)).verify((ARC, x), (ARC, y))
     assert plain.normalization is not None and plain.normalization.blend == 1.0
     assert plain.normalization.level_mean is None
+
+
+def test_merged_sets_keep_normalised_thresholds_only_where_normalised_alike(served_both: Path) -> None:
+    """A deployment file written before the blend, merged with a new set (refit, calibrate --pairs):
+    the new set's normalisation is the merged one's, and the old entries keep only raw thresholds."""
+    from facebridge.cohort.deployment import merge_sets
+
+    old = load_calibration_set(served_both / "mappings" / "calibrations" / "test.calibration.json")
+    assert old.normalization is not None and old.normalization.blend is None
+    new = old.model_copy(deep=True)
+    assert new.normalization is not None
+    new.normalization.blend = 0.75
+    new.entries = {ARC: new.entries[ARC]}
+    merged = merge_sets([old, new])
+    assert merged.normalization is not None and merged.normalization.blend == 0.75
+    assert merged.entries[ARC] == new.entries[ARC]
+    both = f"{ARC}->{FP}+{FP}->{ARC}"
+    assert merged.entries[both].normalized is None and merged.entries[both].raw == old.entries[both].raw
+    assert FP not in merged.entries  # normalised only, and normalised otherwise: nothing of it holds

@@ -95,15 +95,24 @@ def population_from_pairs(pairs: PairSet, name: str = "pair-store") -> Populatio
 
 def merge_sets(sets: Sequence[CalibrationSet]) -> CalibrationSet:
     """One set from several (e.g. one per model pair of the pair store); a comparison measured twice
-    keeps the measurement with more impostor pairs."""
+    keeps the measurement with more impostor pairs. Normalised thresholds hold only for scores
+    normalised as they were calibrated: the last set's normalisation is the merged set's, and a set
+    normalised otherwise (e.g. written before the blend was recorded) keeps only its raw thresholds."""
     if not sets:
         raise ValueError("nothing to merge")
+    normalization = sets[-1].normalization
     entries: dict[str, CalibrationEntry] = {}
     for found in sets:
         for key, entry in found.entries.items():
+            if found.normalization != normalization and entry.normalized is not None:
+                if entry.raw is None:
+                    continue
+                entry = entry.model_copy(update={"normalized": None})
             known = entries.get(key)
             pairs = entry.raw.impostor_pairs if entry.raw is not None else 0
             if known is None or (known.raw is not None and known.raw.impostor_pairs < pairs):
                 entries[key] = entry
     populations = [p for found in sets for p in found.populations]
-    return sets[0].model_copy(update={"entries": entries, "populations": populations})
+    return sets[0].model_copy(
+        update={"entries": entries, "populations": populations, "normalization": normalization}
+    )
