@@ -61,9 +61,15 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 @needs_onnxruntime
 def cmd_models_add(args: argparse.Namespace) -> int:
     """Probe an unknown recognizer, install it and write its entry into the user manifest."""
-    from facebridge.vision.model_probe import ProbeError, add_model
+    from facebridge.vision.model_probe import ProbeError, add_model, default_photos_dir
 
     settings = settings_from(args)
+    if args.photos is None and default_photos_dir() is None:
+        print(
+            "error: no labelled photos: pass --photos DIR (a folder per person, two or more photos each)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result = add_model(
             settings,

@@ -823,7 +823,7 @@ def add_model(
     photos_dir = photos_dir or default_photos_dir()
     if photos_dir is None:
         raise ProbeError(
-            "no labelled photos: pass --photos DIR (a folder per person, two or more photos each)"
+            "no labelled photos to probe with: give photos_dir (a folder per person, two or more photos each)"
         )
     _check_installable(settings, onnx_path, model_id, replace)
     result = propose_entry(
