@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         "### Across models through both maps",
         "",
         f"`{command}`: each pair of the four models compared through both direct maps, "
-        "`(A->B(a) . b + a . B->A(b)) / 2`, AS-normalised against a cohort of each model, judged as "
-        "above (thresholds calibrated on the other populations, same split, cohorts and label audit). "
-        "*TAR ≥ both single maps'*: the TAR at the normalised threshold against each single-map "
-        "direction's at the same operating point (each with its own AS-norm thresholds).",
+        "`(A->B(a) . b + a . B->A(b)) / 2`, normalised against a cohort of each model as the service "
+        "normalises (AS-norm blended with the cohorts' own level), judged as above (thresholds "
+        "calibrated on the other populations, same split, cohorts and label audit). *TAR ≥ both single "
+        "maps'*: the TAR at the normalised threshold against each single-map direction's at the same "
+        "operating point (each with its own normalised thresholds).",
         "",
         *summary,
         "",
