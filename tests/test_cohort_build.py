@@ -442,6 +442,7 @@ def test_cli_builds_a_cohort_from_real_photos(settings: Settings, tmp_path: Path
     assert shown.returncode == 0, shown.stderr
     meta = json.loads(shown.stdout)
     assert meta["tensor_sha256"] == cohort.meta.tensor_sha256 and meta["provenance"]["count"] == 60
+    assert meta["people"] == 20 and "groups" not in meta  # the count of persons, not every name
 
 
 # ---------------------------------------------------------------------------------------------- CLI

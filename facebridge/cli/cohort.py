@@ -12,6 +12,7 @@ each source is read and docs/thresholds.md for why a deployment wants its own co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,7 +133,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     except (CohortError, OSError) as exc:
         print(f"facebridge cohort show: {_one_line(exc)}", file=sys.stderr)
         return 2
-    print(cohort.meta.model_dump_json(indent=2))
+    shown = cohort.meta.model_dump(mode="json", exclude={"groups"})
+    groups = cohort.meta.groups
+    # a count, not every template's person: a cohort of 1,000 photos would print 1,000 names
+    shown["people"] = len(set(groups)) if groups is not None else None
+    print(json.dumps(shown, indent=2))
     return 0
 
 
