@@ -725,7 +725,7 @@ def _describe(rule: ScoreRule, custom: bool, units: Units) -> dict[str, Any]:
             top_k=rule.top_k,
             top_k_share=rule.top_k_share,
             deviation_power=rule.deviation_power,
-            blend=rule.blend if rule.scale is not None else 1.0,
+            blend=rule.blend,
             level_mean=None if rule.scale is None else rule.scale.mean,
             level_std=None if rule.scale is None else rule.scale.std,
             cohorts=[

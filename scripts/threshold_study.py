@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_BLEND, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
+from facebridge.cohort.asnorm import DEFAULT_BLEND, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE, CohortScale
 from facebridge.cohort.calibration_set import save_calibration_set
 from facebridge.evaluation.label_audit import IdentityMerge, audited, native_thresholds
 from facebridge.evaluation.population import DEVELOPMENT_POPULATIONS as POPULATIONS
@@ -380,17 +380,16 @@ def gated_rows(
 
 
 def blended_rows(
-    bank: MappingBank,
-    splits: dict[str, PopulationSplit],
+    plain: Scores,
+    scales: dict[tuple[Comparison, str], CohortScale],
     names: Sequence[str],
     comps: Sequence[Comparison],
 ) -> list[str]:
     """The blend's share, measured: `share * s_norm + (1 - share) * (s - M) / D`, M and D the cohort's
     own level (asnorm.cohort_scale: each cohort photo's top-K against the rest of the cohort, its own
     person's photos left out). share = 1 is plain AS-norm. Calibrated on the other populations like the
-    main table, at every operating point."""
-    plain = score_all(bank, splits, comps, blend_share=1.0)
-    scales = {(c, n): population_scale(bank, c, splits[n].cohort) for c in comps for n in names}
+    main table, at every operating point. `plain`: plain AS-norm scores; `scales`: each population's
+    level."""
     lines = [
         row(
             "share",
@@ -754,7 +753,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--set-only needs --write-set")
         write_set(bank, splits, names, comparisons(set_models, True), args.write_set, command)
         return 0
-    scores = score_all(bank, splits, comps)
+    # plain AS-norm once: the blend the service decides on is derived from it, as is each share's table
+    plain = score_all(bank, splits, comps, blend_share=1.0)
+    scales = {(c, n): population_scale(bank, c, splits[n].cohort) for c in comps for n in names}
+    scores = {key: blended_scores(s, scales[key], DEFAULT_BLEND) for key, s in plain.items()}
     print(
         f"scored {len(comps)} comparisons on {len(names)} populations in {time.time() - started:.0f} s",
         flush=True,
@@ -768,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         "sensitivity": [] if args.skip_sensitivity else sensitivity(bank, splits, scores, names, comps, log),
         "drift": drift_rows(bank, splits, scores, names, comps),
         "gated": gated_rows(bank, splits, scores, cells, names, comps),
-        "blended": blended_rows(bank, splits, names, comps),
+        "blended": blended_rows(plain, scales, names, comps),
         "audit": audit_lines(merges),
     }
     print("\n".join(extra["gated"]), flush=True)

@@ -182,13 +182,13 @@ def cohort_scale(
             scores = rows_of[chunk] @ cols_of.T
             scores[row_groups[chunk][:, None] == col_groups[None, :]] = -np.inf
             usable = np.isfinite(scores).sum(axis=1) >= k  # a row with fewer other people says nothing
-            top = np.partition(scores[usable], scores.shape[1] - k, axis=1)[:, -k:].astype(np.float64)
-            means.append(top.mean(axis=1))
-            stds.append(top.std(axis=1))
+            stats = _score_stats(scores[usable], k)
+            means.append(stats.mean)
+            stds.append(stats.std)
     mean, std = np.concatenate(means), np.concatenate(stds)
     if len(mean) == 0:
         raise ValueError("no cohort row has enough templates of other people for its top-K")
-    return CohortScale(float(mean.mean()), max(float(std.mean()), MIN_STD))
+    return CohortScale(float(mean.mean(dtype=np.float64)), float(std.mean(dtype=np.float64)))
 
 
 def blend(
