@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from facebridge.api.lean import declared_scopes
 from facebridge.api.translate import STREAM_BLOCK_ROWS, STREAM_MIN_ROWS
 from facebridge.bridge import Bridge
-from facebridge.cohort.asnorm import MIN_STD, top_k_for, top_k_stats
+from facebridge.cohort.asnorm import MIN_STD, scoring_layout, top_k_for, top_k_stats, top_k_stats_of_sides
 from facebridge.config import Settings
 from facebridge.exceptions import NonFinite, ZeroVector
 from facebridge.main import create_app
@@ -105,6 +105,29 @@ def test_as_norm_statistics_are_numpys_mean_and_std() -> None:
         np.testing.assert_array_equal(stats.mean, top.mean(axis=1, dtype=np.float64).astype(np.float32))
         expected_std = np.maximum(top.std(axis=1, dtype=np.float64), MIN_STD).astype(np.float32)
         np.testing.assert_array_equal(stats.std, expected_std)
+
+
+def test_a_cohort_in_scoring_layout_gives_the_same_statistics() -> None:
+    """The service keeps its cohorts column by column (faster to stream cold); same rows, same stats up
+    to the last bit of a score."""
+    rng = np.random.default_rng(8)
+    cohort = unit_rows(rng, 1000, 320)
+    laid = scoring_layout(cohort)
+    assert laid.flags.f_contiguous and not laid.flags.c_contiguous
+    np.testing.assert_array_equal(laid, cohort)
+    a, b = unit_rows(rng, 1, 320), unit_rows(rng, 3, 320)
+    for got, expected in zip(
+        top_k_stats_of_sides(a, laid, b, laid, 100, 0.05),
+        top_k_stats_of_sides(a, cohort, b, cohort, 100, 0.05),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
+        np.testing.assert_allclose(got.std, expected.std, rtol=1e-4)
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    rows = rng.normal(size=(n, d)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def test_top_k_is_a_share_of_the_cohort_within_bounds() -> None:

@@ -31,6 +31,7 @@ from facebridge.cohort.asnorm import (
     as_norm,
     blend,
     cohort_scale,
+    scoring_layout,
     top_k_stats_of_sides,
 )
 from facebridge.cohort.calibration_set import CalibrationEntry, CalibrationSet
@@ -256,7 +257,8 @@ class Scoring:
     ) -> ScoreRule:
         found = self.entry(bank, plan)
         sides = SideCohorts() if normalization == "none" else self.cohort_sides(plan)
-        cohort_a, cohort_b, uses = sides.against_a, sides.against_b, sides.uses
+        cohort_a, cohort_b = _scoring_layouts(sides.against_a, sides.against_b)
+        uses = sides.uses
         has_cohort = cohort_a is not None and cohort_b is not None
         shipped_raw = ScoreRule(
             "cosine",
@@ -316,6 +318,17 @@ class Scoring:
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
         return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share, deviation_power=power)
+
+
+def _scoring_layouts(
+    a: np.ndarray | None, b: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both sides' cohorts in the layout a rule scores them in (asnorm.scoring_layout), one copy where
+    both sides use the same rows."""
+    laid_a = scoring_layout(a) if a is not None else None
+    if b is a:
+        return laid_a, laid_a
+    return laid_a, scoring_layout(b) if b is not None else None
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
