@@ -38,6 +38,7 @@ from facebridge.migration.postgres import (
     open_migration,
 )
 from facebridge.vision.manifest import load_manifest
+from tests.factories import unit_rows
 
 from .conftest import MODELS_DIR, ROOT
 from .postgres_server import PostgresCluster
@@ -71,11 +72,6 @@ def has_pgvector(postgres: PostgresCluster) -> bool:
             return True
         except psycopg.Error:
             return False
-
-
-def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def create_gallery(dsn: str, x: np.ndarray, kind: str = "real[]", key: str = "bigint") -> list[Any]:

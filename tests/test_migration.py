@@ -19,6 +19,7 @@ from facebridge.mapping.bank import MappingBank
 from facebridge.migration.galleries import NpyGallery, ParquetGallery, embeddings_from_arrow
 from facebridge.migration.job import MANIFEST, migrate
 from facebridge.vision.manifest import load_manifest
+from tests.factories import unit_rows
 
 from .conftest import MODELS_DIR, ROOT
 
@@ -28,11 +29,6 @@ SOURCE, TARGET = "arcface-mbf128", "sirius-mbf192"
 @pytest.fixture(scope="module")
 def bank() -> MappingBank:
     return MappingBank.load(ROOT / "mappings", load_manifest(MODELS_DIR / "manifest.toml"))
-
-
-def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def read_output(folder: Path) -> tuple[np.ndarray, np.ndarray]:

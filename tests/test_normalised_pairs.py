@@ -7,20 +7,19 @@ import pytest
 
 from facebridge.cohort.asnorm import top_k_stats
 from facebridge.evaluation.verification import balanced_accuracy, normalised_pair_scores, verification_pairs
+from tests.factories import unit_rows
 
 pytestmark = pytest.mark.fast
-
-
-def unit_rows(rng: np.random.Generator, n: int, d: int = 24) -> np.ndarray:
-    rows = rng.normal(size=(n, d))
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def test_each_score_is_normalised_by_its_own_two_sides_in_both_orders() -> None:
     rng = np.random.default_rng(0)
     identities = np.repeat(np.arange(12).astype(str), 3)
-    a, b = unit_rows(rng, 36), unit_rows(rng, 36)
-    stats_a, stats_b = top_k_stats(a, unit_rows(rng, 80), 10), top_k_stats(b, unit_rows(rng, 80), 10)
+    a, b = unit_rows(36, 24, rng, np.float64), unit_rows(36, 24, rng, np.float64)
+    stats_a, stats_b = (
+        top_k_stats(a, unit_rows(80, 24, rng, np.float64), 10),
+        top_k_stats(b, unit_rows(80, 24, rng, np.float64), 10),
+    )
     pairs = verification_pairs(identities, 200, 0)
     scores, labels = normalised_pair_scores(a, b, pairs, stats_a, stats_b)
     expected = []

@@ -25,6 +25,7 @@ from facebridge.security import needs
 from facebridge.vectors import check_matrix
 from facebridge.vision.images import decode_image
 from facebridge.vision.recognizer import Recognizer
+from tests.factories import unit_rows
 
 from .test_fast_contract import synthetic_bank_settings
 
@@ -111,11 +112,11 @@ def test_a_cohort_in_scoring_layout_gives_the_same_statistics() -> None:
     """The service keeps its cohorts column by column (faster to stream cold); same rows, same stats up
     to the last bit of a score."""
     rng = np.random.default_rng(8)
-    cohort = unit_rows(rng, 1000, 320)
+    cohort = unit_rows(1000, 320, rng)
     laid = scoring_layout(cohort)
     assert laid.flags.f_contiguous and not laid.flags.c_contiguous
     np.testing.assert_array_equal(laid, cohort)
-    a, b = unit_rows(rng, 1, 320), unit_rows(rng, 3, 320)
+    a, b = unit_rows(1, 320, rng), unit_rows(3, 320, rng)
     for got, expected in zip(
         top_k_stats_of_sides(a, laid, b, laid, 100, 0.05),
         top_k_stats_of_sides(a, cohort, b, cohort, 100, 0.05),
@@ -123,11 +124,6 @@ def test_a_cohort_in_scoring_layout_gives_the_same_statistics() -> None:
     ):
         np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
         np.testing.assert_allclose(got.std, expected.std, rtol=1e-4)
-
-
-def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    rows = rng.normal(size=(n, d)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def test_top_k_is_a_share_of_the_cohort_within_bounds() -> None:

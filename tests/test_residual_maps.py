@@ -29,6 +29,7 @@ from facebridge.mapping.mapfile import (
 )
 from facebridge.migration.galleries import NpyGallery, embeddings_from_arrow
 from facebridge.migration.job import migrate
+from tests.factories import unit_rows
 
 from .conftest import MODELS_DIR, ROOT, LiveServer
 from .test_mapfiles_and_bank import MANIFEST, make_map, write
@@ -56,11 +57,6 @@ def formula(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, r: ResidualTens
 
 def normalised(y: np.ndarray) -> np.ndarray:
     return y / np.linalg.norm(y, axis=1, keepdims=True)
-
-
-def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def write_residual(
