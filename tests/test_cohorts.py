@@ -206,6 +206,12 @@ def test_normalisation_equals_numpy(served: Path, split: PopulationSplit) -> Non
         assert result.normalization.top_k_share == DEFAULT_TOP_K_SHARE
         assert result.normalization.deviation_power == POWER
         assert {c.top_k for c in result.normalization.cohorts} == {round(0.05 * len(arc_cohort))}
+    # the rules read the loaded and the carried cohorts as stored (column by column), not copies
+    same = bank.scoring.rule(bank, plan_comparison(bank, ARC, ARC))
+    across = bank.scoring.rule(bank, plan_comparison(bank, ARC, FP))
+    assert arc_cohort.flags.f_contiguous and same.cohort_a is arc_cohort and same.cohort_b is arc_cohort
+    assert across.cohort_a is bank.scoring.cohorts[FP].templates
+    assert across.cohort_b is not None and across.cohort_b.flags.f_contiguous
 
 
 def test_without_a_cohort_the_answer_says_the_threshold_is_the_shipped_populations(served: Path) -> None:

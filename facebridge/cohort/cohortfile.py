@@ -169,7 +169,11 @@ def save_cohort(path: Path, cohort: Cohort) -> Path:
         path = path.with_name(path.name.removesuffix(".safetensors") + COHORT_SUFFIX)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({TENSOR: cohort.templates}, str(tmp), metadata={METADATA_KEY: cohort.meta.model_dump_json()})
+    save_file(
+        {TENSOR: np.ascontiguousarray(cohort.templates)},
+        str(tmp),
+        metadata={METADATA_KEY: cohort.meta.model_dump_json()},
+    )
     tmp.chmod(0o644)
     tmp.replace(path)
     return path

@@ -173,7 +173,7 @@ class Scoring:
         key = (cohort.id, tuple(path.ids))
         found = self._mapped.get(key)
         if found is None:
-            found = path.apply(cohort.templates)
+            found = scoring_layout(path.apply(cohort.templates))
             with self._lock:
                 self._mapped[key] = found
         return found
@@ -323,8 +323,9 @@ class Scoring:
 def _scoring_layouts(
     a: np.ndarray | None, b: np.ndarray | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Both sides' cohorts in the layout a rule scores them in (asnorm.scoring_layout), one copy where
-    both sides use the same rows."""
+    """Both sides' cohorts in the layout a rule scores them in (asnorm.scoring_layout). Loaded and
+    mapped cohorts are stored so already (no copy); the joined rows of a comparison through both maps,
+    built per rule, are laid out here."""
     laid_a = scoring_layout(a) if a is not None else None
     if b is a:
         return laid_a, laid_a

@@ -14,12 +14,13 @@ through intermediate spaces and picks the path with the best recorded quality.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facebridge.cohort.asnorm import scoring_layout
 from facebridge.cohort.calibration_set import CALIBRATION_SUFFIX, CalibrationSetError, load_calibration_set
 from facebridge.cohort.cohortfile import COHORT_SUFFIX, RECOMMENDED_COHORT, CohortError, load_cohort
 from facebridge.cohort.scoring import Scoring
@@ -332,7 +333,8 @@ class MappingBank:
                 if model in self.scoring.cohorts:
                     first = self.scoring.cohorts[model].file
                     raise CohortError(f"{path.name}: a second cohort for {model} (first: {first})")
-                self.scoring.cohorts[model] = cohort
+                # kept in the layout every scoring rule reads it in, so no rule needs a copy of its own
+                self.scoring.cohorts[model] = replace(cohort, templates=scoring_layout(cohort.templates))
                 if len(cohort) < RECOMMENDED_COHORT:
                     log.warning(
                         "cohort %s holds %d templates: below %d, normalised FARs were measured to stray "
