@@ -34,7 +34,7 @@ from facebridge.evaluation.thresholds import (
     split_population,
 )
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.compare import plan_comparison
+from facebridge.mapping.compare import both_maps_plan, plan_comparison
 from facebridge.mapping.fitting import fit_map, pair_caches
 from facebridge.mapping.mapfile import SpaceRef, map_filename, save_map
 from facebridge.vision.manifest import load_manifest
@@ -444,6 +444,11 @@ def test_both_maps_score_equals_numpy_and_says_so(served_both: Path, split: Popu
         # the same pair given the other way round: the same scores, the sides swapped
         assert flipped[i].raw_score == pytest.approx(result.raw_score, abs=1e-5)
         assert flipped[i].normalized_score == pytest.approx(result.normalized_score, abs=1e-4)
+    both = both_maps_plan(bank, ARC, FP)
+    assert both is not None
+    rule = bank.scoring.rule(bank, both)
+    assert rule.cohort_a is not None and rule.cohort_a.flags.f_contiguous
+    assert rule.cohort_b is not None and rule.cohort_b.flags.f_contiguous
     in_force = {c.comparison: c for c in Bridge(bank).comparisons_in_force()}
     listed = in_force[f"{ARC}->{FP}+{FP}->{ARC}"]
     assert listed.units == "as-norm" and listed.cohorts == sorted([f"lfw-{ARC}", f"lfw-{FP}"])

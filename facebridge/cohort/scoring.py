@@ -217,7 +217,8 @@ class Scoring:
     def _both_maps_cohort_sides(self, plan: ComparisonPlan) -> SideCohorts:
         """Both models' cohorts as rows of the both-maps comparison (`ComparisonPlan.sides`), each side
         measured against the other side's kind; none without a cohort of each model (the thresholds
-        were calibrated with both). Computed once per rule (`rule` keeps them)."""
+        were calibrated with both). Computed once per rule (`rule` keeps them), laid out as loaded and
+        carried cohorts are (asnorm.scoring_layout)."""
         assert plan.path is not None and plan.reverse is not None
         native, source = self.cohorts.get(plan.space), self.cohorts.get(plan.path.source)
         if native is None or source is None:
@@ -225,7 +226,7 @@ class Scoring:
         mapped_side: Literal["a", "b"] = plan.translate_side or "a"
         native_side: Literal["a", "b"] = "b" if mapped_side == "a" else "a"
         rows = {mapped_side: source, native_side: native}
-        joined_a, joined_b = plan.sides(rows["a"].templates, rows["b"].templates)
+        joined_a, joined_b = map(scoring_layout, plan.sides(rows["a"].templates, rows["b"].templates))
         uses = (
             CohortUse(native, mapped_side, tuple(plan.reverse.ids)),
             CohortUse(source, native_side, tuple(plan.path.ids)),
@@ -257,8 +258,7 @@ class Scoring:
     ) -> ScoreRule:
         found = self.entry(bank, plan)
         sides = SideCohorts() if normalization == "none" else self.cohort_sides(plan)
-        cohort_a, cohort_b = _scoring_layouts(sides.against_a, sides.against_b)
-        uses = sides.uses
+        cohort_a, cohort_b, uses = sides.against_a, sides.against_b, sides.uses
         has_cohort = cohort_a is not None and cohort_b is not None
         shipped_raw = ScoreRule(
             "cosine",
@@ -318,18 +318,6 @@ class Scoring:
             return _with(base, calibration=entry.raw, note=why)
         why = _raw_reason(plan, normalization, has_cohort, "the set has no normalised thresholds for it")
         return _with(shipped_raw, note=why, top_k=top_k, top_k_share=share, deviation_power=power)
-
-
-def _scoring_layouts(
-    a: np.ndarray | None, b: np.ndarray | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Both sides' cohorts in the layout a rule scores them in (asnorm.scoring_layout). Loaded and
-    mapped cohorts are stored so already (no copy); the joined rows of a comparison through both maps,
-    built per rule, are laid out here."""
-    laid_a = scoring_layout(a) if a is not None else None
-    if b is a:
-        return laid_a, laid_a
-    return laid_a, scoring_layout(b) if b is not None else None
 
 
 def _with(rule: ScoreRule, **changes: object) -> ScoreRule:
