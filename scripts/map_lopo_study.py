@@ -49,9 +49,12 @@ from typing import Any
 import numpy as np
 
 from facebridge.cohort.asnorm import (
+    DEFAULT_BLEND,
     DEFAULT_TOP_K,
     DEFAULT_TOP_K_SHARE,
+    CohortScale,
     SideStats,
+    cohort_scale,
     select,
     top_k_stats,
     top_k_stats_of_sides,
@@ -190,6 +193,12 @@ class Sides:
             self.a, self.cohort_b, self.b, self.cohort_a, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE
         )
 
+    def level(self, people: np.ndarray) -> CohortScale:
+        """The cohort's own level in this comparison's space (asnorm.cohort_scale), `people` naming
+        each cohort photo's person (both sides' cohorts are the same photos), as the service's blend
+        uses it."""
+        return cohort_scale(self.cohort_a, self.cohort_b, people, people, DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE)
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -202,7 +211,8 @@ class Measured:
 @dataclass(frozen=True)
 class Scored:
     """One population's scored half: its pairs, identification split, unlabelled cohort (photos of its
-    other people) and its natives, raw and AS-normalised."""
+    other people) and its natives, raw and normalised (AS-norm blended with the cohort's own level,
+    `share` of it AS-norm's: 1 is plain AS-norm)."""
 
     population: Population
     pairs: Any
@@ -210,6 +220,7 @@ class Scored:
     cohort: Population
     native: dict[str, Measured]
     native_norm: dict[str, Measured]
+    share: float = DEFAULT_BLEND
 
     def measure(self, sides: Sides, normalised: bool) -> Measured:
         """Pairs scored a . b (both orders across spaces) and a gallery of side a's enrolled photos
@@ -222,14 +233,19 @@ class Scored:
                 identify(gallery, sides.b, self.split, identities),
             )
         stats_a, stats_b = sides.stats()
+        level = None if self.share == 1.0 else sides.level(self.cohort.identities)
         return Measured(
-            measure(*normalised_pair_scores(sides.a, sides.b, self.pairs, stats_a, stats_b)),
+            measure(
+                *normalised_pair_scores(sides.a, sides.b, self.pairs, stats_a, stats_b, level, self.share)
+            ),
             identify(
                 gallery,
                 sides.b,
                 self.split,
                 identities,
                 normalization=(select(stats_a, self.split.gallery), stats_b),
+                level=level,
+                share=self.share,
             ),
         )
 
@@ -246,12 +262,14 @@ def native_sides(s_population: Population, cohort: Population, model: str) -> Si
     return Sides(same, same, cohort.clean[model], cohort.clean[model])
 
 
-def scored_half(population: Population, models: Sequence[str]) -> tuple[Population, Scored]:
+def scored_half(
+    population: Population, models: Sequence[str], share: float = DEFAULT_BLEND
+) -> tuple[Population, Scored]:
     fit_half, scored = split_people(population)
     cohort = cohort_of(fit_half)
     pairs = verification_pairs(scored.identities, IMPOSTORS, 0)
     split = open_set_split(scored.identities)
-    s = Scored(scored, pairs, split, cohort, {}, {})
+    s = Scored(scored, pairs, split, cohort, {}, {}, share)
     for m in models:
         s.native[m] = s.measure(native_sides(scored, cohort, m), normalised=False)
         s.native_norm[m] = s.measure(native_sides(scored, cohort, m), normalised=True)
@@ -285,7 +303,9 @@ def identification_ok(rank1_ratio: float, fnir_ratio: float) -> bool:
     return rank1_ratio >= RANK1_GOAL and fnir_ratio <= FNIR_GOAL
 
 
-NORMALISED = " + AS-norm"
+def normalised_label(share: float) -> str:
+    """The column suffix of normalised results: plain AS-norm, or blended with the cohort's level."""
+    return " + AS-norm" if share == 1.0 else f" + AS-norm blend {share:g}"
 
 
 def score(
@@ -303,7 +323,7 @@ def score(
             Result(
                 population,
                 f"{a}→{b}",
-                variant + (NORMALISED if normalised else ""),
+                variant + (normalised_label(s.share) if normalised else ""),
                 (cross.verification.accuracy - weaker) * 100,
                 cross.verification.tar_far_1e3 / max(weaker_tar, 1e-9),
                 cross.identification.rank1 / max(native.rank1, 1e-9),
@@ -394,19 +414,20 @@ def run(
     seed: int,
     log: Path,
     ceiling_only: bool = False,
+    share: float = DEFAULT_BLEND,
 ) -> tuple[list[Result], dict[str, str]]:
     bank = MappingBank.load(ROOT / "mappings")
     populations = {n: load(cache, n, models) for n in POPULATIONS}
     fairface = unlabelled(cache, models)
     results, described = [], {}
     for name in names:
-        fit_half, s = scored_half(populations[name], models)
+        fit_half, s = scored_half(populations[name], models, share)
         others = [populations[n] for n in POPULATIONS if n != name]
         described[name] = (
             f"{len(s.population)} photos of {len(np.unique(s.population.identities))} people scored "
             f"({s.pairs.genuine_pairs} genuine, {s.pairs.impostor_pairs} impostor pairs); "
             f"AS-norm cohort {len(s.cohort)} photos of its other people; natives' accuracy "
-            f"{accuracy_span(s.native)} raw, {accuracy_span(s.native_norm)} AS-norm"
+            f"{accuracy_span(s.native)} raw, {accuracy_span(s.native_norm)} normalised"
         )
         translated: Translated = {}
         fitted = maps_of(bank, directions, variants, others, fit_half, fairface, seed, ceiling, ceiling_only)
@@ -447,9 +468,18 @@ def mapped_path(path: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def markdown(results: list[Result], described: dict[str, str], variants: Sequence[str], command: str) -> str:
+TITLE = "Leave one population out: fitting data and estimators"
+
+
+def markdown(
+    results: list[Result],
+    described: dict[str, str],
+    variants: Sequence[str],
+    command: str,
+    title: str = TITLE,
+) -> str:
     out = [
-        "## Leave one population out: fitting data and estimators",
+        f"## {title}",
         "",
         f"Measured with `{command}` ({time.strftime('%Y-%m-%d')}). Maps of each direction fitted "
         "on the other labelled populations (plus fairface-val where the variant says), never on the "
@@ -457,10 +487,13 @@ def markdown(results: list[Result], described: dict[str, str], variants: Sequenc
         "to the one above it (see the script's docstring). *ok*: cross accuracy ≥ weaker native - 1.0 "
         "point and TAR@1e-3 ≥ 0.9x the weaker native's; *id ok*: migrated gallery's rank-1 ≥ 0.97x and "
         "FNIR@FPIR 1e-2 ≤ 1.1x native B's. *ceiling (recipe)*: that variant's data with the scored "
-        "population's other half added. *+ AS-norm*: the same maps with every score AS-normalised as /verify "
-        "normalises it (K = 5% of the cohort, each side against a cohort of the other side's kind), the "
+        "population's other half added. *+ AS-norm*: the same maps with every score AS-normalised "
+        "(K = 5% of the cohort, each side against a cohort of the other side's kind), the "
         "cohort at most 1,000 unlabelled photos of the scored population's other people, judged against "
-        "the natives normalised the same way (searches too: each search score normalised).",
+        "the natives normalised the same way (searches too: each search score normalised); *+ AS-norm "
+        "blend 0.75*: as /verify normalises a score, `0.75 * AS-norm + 0.25 * (s - M) / D` with M, D "
+        "the cohort's own level (facebridge/cohort/asnorm.py `cohort_scale`, each cohort photo's own "
+        "person left out).",
         "",
         "### Summary: directions that hold, per population and variant",
         "",
@@ -552,6 +585,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--report-only", action="store_true", help="write the report from --log, fit nothing")
     parser.add_argument(
+        "--blend",
+        type=float,
+        default=DEFAULT_BLEND,
+        help="share of AS-norm in the normalised scores, the rest the cohort's own level (1: plain AS-norm)",
+    )
+    parser.add_argument(
+        "--section", default="leave-one-population-out", help="the section of --out the report replaces"
+    )
+    parser.add_argument("--title", default=TITLE, help="the report's heading")
+    parser.add_argument(
         "--shipped-only", action="store_true", help="score the shipped bank (mappings/) only, fit nothing"
     )
     args = parser.parse_args(argv)
@@ -571,18 +614,41 @@ def main(argv: list[str] | None = None) -> int:
     names = args.population or list(POPULATIONS)
     if not args.report_only:
         ceiling = not args.no_ceiling
-        run(args.cache, names, models, directions, variants, ceiling, args.seed, args.log, args.ceiling_only)
+        run(
+            args.cache,
+            names,
+            models,
+            directions,
+            variants,
+            ceiling,
+            args.seed,
+            args.log,
+            args.ceiling_only,
+            args.blend,
+        )
     results, described = read_log(args.log)
+    normalised = list(dict.fromkeys([normalised_label(1.0), normalised_label(args.blend)]))
     order = [
         column
         for base in [PREVIOUS, "shipped", *(v.name for v in VARIANTS), *map(ceiling_name, VARIANTS)]
-        for column in (base, base + BOTH_MAPS, base + NORMALISED, base + BOTH_MAPS + NORMALISED)
+        for column in (
+            base,
+            base + BOTH_MAPS,
+            *(base + suffix for suffix in normalised),
+            *(base + BOTH_MAPS + suffix for suffix in normalised),
+        )
     ]
     columns = [c for c in order if any(r.variant == c for r in results)]
     upsert_section(
         args.out,
-        "leave-one-population-out",
-        markdown(results, described, columns, f"python scripts/map_lopo_study.py ... --log {args.log.name}"),
+        args.section,
+        markdown(
+            results,
+            described,
+            columns,
+            f"python scripts/map_lopo_study.py ... --log {args.log.name}",
+            args.title,
+        ),
     )
     print(f"wrote {args.out}")
     return 0

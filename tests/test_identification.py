@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facebridge.cohort.asnorm import SideStats, top_k_stats
+from facebridge.cohort.asnorm import CohortScale, SideStats, top_k_stats
 from facebridge.evaluation.identification import identify, open_set_split
 
 pytestmark = pytest.mark.fast
@@ -40,7 +40,8 @@ def test_identify_counts_hits_misses_and_the_fpir_threshold() -> None:
     assert 0 < result.fnir < 1 and 0.5 < result.rank1 < 1
 
 
-def test_normalised_search_scores_each_pair_as_verify_normalises_it() -> None:
+@pytest.mark.parametrize("level", [None, CohortScale(0.3, 0.05)], ids=["as-norm", "blended"])
+def test_normalised_search_scores_each_pair_as_verify_normalises_it(level: CohortScale | None) -> None:
     rng = np.random.default_rng(3)
     people = 30
     identities = np.repeat(np.arange(people).astype(str), 3)
@@ -52,14 +53,24 @@ def test_normalised_search_scores_each_pair_as_verify_normalises_it() -> None:
     stats = top_k_stats(rows, cohort, top_k=20)
     gallery_stats = SideStats(stats.mean[split.gallery], stats.std[split.gallery])
     normalization = (gallery_stats, stats)
-    result = identify(rows[split.gallery], rows, split, identities, fpir=0.1, normalization=normalization)
+    result = identify(
+        rows[split.gallery],
+        rows,
+        split,
+        identities,
+        fpir=0.1,
+        normalization=normalization,
+        level=level,
+        share=0.75,
+    )
 
     def normalised(searches: np.ndarray) -> np.ndarray:
         raw = rows[searches] @ rows[split.gallery].T
-        return 0.5 * (
+        as_norm = 0.5 * (
             (raw - stats.mean[searches, None]) / stats.std[searches, None]
             + (raw - gallery_stats.mean[None, :]) / gallery_stats.std[None, :]
         )
+        return as_norm if level is None else 0.75 * as_norm + 0.25 * (raw - level.mean) / level.std
 
     mated, non_mated = normalised(split.mated), normalised(split.non_mated)
     hits = identities[split.gallery][mated.argmax(axis=1)] == identities[split.mated]
@@ -67,3 +78,5 @@ def test_normalised_search_scores_each_pair_as_verify_normalises_it() -> None:
     assert result.fpir == pytest.approx(np.mean(non_mated.max(axis=1) >= result.threshold))
     assert result.fnir == pytest.approx(1 - np.mean(hits & (mated.max(axis=1) >= result.threshold)))
     assert result.threshold > 1.0  # in deviations, not cosine
+    plain = identify(rows[split.gallery], rows, split, identities, fpir=0.1, normalization=normalization)
+    assert (result.threshold == plain.threshold) == (level is None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facebridge.cohort.asnorm import top_k_stats
+from facebridge.cohort.asnorm import CohortScale, top_k_stats
 from facebridge.evaluation.verification import balanced_accuracy, normalised_pair_scores, verification_pairs
 from tests.factories import unit_rows
 
@@ -33,6 +33,22 @@ def test_each_score_is_normalised_by_its_own_two_sides_in_both_orders() -> None:
     np.testing.assert_array_equal(labels, np.r_[pairs.genuine, pairs.genuine])
     same, same_labels = normalised_pair_scores(a, a, pairs, stats_a, stats_a)
     assert len(same) == len(pairs.left) and same_labels.sum() == pairs.genuine.sum()  # one order
+
+
+def test_a_blended_score_mixes_as_norm_with_the_cohorts_own_level() -> None:
+    rng = np.random.default_rng(2)
+    identities = np.repeat(np.arange(10).astype(str), 3)
+    a, b = unit_rows(30, 16, rng), unit_rows(30, 16, rng)
+    stats_a, stats_b = top_k_stats(a, unit_rows(60, 16, rng), 10), top_k_stats(b, unit_rows(60, 16, rng), 10)
+    pairs = verification_pairs(identities, 100, 0)
+    level = CohortScale(0.2, 0.08)
+    plain, _ = normalised_pair_scores(a, b, pairs, stats_a, stats_b)
+    blended, labels = normalised_pair_scores(a, b, pairs, stats_a, stats_b, level, share=0.6)
+    raw = np.r_[
+        np.sum(a[pairs.left] * b[pairs.right], axis=1), np.sum(a[pairs.right] * b[pairs.left], axis=1)
+    ]
+    np.testing.assert_allclose(blended, 0.6 * plain + 0.4 * (raw - 0.2) / 0.08, rtol=1e-4, atol=1e-4)
+    assert len(labels) == len(blended)
 
 
 def test_accuracy_of_scores_beyond_cosine_range_uses_their_own_range() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebridge.cohort.asnorm import SideStats, as_norm
+from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, as_norm, blend
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,20 @@ def identify(
     identities: np.ndarray,
     fpir: float = 1e-2,
     normalization: tuple[SideStats, SideStats] | None = None,
+    level: CohortScale | None = None,
+    share: float = DEFAULT_BLEND,
 ) -> IdentificationResult:
     """Search `probes` (unit rows of the whole population, in the gallery's space) against `gallery`
     (unit rows of `split.gallery` photos, e.g. migrated from another model). With `normalization`
     (the gallery rows' and every probe row's AS-norm statistics), each search score is AS-normalised
-    as /verify normalises a pair, so the threshold at the FPIR is in normalised units."""
+    as /verify normalises a pair, and blended with the cohort's own `level` where one is given
+    (asnorm.blend, `share` of the per-template score), so the threshold at the FPIR is in normalised
+    units."""
     enrolled = identities[split.gallery]
     gallery_stats, probe_stats = normalization if normalization is not None else (None, None)
-    best_mated, best_mated_id = _best(probes, split.mated, gallery, probe_stats, gallery_stats)
-    best_non_mated, _ = _best(probes, split.non_mated, gallery, probe_stats, gallery_stats)
+    scoring = _Scoring(probe_stats, gallery_stats, level, share)
+    best_mated, best_mated_id = _best(probes, split.mated, gallery, scoring)
+    best_non_mated, _ = _best(probes, split.non_mated, gallery, scoring)
     hit = enrolled[best_mated_id] == identities[split.mated]
     allowed = int(np.floor(fpir * len(best_non_mated)))
     ordered = np.sort(best_non_mated)[::-1]
@@ -85,25 +90,38 @@ def identify(
     )
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """How a search scores: raw cosine, AS-norm (both sides' statistics), or AS-norm blended."""
+
+    probe_stats: SideStats | None = None
+    gallery_stats: SideStats | None = None
+    level: CohortScale | None = None
+    share: float = DEFAULT_BLEND
+
+    def __call__(self, raw: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+        """Scores of the probes `chunk` (rows) against every gallery entry, from their raw cosines."""
+        if self.probe_stats is None or self.gallery_stats is None:
+            return raw
+        probe_side = SideStats(self.probe_stats.mean[chunk, None], self.probe_stats.std[chunk, None])
+        gallery_side = SideStats(self.gallery_stats.mean[None, :], self.gallery_stats.std[None, :])
+        normalized = as_norm(raw, probe_side, gallery_side)
+        return normalized if self.level is None else blend(raw, normalized, self.level, self.share)
+
+
 def _best(
     probes: np.ndarray,
     rows: np.ndarray,
     gallery: np.ndarray,
-    probe_stats: SideStats | None = None,
-    gallery_stats: SideStats | None = None,
+    scoring: _Scoring = _Scoring(),
     block: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best score and gallery row of each probe in `rows`, in blocks (bounded memory on large
-    galleries); AS-normalised where both sides' statistics are given."""
+    galleries), scored as `scoring` says."""
     scores, best = np.empty(len(rows), np.float32), np.empty(len(rows), int)
     for start in range(0, len(rows), block):
         chunk = rows[start : start + block]
-        part = probes[chunk] @ gallery.T
-        if probe_stats is not None and gallery_stats is not None:  # every probe against every entry
-            probe_side = SideStats(probe_stats.mean[chunk, None], probe_stats.std[chunk, None])
-            part = as_norm(
-                part, probe_side, SideStats(gallery_stats.mean[None, :], gallery_stats.std[None, :])
-            )
+        part = scoring(probes[chunk] @ gallery.T, chunk)
         best[start : start + block] = part.argmax(axis=1)
         scores[start : start + block] = part[np.arange(len(part)), best[start : start + block]]
     return scores, best

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebridge.cohort.asnorm import SideStats, as_norm, select
+from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, as_norm, blend, select
 
 DEFAULT_IMPOSTORS = 2_000_000
 GRID = np.linspace(-1.0, 1.0, 8001)  # candidate thresholds for accuracy (step 2.5e-4)
@@ -103,15 +103,23 @@ def pair_scores(a: np.ndarray, b: np.ndarray, pairs: PairSample) -> tuple[np.nda
 
 
 def normalised_pair_scores(
-    a: np.ndarray, b: np.ndarray, pairs: PairSample, stats_a: SideStats, stats_b: SideStats
+    a: np.ndarray,
+    b: np.ndarray,
+    pairs: PairSample,
+    stats_a: SideStats,
+    stats_b: SideStats,
+    level: CohortScale | None = None,
+    share: float = DEFAULT_BLEND,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`pair_scores`, each score AS-normalised by its two sides' cohort statistics (`stats_a` of the
-    rows of `a`, `stats_b` of the rows of `b`), as /verify normalises one pair."""
+    rows of `a`, `stats_b` of the rows of `b`), and blended with the cohort's own `level` where one is
+    given (asnorm.blend), as /verify normalises one pair."""
     orders = [(pairs.left, pairs.right)] if a is b else [(pairs.left, pairs.right), (pairs.right, pairs.left)]
-    scores = [
-        as_norm(rowdot(a, b, left, right), select(stats_a, left), select(stats_b, right))
-        for left, right in orders
-    ]
+    scores = []
+    for left, right in orders:
+        raw = rowdot(a, b, left, right)
+        normalized = as_norm(raw, select(stats_a, left), select(stats_b, right))
+        scores.append(normalized if level is None else blend(raw, normalized, level, share))
     return np.concatenate(scores), np.concatenate([pairs.genuine] * len(orders))
 
 
