@@ -309,12 +309,21 @@ def normalised_label(share: float) -> str:
 
 
 def score(
-    s: Scored, a: str, b: str, sides: Sides, population: str, variant: str, seconds: float
+    s: Scored,
+    a: str,
+    b: str,
+    sides: Sides,
+    population: str,
+    variant: str,
+    seconds: float,
+    normalised_too: bool = True,
 ) -> list[Result]:
     """Cross verification and identification of side a (A's templates in B's space) against side b,
-    raw and AS-normalised, each against the natives scored the same way."""
+    raw and (unless `normalised_too` is False) normalised, each against the natives scored the same
+    way."""
     results = []
-    for normalised, natives in ((False, s.native), (True, s.native_norm)):
+    kinds = ((False, s.native), (True, s.native_norm)) if normalised_too else ((False, s.native),)
+    for normalised, natives in kinds:
         cross = s.measure(sides, normalised)
         weaker = min(natives[a].verification.accuracy, natives[b].verification.accuracy)
         weaker_tar = min(natives[a].verification.tar_far_1e3, natives[b].verification.tar_far_1e3)
