@@ -27,8 +27,12 @@ verification (mapped A against native B, both orders, every genuine pair and up 
 pairs) and open-set identification (half of the people enrolled; a gallery migrated A→B searched with
 native B probes, against B's own gallery) for every direction.
 
+Every comparison is also scored normalised, as /verify normalises it where a cohort of each model is
+loaded (AS-norm against at most 1,000 photos of the scored population's other people, blended with
+that cohort's own level; `--blend 1` for plain AS-norm), against the natives normalised the same way.
+
 Numpy only, from the embedding caches (`cache/{population}-{model}.npz`). Writes the section
-`leave-one-population-out` of docs/maps-across-populations.md.
+`leave-one-population-out` of docs/maps-across-populations.md (another with `--section`).
 
     python scripts/map_lopo_study.py [--population rmfd-dev] [--variant +balance] [--direction a:b]
 """
