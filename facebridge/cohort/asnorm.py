@@ -219,6 +219,21 @@ def blend(
     return result.astype(np.float32)
 
 
+def normalized_scores(
+    raw: np.ndarray,
+    a: SideStats,
+    b: SideStats,
+    level: CohortScale | None = None,
+    share: float = DEFAULT_BLEND,
+    power: float = DEFAULT_DEVIATION_POWER,
+) -> np.ndarray:
+    """What a normalised comparison decides on: `as_norm` of row-aligned raw scores by their two
+    sides' statistics, blended with the cohort's own `level` where one is given (`blend`). The service
+    (cohort/scoring.py) and the studies (evaluation/) score through this one function."""
+    normalized = as_norm(raw, a, b, power)
+    return normalized if level is None else blend(raw, normalized, level, share)
+
+
 def select(stats: SideStats, rows: np.ndarray) -> SideStats:
     """The statistics of `rows` (indices), e.g. the sides of sampled pairs."""
     return SideStats(stats.mean[rows], stats.std[rows])

@@ -28,9 +28,8 @@ from facebridge.cohort.asnorm import (
     DEFAULT_TOP_K,
     METHOD,
     CohortScale,
-    as_norm,
-    blend,
     cohort_scale,
+    normalized_scores,
     scoring_layout,
     top_k_stats_of_sides,
 )
@@ -90,10 +89,7 @@ class ScoreRule:
         stats_a, stats_b = top_k_stats_of_sides(
             a, self.cohort_a, b, self.cohort_b, self.top_k, self.top_k_share
         )
-        normalized = as_norm(raw, stats_a, stats_b, self.deviation_power)
-        if self.scale is None:
-            return normalized
-        return blend(raw, normalized, self.scale, self.blend)
+        return normalized_scores(raw, stats_a, stats_b, self.scale, self.blend, self.deviation_power)
 
 
 def comparison_key(plan: ComparisonPlan) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, as_norm, blend
+from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, normalized_scores
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ class _Scoring:
             return raw
         probe_side = SideStats(self.probe_stats.mean[chunk, None], self.probe_stats.std[chunk, None])
         gallery_side = SideStats(self.gallery_stats.mean[None, :], self.gallery_stats.std[None, :])
-        normalized = as_norm(raw, probe_side, gallery_side)
-        return normalized if self.level is None else blend(raw, normalized, self.level, self.share)
+        return normalized_scores(raw, probe_side, gallery_side, self.level, self.share)
 
 
 def _best(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, as_norm, blend, select
+from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, normalized_scores, select
 
 DEFAULT_IMPOSTORS = 2_000_000
 GRID = np.linspace(-1.0, 1.0, 8001)  # candidate thresholds for accuracy (step 2.5e-4)
@@ -118,8 +118,7 @@ def normalised_pair_scores(
     scores = []
     for left, right in orders:
         raw = rowdot(a, b, left, right)
-        normalized = as_norm(raw, select(stats_a, left), select(stats_b, right))
-        scores.append(normalized if level is None else blend(raw, normalized, level, share))
+        scores.append(normalized_scores(raw, select(stats_a, left), select(stats_b, right), level, share))
     return np.concatenate(scores), np.concatenate([pairs.genuine] * len(orders))
 
 
