@@ -34,6 +34,7 @@ from scipy.stats import rankdata
 from facebridge.config import Settings
 from facebridge.embedding_cache import DATASET_THRESHOLDS
 from facebridge.evaluation.metrics import eer
+from facebridge.exceptions import FacebridgeError
 from facebridge.vision.alignment import ARCFACE_TEMPLATE, align_face
 from facebridge.vision.detection import FaceDetector, YuNetDetector, select_faces
 from facebridge.vision.fetch import FetchError, fetch_model
@@ -53,9 +54,13 @@ EMBED_BATCH = 64
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # a colour-order margin below this (in separation score) is reported as a near tie
 NEAR_TIE = 0.002
+# a screened candidate this far (separation score) below the screening's best is not scored again on the
+# full sample: on the screening photos of the shipped recognizers, wrong scalings scored 51-67% against
+# 97-100% for the best, and the real rivals came within 2 points of it (docs/adding-models.md)
+FINAL_MARGIN = 0.10
 
 
-class ProbeError(ValueError):
+class ProbeError(FacebridgeError, ValueError):
     """The file or the photos cannot be probed; the message says why and what to do."""
 
 
@@ -534,10 +539,12 @@ def rank_candidates(
     photos: AlignedPhotos,
     screen_people: int = 30,
     keep: int = 4,
+    final_margin: float = FINAL_MARGIN,
 ) -> list[CandidateScore]:
     """All candidates, best first. With many candidates, a screening round on a few people drops all
-    but the `keep` best before the full photo set is used: most conventions fail by a wide margin, so
-    scoring them on every photo would only cost time."""
+    but the `keep` best, and any of those more than `final_margin` below the best, before the full photo
+    set is used: most conventions fail by a wide margin, so scoring them on every photo would only cost
+    time."""
     n_people = len(set(photos.identities.tolist()))
     if len(candidates) <= keep or n_people <= screen_people * 1.5:
         return best_first(scorer.score(c, photos, "full") for c in candidates)
@@ -545,8 +552,10 @@ def rank_candidates(
         photos.crops(scorer.templates[name])  # aligned once here, shared by the screening subset
     screen = screening_subset(photos, screen_people)
     screened = best_first(scorer.score(c, screen, "screen") for c in candidates)
-    finals = [scorer.score(s.candidate, photos, "full") for s in screened[:keep]]
-    return best_first(finals) + screened[keep:]
+    floor = screened[0].separation.score - final_margin
+    finalists = [s for s in screened[:keep] if s.separation.score >= floor]
+    finals = [scorer.score(s.candidate, photos, "full") for s in finalists]
+    return best_first(finals) + screened[len(finalists) :]
 
 
 # --- the proposal ---------------------------------------------------------------------------------------
@@ -600,6 +609,7 @@ def propose_entry(
     seed: int = 0,
     screen_people: int = 30,
     keep: int = 4,
+    final_margin: float = FINAL_MARGIN,
 ) -> ProbeResult:
     """Probe `path` and propose its manifest entry (valid as a ModelEntry, sha256 included).
 
@@ -628,7 +638,7 @@ def propose_entry(
             raise ProbeError("no labelled photos given: pass a folder with a sub-folder of photos per person")
         photos = sample_photos(photos_dir, default_detector(settings), people, per_person, seed)
     scorer = CandidateScorer(session, info, model_id, templates)
-    table = rank_candidates(scorer, candidates, photos, screen_people, keep)
+    table = rank_candidates(scorer, candidates, photos, screen_people, keep, final_margin)
     chosen = table[0]
     log.info("%s: chose %s on %d photos", path.name, chosen.candidate.label, len(photos))
     entry = entry_for(chosen.candidate, info, model_id, path.name, sha256_file(path))
