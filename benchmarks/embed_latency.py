@@ -51,7 +51,7 @@ from facebridge.vision.images import decode_image  # noqa: E402
 from facebridge.vision.loading import open_registry  # noqa: E402
 from facebridge.vision.pipeline import DetectionOptions, FacePipeline  # noqa: E402
 from facebridge.vision.recognizer import Recognizer  # noqa: E402
-from facebridge.vision.runtime import session_options  # noqa: E402
+from facebridge.vision.runtime import Spinning, session_options  # noqa: E402
 from tests.conftest import LFW, MODELS_DIR, RECOGNIZERS, free_port  # noqa: E402
 
 BENCH_KEY = "benchmark-key"
@@ -92,11 +92,13 @@ def b64(data: bytes) -> dict[str, str]:
     return {"data": base64.b64encode(data).decode()}
 
 
-def raw_session(recognizer: Recognizer, service_options: bool, threads: int) -> ort.InferenceSession:
+def raw_session(
+    recognizer: Recognizer, service_options: bool, threads: int, spinning: Spinning
+) -> ort.InferenceSession:
     path = str(MODELS_DIR / recognizer.entry.file)
     if service_options:
         return ort.InferenceSession(
-            path, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            path, sess_options=session_options(threads, spinning), providers=["CPUExecutionProvider"]
         )
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # onnxruntime's defaults
 
@@ -154,9 +156,9 @@ def measure_model(
     model_id = recognizer.model_id
     tensor = recognizer.preprocess(crops)
     output = recognizer._output_name
-    raws = {"raw": raw_session(recognizer, True, args.threads)}
+    raws = {"raw": raw_session(recognizer, True, args.threads, args.spinning)}
     if args.ort_defaults:  # its spinning threads take the cores from the calls timed after it
-        raws["raw-default"] = raw_session(recognizer, False, args.threads)
+        raws["raw-default"] = raw_session(recognizer, False, args.threads, args.spinning)
     feed = recognizer._input_name
     n = len(crops)
 
@@ -330,6 +332,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings(models_dir=MODELS_DIR, providers="cpu")
     args.threads = settings.intra_op_threads
+    args.spinning = settings.ort_spinning
 
     registry = open_registry(settings, model_ids=[*args.models, "yunet"])
     pipeline = FacePipeline(registry)
@@ -377,7 +380,7 @@ def print_tables(
     print(
         f"\n/embed vs raw onnxruntime (CPU), {args.images} LFW faces per model x {args.rounds} rounds, "
         f"batch of {args.batch} x {args.batch_repeats} x {args.rounds}; service session options: "
-        f"intra-op threads {threads}, no spinning; client {args.client}; "
+        f"intra-op threads {threads}, spinning {args.spinning}; client {args.client}; "
         f"load average {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end, {os.cpu_count()} CPUs\n"
     )

@@ -15,7 +15,9 @@ def open_registry(settings: Settings, load: bool = True, model_ids: list[str] | 
     manifest = settings.load_manifest()
     providers = choose_providers(settings.providers)
     log.info("onnxruntime providers requested: %s", providers)
-    registry = ModelRegistry(manifest, settings.models_dir, providers, settings.intra_op_threads)
+    registry = ModelRegistry(
+        manifest, settings.models_dir, providers, settings.intra_op_threads, settings.ort_spinning
+    )
     if load:
         registry.load(model_ids if model_ids is not None else settings.load_models)
     return registry

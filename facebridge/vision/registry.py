@@ -17,7 +17,7 @@ from facebridge.exceptions import ModelNotReady, UnknownModel
 from facebridge.vision.detection import FaceDetector, ScrfdDetector, YuNetDetector
 from facebridge.vision.manifest import Manifest, ModelEntry, sha256_file
 from facebridge.vision.recognizer import Recognizer
-from facebridge.vision.runtime import create_session
+from facebridge.vision.runtime import Spinning, create_session
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,19 @@ def verify_file(entry: ModelEntry, models_dir: Path) -> ModelStatus:
 class ModelRegistry:
     """Loaded recognizers and detectors, keyed by manifest id, plus the status of every entry."""
 
-    def __init__(self, manifest: Manifest, models_dir: Path, providers: list[str], intra_op_threads: int = 0):
+    def __init__(
+        self,
+        manifest: Manifest,
+        models_dir: Path,
+        providers: list[str],
+        intra_op_threads: int = 0,
+        spinning: Spinning = "off",
+    ):
         self.manifest = manifest
         self.models_dir = models_dir
         self.providers = providers
         self.intra_op_threads = intra_op_threads
+        self.spinning: Spinning = spinning
         self.status: dict[str, ModelStatus] = {m.id: verify_file(m, models_dir) for m in manifest.models}
         self.recognizers: dict[str, Recognizer] = {}
         self.detectors: dict[str, FaceDetector] = {}
@@ -79,7 +87,7 @@ class ModelRegistry:
         entry, path = status.entry, self.models_dir / status.entry.file
         assert status.sha256 is not None
         if entry.kind == "recognizer":
-            session = create_session(path, self.providers, self.intra_op_threads)
+            session = create_session(path, self.providers, self.intra_op_threads, self.spinning)
             recognizer = Recognizer(entry, session, status.sha256)
             status.providers = recognizer.providers
             with self._lock:

@@ -32,28 +32,44 @@ def choose_providers(preference: ProviderPreference = "auto") -> list[str]:
     return [CPU]
 
 
-def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.SessionOptions:
+Spinning = Literal["off", "during-run", "on"]
+SPINNING_MODES: tuple[Spinning, ...] = ("off", "during-run", "on")
+
+
+def session_options(intra_op_threads: int = 0, spinning: Spinning = "off") -> ort.SessionOptions:
     """Full graph optimisation; `intra_op_threads` 0 lets onnxruntime use every core.
 
-    Without `spinning`, onnxruntime's worker threads sleep between runs instead of busy-waiting for
-    the next one: spinning threads take the cores the event loop, the other requests and (on a shared
-    machine) other processes need. Measured on 2 cores (docs/lfw-native.md#embed-speed): with spinning
-    a batch-1 run took about twice as long (arcface-mbf128: 24 ms against 12 ms).
+    `spinning` is what onnxruntime's worker threads do while they wait for work (measured on 2 cores,
+    `python -m benchmarks.ort_spinning`, docs/lfw-native.md#embed-speed):
+    - "off" (the default): they sleep. Under concurrent /embed requests the runs share the cores
+      without busy-waiting for each other;
+    - "during-run": they busy-wait inside a run, between its operators, and sleep as soon as it
+      returns (`session.force_spinning_stop`). One request at a time, a batch-1 run no longer waits
+      for sleeping threads to wake for each operator: /embed 7 to 15% faster; but with two clients
+      at once, 15 to 22% fewer faces per second and slower /verify answers beside them. For a
+      service that sees one request at a time (a kiosk, a door);
+    - "on": onnxruntime's default, spinning after a run as well, on the cores the event loop, the
+      other requests and (on a shared machine) other processes need: a batch-1 run took about twice
+      as long in the service with it (arcface-mbf128: 24 ms against 12 ms).
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
-    if not spinning:
+    if spinning == "off":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif spinning == "during-run":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
-def create_session(path: Path, providers: list[str], intra_op_threads: int = 0) -> ort.InferenceSession:
+def create_session(
+    path: Path, providers: list[str], intra_op_threads: int = 0, spinning: Spinning = "off"
+) -> ort.InferenceSession:
     """Open one session for a model file and log the providers it actually uses."""
     session = ort.InferenceSession(
-        str(path), sess_options=session_options(intra_op_threads), providers=providers
+        str(path), sess_options=session_options(intra_op_threads, spinning), providers=providers
     )
     used = session.get_providers()
     if providers[0] not in used:
