@@ -15,6 +15,7 @@ from PIL import Image
 from facebridge.vision.pipeline import DetectionOptions, FacePipeline
 
 from .conftest import lfw_image
+from .problems import assert_problem
 
 PHOTO = ("Colin_Powell", 10)
 
@@ -27,17 +28,6 @@ def _jpeg(image_bgr: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return data.tobytes()
-
-
-def _assert_problem(response: httpx.Response, status: int, code: str, field: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["type"] == f"urn:facebridge:problem:{code}" and body["status"] == status
-    assert body["title"] and body["detail"]
-    if field is not None:
-        assert any(e["field"] == field for e in body["errors"]), body
-    return body
 
 
 def test_probes_models_and_docs(client: httpx.Client) -> None:
@@ -137,43 +127,43 @@ def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> Non
     blank = io.BytesIO()
     Image.new("RGB", (200, 200), (128, 128, 128)).save(blank, format="PNG")
 
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"images": [{"data": base64.b64encode(b"hello").decode()}]}),
         422,
         "undecodable-image",
         "images[0]",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"images": [{"data": photo}, {"data": "@@not base64@@"}]}),
         422,
         "invalid-base64",
         "images[1].data",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", files={"images": ("b.png", blank.getvalue(), "image/png")}),
         422,
         "no-face",
         "images[0]",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "models": ["arcface-mbf128", "nope"]}),
         404,
         "unknown-model",
         "models[1]",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "models": ["sface"]}),
         409,
         "model-unavailable",
         "models[0]",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "detector": "nope"}),
         404,
         "unknown-model",
         "detector",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "models": ["yunet"]}),
         409,
         "model-unavailable",
@@ -183,7 +173,7 @@ def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> Non
     big = np.random.default_rng(0).integers(0, 255, (900, 900, 3), np.uint8)
     big_png = cv2.imencode(".png", big)[1].tobytes()
     assert len(big_png) > 2_000_000
-    _assert_problem(
+    assert_problem(
         client.post("/embed", files={"images": ("big.png", big_png, "image/png")}),
         413,
         "image-too-large",
@@ -191,45 +181,45 @@ def test_error_paths_answer_problem_json(client: httpx.Client, lfw: Path) -> Non
     )
     wide = io.BytesIO()
     Image.new("L", (2100, 2000)).save(wide, format="PNG")
-    _assert_problem(
+    assert_problem(
         client.post("/embed", files={"images": ("wide.png", wide.getvalue(), "image/png")}),
         413,
         "image-too-large",
         "images[0]",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"images": [{"data": photo}] * 5}), 413, "batch-too-large", "images"
     )
-    _assert_problem(client.post("/embed", json={"images": []}), 422, "validation-error", "images")
-    _assert_problem(
+    assert_problem(client.post("/embed", json={"images": []}), 422, "validation-error", "images")
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "max_faces": 0}),
         422,
         "validation-error",
         "max_faces",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", json={"image": {"data": photo}, "images": [{"data": photo}]}),
         422,
         "validation-error",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", content=b"{not json", headers={"content-type": "application/json"}),
         422,
         "validation-error",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", content=b"x", headers={"content-type": "text/plain"}),
         415,
         "unsupported-media-type",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed", data={"models": "arcface-mbf128"}, files={"other": ("x", b"x")}),
         422,
         "validation-error",
         "images",
     )
-    _assert_problem(client.get("/nowhere"), 404, "not-found")
-    _assert_problem(client.get("/embed"), 405, "method-not-allowed")
+    assert_problem(client.get("/nowhere"), 404, "not-found")
+    assert_problem(client.get("/embed"), 405, "method-not-allowed")
 
 
 def test_full_network_mode_serves_ternary_codes_equal_to_the_library(
@@ -332,34 +322,34 @@ def test_npy_pixels_embed_as_the_library_does(
 def test_npy_pixels_refused_with_problem_json(client: httpx.Client) -> None:
     crops = np.zeros((2, 112, 112, 3), np.uint8)
     url = "/embed?channels=bgr&aligned=true&models=arcface-mbf128"
-    _assert_problem(
+    assert_problem(
         client.post("/embed?aligned=true", content=_npy(crops), headers=NPY_HEADERS),
         422,
         "validation-error",
         "channels",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/embed?channels=bgr&max_faces=0", content=_npy(crops), headers=NPY_HEADERS),
         422,
         "validation-error",
     )
-    _assert_problem(client.post(url, content=b"not npy", headers=NPY_HEADERS), 422, "invalid-npy", "body")
-    _assert_problem(client.post(url, content=_npy(crops)[:-10], headers=NPY_HEADERS), 422, "invalid-npy")
-    _assert_problem(
+    assert_problem(client.post(url, content=b"not npy", headers=NPY_HEADERS), 422, "invalid-npy", "body")
+    assert_problem(client.post(url, content=_npy(crops)[:-10], headers=NPY_HEADERS), 422, "invalid-npy")
+    assert_problem(
         client.post(url, content=_npy(crops.astype(np.float32)), headers=NPY_HEADERS), 422, "invalid-npy"
     )
-    _assert_problem(client.post(url, content=_npy(crops[..., :1]), headers=NPY_HEADERS), 422, "invalid-npy")
-    _assert_problem(
+    assert_problem(client.post(url, content=_npy(crops[..., :1]), headers=NPY_HEADERS), 422, "invalid-npy")
+    assert_problem(
         client.post(url, content=_npy(np.zeros((5, 112, 112, 3), np.uint8)), headers=NPY_HEADERS),
         413,
         "batch-too-large",
     )
-    _assert_problem(
+    assert_problem(
         client.post(url, content=_npy(np.zeros((1, 2100, 2100, 3), np.uint8)), headers=NPY_HEADERS),
         413,
         "image-too-large",
     )
-    _assert_problem(
+    assert_problem(
         client.post(url, content=_npy(crops), headers={"content-type": "application/octet-stream"}),
         415,
         "unsupported-media-type",

@@ -16,7 +16,7 @@ from facebridge.mapping.compare import plan_comparison
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR
-from .test_api_embed import _assert_problem
+from .problems import assert_problem
 
 ARC, FP, SIR = "arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192"
 
@@ -177,54 +177,54 @@ def test_verify_embeddings_images_and_same_space(
 def test_translate_error_paths(client: httpx.Client) -> None:
     ok = [[0.1] * 128]
     post = lambda body: client.post("/translate", json=body)  # noqa: E731
-    _assert_problem(post({"source": "nope", "target": FP, "embeddings": ok}), 404, "unknown-model", "source")
-    _assert_problem(
+    assert_problem(post({"source": "nope", "target": FP, "embeddings": ok}), 404, "unknown-model", "source")
+    assert_problem(
         post({"source": ARC, "target": "dlib-r29-128", "embeddings": ok}), 409, "no-map-path", "target"
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 128, [0.1] * 127]}),
         422,
         "wrong-dim",
         "embeddings[1]",
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 64]}), 422, "wrong-dim", "embeddings[0]"
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 128, [0.0] * 128]}),
         422,
         "zero-vector",
         "embeddings[1]",
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 128, [1e39] * 128]}),
         422,
         "non-finite",
         "embeddings[1]",
     )
     # what the declared TranslateRequest schema says is checked by it: a generic validation-error
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": []}), 422, "validation-error", "embeddings"
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 128] * 2001}),
         413,
         "batch-too-large",
         "embeddings",
     )
-    _assert_problem(
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": [[0.1] * 127 + ["x"]]}),
         422,
         "validation-error",
         "embeddings[0][127]",
     )
-    _assert_problem(post({"source": ARC, "target": FP, "embeddings": [0.1] * 128}), 422, "validation-error")
-    _assert_problem(post({"source": ARC, "target": ARC, "embeddings": ok}), 422, "same-space", "target")
-    _assert_problem(post({"source": ARC, "embeddings": ok}), 422, "validation-error", "target")
-    _assert_problem(
+    assert_problem(post({"source": ARC, "target": FP, "embeddings": [0.1] * 128}), 422, "validation-error")
+    assert_problem(post({"source": ARC, "target": ARC, "embeddings": ok}), 422, "same-space", "target")
+    assert_problem(post({"source": ARC, "embeddings": ok}), 422, "validation-error", "target")
+    assert_problem(
         post({"source": ARC, "target": FP, "embeddings": ok, "extra": 1}), 422, "validation-error", "extra"
     )
-    _assert_problem(
+    assert_problem(
         client.post(
             "/translate",
             content=b'{"source": "a", "embeddings": [[NaN]]}',
@@ -236,36 +236,36 @@ def test_translate_error_paths(client: httpx.Client) -> None:
     nan = np.full((3, 128), 0.1, np.float32)
     nan[2, 5] = np.nan
     npy = {"content-type": "application/x-npy"}
-    _assert_problem(
+    assert_problem(
         client.post(f"/translate?source={ARC}&target={FP}", content=_npy(nan), headers=npy),
         422,
         "non-finite",
         "body[2]",
     )
-    _assert_problem(
+    assert_problem(
         client.post(f"/translate?source={ARC}&target={FP}", content=b"not npy", headers=npy),
         422,
         "invalid-npy",
     )
-    _assert_problem(
+    assert_problem(
         client.post(f"/translate?source={ARC}&target={FP}", content=_npy(nan)[:-10], headers=npy),
         422,
         "invalid-npy",
     )
-    _assert_problem(
+    assert_problem(
         client.post(
             f"/translate?source={ARC}&target={FP}", content=_npy(np.zeros((2, 128), np.int32)), headers=npy
         ),
         422,
         "invalid-npy",
     )
-    _assert_problem(
+    assert_problem(
         client.post(f"/translate?source={ARC}", content=_npy(nan), headers=npy),
         422,
         "validation-error",
         "target",
     )
-    _assert_problem(
+    assert_problem(
         client.post("/translate", content=b"x", headers={"content-type": "text/plain"}),
         415,
         "unsupported-media-type",
@@ -276,50 +276,50 @@ def test_verify_error_paths(client: httpx.Client, subset_caches: dict[str, Embed
     vec = subset_caches[ARC].embeddings[0].tolist()
     side = {"model": ARC, "embedding": vec}
     post = lambda body: client.post("/verify", json=body)  # noqa: E731
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": "nope", "embedding": vec}}}),
         404,
         "unknown-model",
         "pairs[0].b.model",
     )
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": "dlib-r29-128", "embedding": vec}}}),
         409,
         "no-map-path",
         "pairs[0]",
     )
-    _assert_problem(
+    assert_problem(
         post({"pairs": [{"a": side, "b": side}, {"a": side, "b": {"model": FP, "embedding": vec}}]}),
         422,
         "wrong-dim",
         "pairs[1].b.embedding[0]",
     )
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": ARC, "embedding": [0.0] * 128}}}),
         422,
         "zero-vector",
         "pairs[0].b.embedding[0]",
     )
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": ARC, "embedding": [1e39] * 128}}}),
         422,
         "non-finite",
         "pairs[0].b.embedding[0]",
     )
-    _assert_problem(post({"pairs": []}), 422, "validation-error", "pairs")
-    _assert_problem(post({"pairs": [{"a": side, "b": side}] * 101}), 413, "batch-too-large", "pairs")
-    _assert_problem(post({"pair": {"a": side, "b": side}, "far": 0.5}), 422, "validation-error")
-    _assert_problem(
+    assert_problem(post({"pairs": []}), 422, "validation-error", "pairs")
+    assert_problem(post({"pairs": [{"a": side, "b": side}] * 101}), 413, "batch-too-large", "pairs")
+    assert_problem(post({"pair": {"a": side, "b": side}, "far": 0.5}), 422, "validation-error")
+    assert_problem(
         post({"pair": {"a": side, "b": side}, "far": 0.001, "threshold": 0.3}), 422, "validation-error"
     )
-    _assert_problem(post({"pair": {"a": side, "b": {"model": ARC}}}), 422, "validation-error", "pair.b")
-    _assert_problem(
+    assert_problem(post({"pair": {"a": side, "b": {"model": ARC}}}), 422, "validation-error", "pair.b")
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": ARC, "embedding": ["x"] * 128}}}),
         422,
         "validation-error",
         "pair.b.embedding[0]",
     )
-    _assert_problem(
+    assert_problem(
         post(
             {
                 "pair": {
@@ -332,13 +332,13 @@ def test_verify_error_paths(client: httpx.Client, subset_caches: dict[str, Embed
         "not-calibrated",
         "pairs[0]",
     )
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": ARC, "image": "@@@"}}}),
         422,
         "invalid-base64",
         "pairs[0].b.image",
     )
-    _assert_problem(
+    assert_problem(
         post({"pair": {"a": side, "b": {"model": FP, "embedding": [0.1] * 512}}, "space": "nope"}),
         404,
         "unknown-model",

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,75 +22,11 @@ from facebridge.config import Settings
 from facebridge.errors import PROBLEM_TYPES, problem_from
 from facebridge.main import create_app
 from facebridge.mapping.bank import MappingBank
-from facebridge.mapping.calibration import calibrate
-from facebridge.mapping.mapfile import (
-    FitProvenance,
-    MapCalibration,
-    MapMetadata,
-    MapQuality,
-    SpaceRef,
-    map_filename,
-    save_map,
-)
 from facebridge.paths import in_checkout
 
+from .factories import synthetic_bank_settings
+
 pytestmark = pytest.mark.fast
-
-DIMS = {"net-a": 8, "net-b": 12, "net-c": 6}
-PINS = {"net-a": "a" * 64, "net-b": "b" * 64, "net-c": "c" * 64}  # each space pinned to its weights
-
-
-def _write_map(directory: Path, source: str, target: str, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    src = SpaceRef(model=source, dim=DIMS[source], sha256=PINS[source])
-    tgt = SpaceRef(model=target, dim=DIMS[target], sha256=PINS[target])
-    calibration = calibrate(rng.normal(0.6, 0.1, 500), rng.normal(0, 0.1, 20_000))
-    meta = MapMetadata(
-        source=src,
-        target=tgt,
-        method="ridge",
-        params={"alphas": [1.0]},
-        provenance=FitProvenance(
-            dataset="synthetic",
-            images=10,
-            identities=5,
-            heldout_images=4,
-            heldout_identities=2,
-            pairing="same image through both models",
-            seed=seed,
-        ),
-        quality=MapQuality(mean_cosine=0.8, r2=0.5, accuracy_cross=0.9, verification_pairs=100),
-        calibration=MapCalibration(cross=calibration, mapped=calibration),
-        created="2026-01-01T00:00:00+00:00",
-        code_version="test",
-    )
-    weight = rng.normal(size=(src.dim, tgt.dim)).astype(np.float32)
-    bias = rng.normal(size=tgt.dim).astype(np.float32)
-    save_map(directory / map_filename(source, target), meta, weight, bias)
-
-
-def service_settings(root: Path, **changes: Any) -> Settings:
-    """Settings of a service under `root`: the shipped manifest (pins, dims) with no model file, so
-    nothing loads; maps from `root/maps`."""
-    (root / "models").mkdir(exist_ok=True)
-    (root / "maps").mkdir(exist_ok=True)
-    return Settings(
-        models_dir=root / "models",
-        mappings_dir=root / "maps",
-        cache_dir=root / "cache",
-        auth_disabled=True,
-        providers="cpu",
-        audit_log=root / "audit.log",
-        **changes,
-    )
-
-
-def synthetic_bank_settings(root: Path) -> Settings:
-    """`service_settings` with two synthetic maps, net-a -> net-b -> net-c."""
-    settings = service_settings(root)
-    _write_map(root / "maps", "net-a", "net-b", 1)
-    _write_map(root / "maps", "net-b", "net-c", 2)
-    return settings
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from facebridge.mapping.mapfile import FitPopulation, ResidualTensors, load_map,
 from facebridge.mapping.residual import ResidualMLPMap
 
 from .conftest import ROOT
-from .test_mapfiles_and_bank import MANIFEST, make_map
+from .factories import SHIPPED_MANIFEST, synthetic_map
 
 pytestmark = pytest.mark.fast
 ARC, SIR = "arcface-mbf128", "sirius-mbf192"
@@ -74,7 +74,7 @@ def test_new_estimators_round_trip_through_map_files(tmp_path: Path, params: dic
     estimator = ResidualMLPMap(max_epochs=3, random_state=3, **params).fit(x, y, ids)  # type: ignore[arg-type]
     members = int(params.get("members", 1))
     assert estimator.in_weight_.shape[1] == members * int(params.get("hidden", 256))
-    meta, _, _ = make_map(ARC, SIR)
+    meta, _, _ = synthetic_map(ARC, SIR)
     residual = ResidualTensors(
         estimator.in_weight_.astype(np.float32),
         estimator.in_bias_.astype(np.float32),
@@ -84,7 +84,7 @@ def test_new_estimators_round_trip_through_map_files(tmp_path: Path, params: dic
     weight, bias = estimator.coef_.astype(np.float32), estimator.intercept_.astype(np.float32)
     save_map(tmp_path / map_filename(ARC, SIR), meta, weight, bias, residual)
     assert load_map(tmp_path / map_filename(ARC, SIR)).residual is not None
-    bank = MappingBank.load(tmp_path, MANIFEST)
+    bank = MappingBank.load(tmp_path, SHIPPED_MANIFEST)
     assert bank.refused == []
     probe, _, _ = paired(50, 10, 1)
     expected = estimator.transform(probe)

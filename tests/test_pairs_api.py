@@ -30,8 +30,8 @@ from facebridge.paths import shipped_manifest
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import API_KEYS, LFW, MODELS_DIR, LiveServer
-from .test_fast_contract import service_settings
-from .test_pairs_store import EXPECTED_COLUMNS, Target, make_target, schema_of
+from .factories import service_settings
+from .pair_targets import EXPECTED_COLUMNS, Target, make_target, schema_of
 
 A, B, C = "arcface-mbf128", "sirius-mbf192", "faceplugin-mbf512"
 DIMS = {A: 128, B: 192, C: 512}

@@ -7,13 +7,12 @@ them the PostgreSQL cases are skipped, unless FACEBRIDGE_REQUIRE_POSTGRES=1 (CI)
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,70 +30,11 @@ from facebridge.pairs import (
 from facebridge.pairs.migrations import latest_version
 from facebridge.pairs.store import open_store, redact_dsn
 
+from .pair_targets import EXPECTED_COLUMNS, Target, make_target, schema_of
 from .postgres_server import PostgresCluster
 
 HASH_A, HASH_B, HASH_C = "a1" * 32, "b2" * 32, "c3" * 32
 DIM_A, DIM_B, DIM_C = 8, 12, 6
-EXPECTED_COLUMNS = [
-    "id", "subject", "source_model", "source_sha256", "source_embedding",
-    "target_model", "target_sha256", "target_embedding", "created_at",
-]  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- targets
-@dataclass
-class Target:
-    """Where a store lives: a fresh SQLite file or a fresh PostgreSQL database."""
-
-    kind: str
-    path: Path | None = None
-    dsn: str | None = None
-    cluster: PostgresCluster | None = None
-    sqlite_sync: Literal["full", "normal"] = "full"
-
-    def open(self, **kwargs: Any) -> PairStore:
-        if self.dsn is not None:
-            return PairStore.open(dsn=self.dsn, **kwargs)
-        return PairStore.open(self.path, sqlite_sync=self.sqlite_sync, **kwargs)
-
-    def env(self) -> dict[str, str]:
-        if self.dsn is not None:
-            return {"FACEBRIDGE_PAIRS_DSN": self.dsn}
-        return {"FACEBRIDGE_PAIRS_DB": str(self.path), "FACEBRIDGE_PAIRS_SQLITE_SYNC": self.sqlite_sync}
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Raw SQL beside the store (what an operator's client would see)."""
-        if self.dsn is not None:
-            import psycopg
-
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                cursor = conn.execute(sql.replace("?", "%s"), params)
-                return cursor.fetchall() if cursor.description else []
-        with sqlite3.connect(str(self.path)) as lite:
-            rows = lite.execute(sql, params).fetchall()
-        lite.close()
-        return rows
-
-    def files(self) -> list[Path]:
-        """Every file the data could be in (PostgreSQL: the whole cluster, WAL included)."""
-        if self.cluster is not None:  # this database's own files, the shared catalog and the WAL
-            self.cluster.checkpoint()
-            [(oid,)] = self.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
-            folders = [self.cluster.data / "base" / str(oid), self.cluster.data / "global"]
-            folders.append(self.cluster.data / "pg_wal")
-            return [p for folder in folders for p in folder.rglob("*") if p.is_file()]
-        assert self.path is not None
-        return [p for p in self.path.parent.glob(self.path.name + "*") if p.is_file()]
-
-
-def make_target(kind: str, request: pytest.FixtureRequest, directory: Path) -> Target:
-    """`sqlite`, `sqlite-normal` (synchronous=NORMAL) or `postgresql` (a fresh database)."""
-    if kind == "sqlite":
-        return Target("sqlite", path=directory / "pairs.db")
-    if kind == "sqlite-normal":
-        return Target("sqlite", path=directory / "pairs.db", sqlite_sync="normal")
-    cluster: PostgresCluster = request.getfixturevalue("postgres")
-    return Target("postgresql", dsn=cluster.store_dsn(), cluster=cluster)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -227,20 +167,6 @@ def test_concurrent_writers_lose_no_row(store: PairStore) -> None:
         t.join()
     subjects = store.read("net-a", "net-b").subjects.tolist()
     assert sorted(subjects) == sorted(f"t{t}-{i}" for t in range(8) for i in range(50))
-
-
-def schema_of(target: Target) -> tuple[list[str], list[tuple[str, str]]]:
-    """The store's tables and the pairs table's (column, declared type), as the database reports them."""
-    if target.kind == "sqlite":
-        tables = [r[0] for r in target.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return tables, [(r[1], r[2].lower()) for r in target.execute("PRAGMA table_info(pairs)")]
-    here = "table_schema = current_schema()"
-    tables = [r[0] for r in target.execute(f"SELECT table_name FROM information_schema.tables WHERE {here}")]
-    columns = target.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        f"WHERE table_name = 'pairs' AND {here} ORDER BY ordinal_position"
-    )
-    return tables, [(c, t) for c, t in columns]
 
 
 def test_schema_is_only_the_expected_columns(store: PairStore, target: Target) -> None:

@@ -27,7 +27,7 @@ from facebridge.vision.images import decode_image
 from facebridge.vision.recognizer import Recognizer
 from tests.factories import unit_rows
 
-from .test_fast_contract import synthetic_bank_settings
+from .factories import synthetic_bank_settings
 
 pytestmark = pytest.mark.fast
 

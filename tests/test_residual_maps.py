@@ -29,10 +29,9 @@ from facebridge.mapping.mapfile import (
 )
 from facebridge.migration.galleries import NpyGallery, embeddings_from_arrow
 from facebridge.migration.job import migrate
-from tests.factories import unit_rows
 
 from .conftest import MODELS_DIR, ROOT, LiveServer
-from .test_mapfiles_and_bank import MANIFEST, make_map, write
+from .factories import SHIPPED_MANIFEST, synthetic_map, unit_rows, write_synthetic_map
 
 ARC, SIR, DLIB = "arcface-mbf128", "sirius-mbf192", "dlib-r29-128"
 KEY = "residual-key"
@@ -62,7 +61,7 @@ def normalised(y: np.ndarray) -> np.ndarray:
 def write_residual(
     directory: Path, source: str, target: str, hidden: int = 32, seed: int = 0
 ) -> tuple[Path, MapMetadata, np.ndarray, np.ndarray, ResidualTensors]:
-    meta, weight, bias = make_map(source, target, seed=seed)
+    meta, weight, bias = synthetic_map(source, target, seed=seed)
     residual = make_residual(meta.source.dim, meta.target.dim, hidden, seed)
     path = directory / map_filename(source, target)
     saved = save_map(path, meta, weight, bias, residual)
@@ -78,7 +77,7 @@ def test_residual_map_round_trips_and_applies_the_formula(tmp_path: Path) -> Non
     # the digest covers the residual tensors; without them it is exactly the affine digest of old
     assert saved.tensor_sha256 == tensor_digest(weight, bias, residual) != tensor_digest(weight, bias)
 
-    bank = MappingBank.load(tmp_path, MANIFEST)
+    bank = MappingBank.load(tmp_path, SHIPPED_MANIFEST)
     mapped = bank.maps[(ARC, SIR)]
     assert mapped.nonlinear and bank.refused == []
     x = unit_rows(200, 128, 1)
@@ -102,7 +101,7 @@ def test_hidden_layer_in_row_chunks_gives_the_same_output(
 
 
 def test_affine_maps_keep_their_file_and_digest(tmp_path: Path) -> None:
-    path = write(tmp_path, ARC, SIR)
+    path = write_synthetic_map(tmp_path, ARC, SIR)
     loaded = load_map(path)
     assert loaded.residual is None and loaded.meta.hidden is None
     assert loaded.meta.tensor_sha256 == tensor_digest(loaded.weight, loaded.bias)
@@ -180,13 +179,13 @@ def test_bad_residual_files_are_refused_and_the_rest_keeps_loading(tmp_path: Pat
     good, *_ = write_residual(scratch, ARC, DLIB)
     bank_dir = tmp_path / "bank"
     bank_dir.mkdir()
-    write(bank_dir, ARC, SIR)
+    write_synthetic_map(bank_dir, ARC, SIR)
     write_residual(bank_dir, SIR, ARC, seed=1)
     for name, (edit, says) in BAD_FILES.items():
         rewrite(good, bank_dir / name, edit)
         with pytest.raises(MapFileError, match=f"^{re.escape(name)}: .*{re.escape(says)}"):
             load_map(bank_dir / name)
-    bank = MappingBank.load(bank_dir, MANIFEST)
+    bank = MappingBank.load(bank_dir, SHIPPED_MANIFEST)
     assert set(bank.maps) == {(ARC, SIR), (SIR, ARC)} and bank.maps[(SIR, ARC)].nonlinear
     reasons = {r.file: r.reason for r in bank.refused}
     assert set(reasons) == set(BAD_FILES)
@@ -205,7 +204,7 @@ def residual_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """arcface→sirius with a residual MLP and an affine sirius→dlib, so arcface→dlib is composed."""
     directory = tmp_path_factory.mktemp("residual-bank")
     write_residual(directory, ARC, SIR, hidden=24, seed=3)
-    write(directory, SIR, DLIB, seed=4)
+    write_synthetic_map(directory, SIR, DLIB, seed=4)
     return directory
 
 
@@ -259,7 +258,7 @@ def test_translate_serves_the_residual_formula(residual_server: LiveServer, resi
 
 def test_migration_applies_the_residual_map_and_records_its_digest(tmp_path: Path) -> None:
     _, saved, weight, bias, residual = write_residual(tmp_path, ARC, SIR, hidden=20, seed=6)
-    path = MappingBank.load(tmp_path, MANIFEST).find_path(ARC, SIR)
+    path = MappingBank.load(tmp_path, SHIPPED_MANIFEST).find_path(ARC, SIR)
     assert isinstance(path, MapPath) and path.maps[0].nonlinear
     x = unit_rows(777, 128, 7)
     np.save(tmp_path / "g.npy", x)
