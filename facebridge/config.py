@@ -18,6 +18,9 @@ from facebridge.paths import (
 )
 from facebridge.vision.manifest import Manifest, load_manifest, overlay_manifest
 
+# what onnxruntime's worker threads do while they wait for work (facebridge/vision/runtime.py)
+Spinning = Literal["off", "during-run", "on"]
+
 
 class Settings(BaseSettings):
     """Every knob of the service; the defaults serve the installed models on loopback.
@@ -42,7 +45,7 @@ class Settings(BaseSettings):
     )
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
-    ort_spinning: Literal["off", "during-run", "on"] = Field(
+    ort_spinning: Spinning = Field(
         default="off",
         description="what onnxruntime's worker threads do while they wait for work: sleep ('off', the "
         "default), busy-wait only while a run lasts ('during-run': one request at a time 7-15% faster "

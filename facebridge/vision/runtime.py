@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import onnxruntime as ort
+
+from facebridge.config import Spinning
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,7 @@ def choose_providers(preference: ProviderPreference = "auto") -> list[str]:
     return [CPU]
 
 
-Spinning = Literal["off", "during-run", "on"]
-SPINNING_MODES: tuple[Spinning, ...] = ("off", "during-run", "on")
+SPINNING_MODES: tuple[Spinning, ...] = get_args(Spinning)
 
 
 def session_options(intra_op_threads: int = 0, spinning: Spinning = "off") -> ort.SessionOptions:
@@ -44,10 +45,10 @@ def session_options(intra_op_threads: int = 0, spinning: Spinning = "off") -> or
     - "off" (the default): they sleep. Under concurrent /embed requests the runs share the cores
       without busy-waiting for each other;
     - "during-run": they busy-wait inside a run, between its operators, and sleep as soon as it
-      returns (`session.force_spinning_stop`). One request at a time, a batch-1 run no longer waits
-      for sleeping threads to wake for each operator: /embed 7 to 15% faster; but with two clients
-      at once, 15 to 22% fewer faces per second and slower /verify answers beside them. For a
-      service that sees one request at a time (a kiosk, a door);
+      returns (`session.force_spinning_stop`). One request at a time on a quiet machine, a batch-1
+      run no longer waits for sleeping threads to wake for each operator: /embed 7 to 15% faster;
+      but with two clients at once 10 to 31% fewer faces per second, and slower /verify answers
+      beside them. For a service that sees one request at a time (a kiosk, a door);
     - "on": onnxruntime's default, spinning after a run as well, on the cores the event loop, the
       other requests and (on a shared machine) other processes need: a batch-1 run took about twice
       as long in the service with it (arcface-mbf128: 24 ms against 12 ms).
