@@ -78,7 +78,7 @@ def top_k_stats(
     """
     _check_dims(templates, cohort)
     scores = templates @ cohort.T
-    return _score_stats(scores, top_k_for(scores.shape[1], top_k, share))
+    return score_stats(scores, top_k_for(scores.shape[1], top_k, share))
 
 
 def top_k_stats_of_sides(
@@ -100,7 +100,7 @@ def top_k_stats_of_sides(
     scores = np.empty((len(a) + len(b), len(cohort_a)), np.result_type(a, cohort_a, b, cohort_b))
     np.matmul(a, cohort_a.T, out=scores[: len(a)])
     np.matmul(b, cohort_b.T, out=scores[len(a) :])
-    both = _score_stats(scores, top_k_for(len(cohort_a), top_k, share))
+    both = score_stats(scores, top_k_for(len(cohort_a), top_k, share))
     rows = len(a)
     return SideStats(both.mean[:rows], both.std[:rows]), SideStats(both.mean[rows:], both.std[rows:])
 
@@ -122,8 +122,8 @@ def _check_dims(templates: np.ndarray, cohort: np.ndarray) -> None:
         raise ValueError(f"templates have dim {templates.shape[1]}, the cohort {cohort.shape[1]}")
 
 
-def _score_stats(scores: np.ndarray, k: int) -> SideStats:
-    """Mean and deviation of each row's `k` highest scores."""
+def score_stats(scores: np.ndarray, k: int) -> SideStats:
+    """Mean and deviation of each row's `k` highest scores (rows of scores already computed)."""
     top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:] if k < scores.shape[1] else scores
     # what top.mean(axis=1, dtype=float64) and top.std(axis=1, dtype=float64) compute, the same
     # operations in the same order (so the same bits), without their per-call Python bookkeeping,
@@ -194,7 +194,7 @@ def cohort_scale(
             scores = rows_of[chunk] @ cols_of.T
             scores[row_groups[chunk][:, None] == col_groups[None, :]] = -np.inf
             usable = np.isfinite(scores).sum(axis=1) >= k  # a row with fewer other people says nothing
-            stats = _score_stats(scores[usable], k)
+            stats = score_stats(scores[usable], k)
             means.append(stats.mean)
             stds.append(stats.std)
     mean, std = np.concatenate(means), np.concatenate(stds)
