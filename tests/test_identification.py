@@ -80,3 +80,30 @@ def test_normalised_search_scores_each_pair_as_verify_normalises_it(level: Cohor
     assert result.threshold > 1.0  # in deviations, not cosine
     plain = identify(rows[split.gallery], rows, split, identities, fpir=0.1, normalization=normalization)
     assert (result.threshold == plain.threshold) == (level is None)
+
+
+def test_a_custom_scoring_decides_every_search_of_a_mixed_gallery() -> None:
+    """A gallery of two kinds of entry, each shifted by its own offset (a threshold per kind): rank-1,
+    FPIR and FNIR follow the shifted scores, as a direct computation of them says."""
+    rng = np.random.default_rng(5)
+    people = 30
+    identities = np.repeat(np.arange(people).astype(str), 3)
+    rows = np.repeat(rng.normal(size=(people, 32)), 3, axis=0) + 0.8 * rng.normal(size=(3 * people, 32))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    split = open_set_split(identities, seed=0)
+    offsets = np.where(np.arange(len(split.gallery)) % 2 == 0, 0.2, -0.1).astype(np.float32)
+    seen: list[np.ndarray] = []
+
+    def shifted(raw: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+        seen.append(chunk)
+        return raw - offsets[None, :]
+
+    result = identify(rows[split.gallery], rows, split, identities, fpir=0.1, scoring=shifted)
+    mated = rows[split.mated] @ rows[split.gallery].T - offsets[None, :]
+    non_mated = rows[split.non_mated] @ rows[split.gallery].T - offsets[None, :]
+    hits = identities[split.gallery][mated.argmax(axis=1)] == identities[split.mated]
+    plain = identify(rows[split.gallery], rows, split, identities, fpir=0.1)
+    assert result.rank1 == pytest.approx(hits.mean()) and result.rank1 != plain.rank1
+    assert result.fpir == pytest.approx(np.mean(non_mated.max(axis=1) >= result.threshold))
+    assert result.fnir == pytest.approx(1 - np.mean(hits & (mated.max(axis=1) >= result.threshold)))
+    assert sorted(np.concatenate(seen).tolist()) == sorted([*split.mated, *split.non_mated])

@@ -10,11 +10,15 @@ native B probes and compared with B's own gallery of the same photos.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from facebridge.cohort.asnorm import DEFAULT_BLEND, CohortScale, SideStats, normalized_scores
+
+# how a block of raw search scores (probe rows `chunk` x every gallery entry) becomes decision scores
+Scoring = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,19 @@ def identify(
     normalization: tuple[SideStats, SideStats] | None = None,
     level: CohortScale | None = None,
     share: float = DEFAULT_BLEND,
+    scoring: Scoring | None = None,
 ) -> IdentificationResult:
     """Search `probes` (unit rows of the whole population, in the gallery's space) against `gallery`
     (unit rows of `split.gallery` photos, e.g. migrated from another model). With `normalization`
     (the gallery rows' and every probe row's AS-norm statistics), each search score is AS-normalised
     as /verify normalises a pair, and blended with the cohort's own `level` where one is given
     (asnorm.blend, `share` of the per-template score), so the threshold at the FPIR is in normalised
-    units."""
+    units. `scoring` replaces all three for a gallery whose entries are not all of one kind (e.g.
+    some migrated, some enrolled natively, each normalised against its own cohort)."""
     enrolled = identities[split.gallery]
-    gallery_stats, probe_stats = normalization if normalization is not None else (None, None)
-    scoring = _Scoring(probe_stats, gallery_stats, level, share)
+    if scoring is None:
+        gallery_stats, probe_stats = normalization if normalization is not None else (None, None)
+        scoring = _Scoring(probe_stats, gallery_stats, level, share)
     best_mated, best_mated_id = _best(probes, split.mated, gallery, scoring)
     best_non_mated, _ = _best(probes, split.non_mated, gallery, scoring)
     hit = enrolled[best_mated_id] == identities[split.mated]
@@ -112,7 +119,7 @@ def _best(
     probes: np.ndarray,
     rows: np.ndarray,
     gallery: np.ndarray,
-    scoring: _Scoring = _Scoring(),
+    scoring: Scoring = _Scoring(),
     block: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best score and gallery row of each probe in `rows`, in blocks (bounded memory on large
