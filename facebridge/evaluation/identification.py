@@ -74,6 +74,8 @@ def identify(
     (asnorm.blend, `share` of the per-template score), so the threshold at the FPIR is in normalised
     units. `scoring` replaces all three for a gallery whose entries are not all of one kind (e.g.
     some migrated, some enrolled natively, each normalised against its own cohort)."""
+    if scoring is not None and (normalization is not None or level is not None):
+        raise ValueError("give either scoring or normalization (and level), not both")
     enrolled = identities[split.gallery]
     if scoring is None:
         gallery_stats, probe_stats = normalization if normalization is not None else (None, None)
