@@ -427,6 +427,7 @@ def test_cli_builds_a_cohort_from_real_photos(settings: Settings, tmp_path: Path
     assert result.returncode == 0, result.stderr
     written = out.with_name("site.cohort.safetensors")
     assert result.stdout.strip() == f"{written}: {PHOTO_MODEL}, 60 templates from photos {folder.resolve()}"
+    assert "note: 60 templates: below 500, normalised FARs" in result.stderr  # too few to trust, said
     cohort = load_cohort(written)
     assert cohort.model == PHOTO_MODEL and cohort.templates.shape == (60, 128)
     p = cohort.meta.provenance

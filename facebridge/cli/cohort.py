@@ -108,7 +108,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from facebridge.cohort.cohortfile import save_cohort
+    from facebridge.cohort.cohortfile import RECOMMENDED_COHORT, SMALL_COHORT_NOTE, save_cohort
 
     if args.max < 0:
         print("facebridge cohort build: --max must be 0 (no sampling) or more", file=sys.stderr)
@@ -122,6 +122,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     p = cohort.meta.provenance
     sampled = f" (a seeded sample; {p.rows_read} rows read)" if p.sampled else ""
     print(f"{written}: {cohort.model}, {p.count} templates{sampled} from {p.kind} {p.source}")
+    if p.count < RECOMMENDED_COHORT:
+        print(f"note: {p.count} templates: {SMALL_COHORT_NOTE}; give more if you have them", file=sys.stderr)
     return 0
 
 

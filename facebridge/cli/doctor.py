@@ -185,7 +185,7 @@ def check_maps(report: Report, settings: Settings) -> None:
 def check_population(report: Report, settings: Settings, bank: MappingBank) -> None:
     """Cohorts and calibrations in force, and the drift watch: how far the shipped thresholds' FAR is
     estimated to be from nominal on the cohort's population."""
-    from facebridge.cohort.cohortfile import RECOMMENDED_COHORT
+    from facebridge.cohort.cohortfile import RECOMMENDED_COHORT, SMALL_COHORT_NOTE
     from facebridge.cohort.drift import drift_of
 
     scoring = bank.scoring
@@ -207,9 +207,9 @@ def check_population(report: Report, settings: Settings, bank: MappingBank) -> N
         )
         if len(cohort) < RECOMMENDED_COHORT:
             report.problem(
-                f"cohort {cohort.id} holds {len(cohort)} templates: with fewer than {RECOMMENDED_COHORT}, "
-                "normalised FARs strayed beyond 2x of nominal in the study (docs/thresholds.md)",
-                f"facebridge cohort build --model {model} SOURCE --max {RECOMMENDED_COHORT} (more templates)",
+                f"cohort {cohort.id} holds {len(cohort)} templates: {SMALL_COHORT_NOTE}",
+                f"facebridge cohort build --model {model} SOURCE, from a source of "
+                f"{RECOMMENDED_COHORT} templates or more",
             )
     for estimate in drift_of(bank):
         if estimate.operating_point != "far_1e-3":

@@ -28,7 +28,15 @@ COHORT_FORMAT = 1
 COHORT_SUFFIX = ".cohort.safetensors"
 TENSOR = "templates"
 MIN_COHORT = 50  # fewer templates give AS-norm statistics too noisy to trust (docs/thresholds.md)
-RECOMMENDED_COHORT = 1000  # the size the study kept every comparison within 2x of nominal FAR with
+# the smallest cohort with which the threshold study kept all 64 comparisons within 2x of nominal FAR
+# at 1e-3 (1,000 did too; 200 kept 55, 100 kept 3: docs/thresholds.md, "How the result depends on the
+# cohort")
+RECOMMENDED_COHORT = 500
+# what a cohort below RECOMMENDED_COHORT is told, after its size
+SMALL_COHORT_NOTE = (
+    f"below {RECOMMENDED_COHORT}, normalised FARs at nominal 1e-3 strayed beyond 2x of nominal in the "
+    "threshold study (200 templates: 9 of 64 comparisons; 100: 61 of 64; docs/thresholds.md)"
+)
 MAX_COHORT = 100_000  # every comparison scores against the whole cohort
 
 

@@ -22,7 +22,13 @@ import numpy as np
 
 from facebridge.cohort.asnorm import scoring_layout
 from facebridge.cohort.calibration_set import CALIBRATION_SUFFIX, CalibrationSetError, load_calibration_set
-from facebridge.cohort.cohortfile import COHORT_SUFFIX, RECOMMENDED_COHORT, CohortError, load_cohort
+from facebridge.cohort.cohortfile import (
+    COHORT_SUFFIX,
+    RECOMMENDED_COHORT,
+    SMALL_COHORT_NOTE,
+    CohortError,
+    load_cohort,
+)
 from facebridge.cohort.scoring import Scoring
 from facebridge.mapping.calibration import Calibration
 from facebridge.mapping.confidence import expected_cosine
@@ -336,13 +342,7 @@ class MappingBank:
                 # kept in the layout every scoring rule reads it in, so no rule needs a copy of its own
                 self.scoring.cohorts[model] = replace(cohort, templates=scoring_layout(cohort.templates))
                 if len(cohort) < RECOMMENDED_COHORT:
-                    log.warning(
-                        "cohort %s holds %d templates: below %d, normalised FARs were measured to stray "
-                        "beyond 2x of nominal (docs/thresholds.md)",
-                        path.name,
-                        len(cohort),
-                        RECOMMENDED_COHORT,
-                    )
+                    log.warning("cohort %s holds %d templates: %s", path.name, len(cohort), SMALL_COHORT_NOTE)
             except (CohortError, MapFileError) as exc:
                 self._refuse(path, directory, str(exc), "cohort")
 
