@@ -47,8 +47,6 @@ def synthetic_map(
     target: SpaceRef | str,
     mean_cosine: float = 0.8,
     seed: int = 0,
-    impostors: int = 50_000,
-    accuracy_cross: float = 0.97,
 ) -> tuple[MapMetadata, np.ndarray, np.ndarray]:
     """A map file's content without fitting anything: random affine tensors and a calibration from
     synthetic scores. A space given by id is a shipped recognizer's (`shipped_space`), so the bank
@@ -58,7 +56,7 @@ def synthetic_map(
     rng = np.random.default_rng(seed)
     weight = rng.normal(size=(src.dim, tgt.dim)).astype(np.float32)
     bias = rng.normal(size=tgt.dim).astype(np.float32)
-    calibration = calibrate(rng.normal(0.6, 0.1, 500), rng.normal(0, 0.1, impostors))
+    calibration = calibrate(rng.normal(0.6, 0.1, 500), rng.normal(0, 0.1, 50_000))
     meta = MapMetadata(
         source=src,
         target=tgt,
@@ -79,7 +77,7 @@ def synthetic_map(
             accuracy_source_native=0.99,
             accuracy_target_native=0.99,
             accuracy_mapped=0.98,
-            accuracy_cross=accuracy_cross,
+            accuracy_cross=0.97,
             verification_pairs=100,
         ),
         calibration=MapCalibration(cross=calibration, mapped=calibration),
