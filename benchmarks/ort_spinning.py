@@ -16,7 +16,6 @@ aligned LFW crops sent to each as .npy pixels:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import tempfile
@@ -28,17 +27,12 @@ import httpx
 import numpy as np
 
 from benchmarks.embed_concurrency import aligned_crops
+from benchmarks.embed_latency import npy_bytes
 from facebridge.vision.runtime import SPINNING_MODES
 from tests.conftest import MODELS_DIR, RECOGNIZERS, LiveServer
 
 KEY = "benchmark-key"
 LOADED = "arcface-mbf128"  # the model of the under-load test
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def post_npy(client: httpx.Client, model: str, body: bytes) -> float:

@@ -47,7 +47,13 @@ from facebridge.cohort.asnorm import (
     normalized_scores,
     top_k_stats,
 )
-from facebridge.evaluation.identification import IdentificationResult, OpenSetSplit, Scoring, identify
+from facebridge.evaluation.identification import (
+    IdentificationResult,
+    OpenSetSplit,
+    Scoring,
+    fpir_threshold,
+    identify,
+)
 from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
 from facebridge.mapping.bank import MappingBank
@@ -155,9 +161,7 @@ def kind_offsets(
     kinds = [mask for mask in (native_entries, ~native_entries) if mask.any()]
     offsets = np.zeros(len(gallery), np.float32)
     for mask in kinds:
-        best = np.sort(scores[:, mask].max(axis=1))[::-1]
-        allowed = int(np.floor(fpir / len(kinds) * len(best)))
-        offsets[mask] = np.nextafter(best[allowed], np.inf) if allowed < len(best) else best[-1]
+        offsets[mask] = fpir_threshold(scores[:, mask].max(axis=1), fpir / len(kinds))
     return offsets
 
 

@@ -15,14 +15,16 @@ judged by TAR at FAR 1e-3 with its own threshold at that FAR (the oracle thresho
 the scores separate counts), against raw cosine's.
 
     python scripts/cohort_composition.py [--population celeba-dev ...]
+
+(Run as a script: its folder is then on the import path, and the study's cohort draw imports from it.)
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+from map_lopo_study import IMPOSTORS, ROOT, cohort_of
 
 from facebridge.cohort.asnorm import (
     DEFAULT_TOP_K,
@@ -38,15 +40,11 @@ from facebridge.cohort.asnorm import (
 from facebridge.evaluation.population import (
     DEVELOPMENT_POPULATIONS,
     STUDY_MODELS,
-    Population,
     load_population,
     split_people,
 )
 from facebridge.evaluation.verification import rowdot, tar_at, verification_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
-COHORT = 1000
-IMPOSTORS = 1_000_000
 FAR = 1e-3
 
 
@@ -55,13 +53,6 @@ def best_per_person_stats(templates: np.ndarray, cohort: np.ndarray, people: np.
     scores = templates @ cohort.T
     best = np.stack([scores[:, people == p].max(axis=1) for p in np.unique(people)], axis=1)
     return score_stats(best, top_k_for(best.shape[1], DEFAULT_TOP_K, DEFAULT_TOP_K_SHARE))
-
-
-def cohort_of(fit_half: Population) -> Population:
-    """At most COHORT photos of the other half, seeded as the threshold study draws them."""
-    if len(fit_half) <= COHORT:
-        return fit_half
-    return fit_half.subset(np.sort(np.random.default_rng(0).choice(len(fit_half), COHORT, replace=False)))
 
 
 def main() -> int:

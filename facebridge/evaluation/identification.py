@@ -83,11 +83,7 @@ def identify(
     best_mated, best_mated_id = _best(probes, split.mated, gallery, scoring)
     best_non_mated, _ = _best(probes, split.non_mated, gallery, scoring)
     hit = enrolled[best_mated_id] == identities[split.mated]
-    allowed = int(np.floor(fpir * len(best_non_mated)))
-    ordered = np.sort(best_non_mated)[::-1]
-    threshold = (
-        float(np.nextafter(ordered[allowed], np.inf)) if allowed < len(ordered) else float(ordered[-1])
-    )
+    threshold = fpir_threshold(best_non_mated, fpir)
     found = hit & (best_mated >= threshold)
     return IdentificationResult(
         rank1=float(hit.mean()),
@@ -97,6 +93,13 @@ def identify(
         mated=len(split.mated),
         non_mated=len(split.non_mated),
     )
+
+
+def fpir_threshold(best_non_mated: np.ndarray, fpir: float) -> float:
+    """The lowest threshold that at most `fpir` of the non-mated searches' best scores reach."""
+    allowed = int(np.floor(fpir * len(best_non_mated)))
+    ordered = np.sort(best_non_mated)[::-1]
+    return float(np.nextafter(ordered[allowed], np.inf)) if allowed < len(ordered) else float(ordered[-1])
 
 
 @dataclass(frozen=True)
