@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facebridge.keyfile import KeyLimits, create_key  # noqa: E402
-from facebridge.security import ApiKeys  # noqa: E402
+from facebridge.service.security import ApiKeys  # noqa: E402
 from tests.conftest import MODELS_DIR, LiveServer  # noqa: E402
 
 PLAIN_KEY = "benchmark-plain-key-0123456789abcdef"

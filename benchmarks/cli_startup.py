@@ -19,10 +19,10 @@ FACEBRIDGE = str(Path(sys.executable).parent / "facebridge")
 CASES = {
     "facebridge --help": [FACEBRIDGE, "--help"],
     "facebridge models --help": [FACEBRIDGE, "models", "--help"],
-    "python -c 'import facebridge.main, facebridge.vision.pipeline'": [
+    "python -c 'import facebridge.service.app, facebridge.vision.pipeline'": [
         sys.executable,
         "-c",
-        "import facebridge.main, facebridge.vision.pipeline",
+        "import facebridge.service.app, facebridge.vision.pipeline",
     ],
 }
 

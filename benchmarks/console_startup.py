@@ -1,7 +1,7 @@
 """What the operator console costs the service's start-up: `create_app` with the console off, on, and
 without the console code at all (the call to install_console replaced by a no-op), side by side.
 
-Each run is a fresh Python process (imports are part of start-up): it imports facebridge.main, then
+Each run is a fresh Python process (imports are part of start-up): it imports facebridge.service.app, then
 times `create_app(Settings(...))` alone (the app a server would start; models load later in a thread).
 With the console on, the first GET /console is timed too (Jinja2 is imported and the page compiled on
 that first request, not at start-up), and a second one. Variants are interleaved run by run so that
@@ -25,7 +25,7 @@ PROBE = r"""
 import json, sys, time
 variant = sys.argv[1]
 started = time.perf_counter()
-import facebridge.main as main
+import facebridge.service.app as main
 from facebridge.config import Settings
 imported = time.perf_counter()
 if variant == "none":
@@ -95,7 +95,9 @@ def main() -> int:
             f"| {ms(pages) if pages else 'n/a'} | {ms(again) if again else 'n/a'} |"
         )
     imports = [float(r["import"]) for rs in results.values() for r in rs]  # type: ignore[arg-type]
-    print(f"\n(importing facebridge.main itself: median {ms(imports)} ms, the same code for all three)")
+    print(
+        f"\n(importing facebridge.service.app itself: median {ms(imports)} ms, the same code for all three)"
+    )
     return 0
 
 

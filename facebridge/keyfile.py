@@ -40,7 +40,7 @@ FORMAT = "facebridge-api-keys"
 VERSION = 1
 KEY_PREFIX = "fb"
 
-# what each scope allows (the routes that need each: facebridge/security.py and docs/hardening.md)
+# what each scope allows (the routes that need each: facebridge/service/security.py and docs/hardening.md)
 SCOPES: dict[str, str] = {
     "embed": "POST /embed: detect, align and embed photos",
     "translate": "POST /translate: carry templates into another model's space",

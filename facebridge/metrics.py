@@ -3,7 +3,7 @@
 Process-wide collectors (prometheus_client's default registry). With several uvicorn workers each
 process counts its own requests; scrape each worker or run one worker per container. Only the
 collectors live here, so the library (a recognizer timing its runs) needs no web framework; the
-middleware that times requests and the /metrics endpoint are the service's (facebridge/middleware.py).
+middleware that times requests and the /metrics endpoint are the service's (facebridge/service/middleware.py).
 """
 
 from __future__ import annotations

@@ -461,7 +461,7 @@ def test_evaluation_route_serves_the_sidecar_or_a_problem(http: httpx.Client) ->
 
 def test_new_routes_are_declared_in_openapi_and_the_console_is_not() -> None:
     from facebridge.config import Settings
-    from facebridge.main import create_app
+    from facebridge.service.app import create_app
 
     document = create_app(Settings(api_keys="k")).openapi()
     for path in [
@@ -477,7 +477,7 @@ def test_the_console_setting_turns_it_off() -> None:
     from fastapi.testclient import TestClient
 
     from facebridge.config import Settings
-    from facebridge.main import create_app
+    from facebridge.service.app import create_app
 
     off = TestClient(create_app(Settings(api_keys="k", console=False)))
     assert off.get("/console").status_code == 404

@@ -19,10 +19,10 @@ from facebridge import exceptions
 from facebridge.bridge import Bridge
 from facebridge.cli.doctor import Report, check_twins
 from facebridge.config import Settings
-from facebridge.errors import PROBLEM_TYPES, problem_from
-from facebridge.main import create_app
 from facebridge.mapping.bank import MappingBank
 from facebridge.paths import in_checkout
+from facebridge.service.app import create_app
+from facebridge.service.errors import PROBLEM_TYPES, problem_from
 
 from .factories import synthetic_bank_settings
 

@@ -23,10 +23,10 @@ from fastapi.testclient import TestClient
 
 from facebridge.client import Client
 from facebridge.config import Settings
-from facebridge.main import create_app
 from facebridge.pairs import PairStore, SchemaTooNew
 from facebridge.pairs.migrations import latest_version
 from facebridge.paths import shipped_manifest
+from facebridge.service.app import create_app
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import API_KEYS, LFW, MODELS_DIR, LiveServer

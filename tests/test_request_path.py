@@ -20,8 +20,8 @@ from facebridge.bridge import Bridge
 from facebridge.cohort.asnorm import MIN_STD, scoring_layout, top_k_for, top_k_stats, top_k_stats_of_sides
 from facebridge.config import Settings
 from facebridge.exceptions import NonFinite, ZeroVector
-from facebridge.main import create_app
-from facebridge.security import needs
+from facebridge.service.app import create_app
+from facebridge.service.security import needs
 from facebridge.vectors import check_matrix
 from facebridge.vision.images import decode_image
 from facebridge.vision.recognizer import Recognizer

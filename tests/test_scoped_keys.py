@@ -44,7 +44,7 @@ from facebridge.keyfile import (
     revoke_key,
     split_key,
 )
-from facebridge.security import KeyLimiter
+from facebridge.service.security import KeyLimiter
 
 from .conftest import MODELS_DIR, ROOT, LiveServer
 

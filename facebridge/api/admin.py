@@ -8,10 +8,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from facebridge.api import rollout
 from facebridge.audit import AuditLog, event_for, reload_event
-from facebridge.errors import PROBLEM_RESPONSES
 from facebridge.schemas.catalog import ReloadAnswer, ReloadRequest
-from facebridge.security import Principal, needs
-from facebridge.state import ServiceState, get_state
+from facebridge.service.errors import PROBLEM_RESPONSES
+from facebridge.service.security import Principal, needs
+from facebridge.service.state import ServiceState, get_state
 
 router = APIRouter(tags=["admin"])
 router.include_router(rollout.router)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from facebridge.errors import Problem
 from facebridge.npy import uninitialised
+from facebridge.service.errors import Problem
 
 
 async def read_body(request: Request, limit: int, binary: bool = False) -> bytes | bytearray | memoryview:

@@ -6,14 +6,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from facebridge.bridge import Bridge
-from facebridge.errors import PROBLEM_RESPONSES
 from facebridge.schemas.calibration import (
     CalibrationHistory,
     CalibrationReport,
     DriftPoint,
     DriftSnapshotInfo,
 )
-from facebridge.state import ServiceState, get_bridge, get_state
+from facebridge.service.errors import PROBLEM_RESPONSES
+from facebridge.service.state import ServiceState, get_bridge, get_state
 
 router = APIRouter(tags=["mappings"])
 

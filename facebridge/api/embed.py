@@ -21,12 +21,18 @@ from facebridge.api.openapi import request_body
 from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.bridge import decode_base64
 from facebridge.config import Settings
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.npy import NPY, read_pixels
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
-from facebridge.security import needs, principal_of, require_also
-from facebridge.state import get_bridge, get_pipeline, state_of
+from facebridge.service.errors import (
+    PROBLEM_RESPONSES,
+    FieldError,
+    Problem,
+    check_batch_size,
+    validation_problem,
+)
+from facebridge.service.security import needs, principal_of, require_also
+from facebridge.service.state import get_bridge, get_pipeline, state_of
 
 router = APIRouter(tags=["embed"], route_class=LeanRoute)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from facebridge.state import ServiceState, get_state
+from facebridge.service.state import ServiceState, get_state
 
 router = APIRouter(tags=["health"])
 

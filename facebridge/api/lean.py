@@ -4,7 +4,7 @@ FastAPI resolves a route's dependencies anew on every request; for a one-embeddi
 bookkeeping (two scope checks, the key header, the bridge) cost more than the translation itself.
 A `LeanRoute` endpoint takes the `Request` and returns a `Response` it serialised itself; the route
 still declares its scope with `dependencies=[needs("translate")]`, so the OpenAPI document states it
-exactly as before, and serving it runs the same check (`require_scope`, facebridge/security.py) once
+exactly as before, and serving it runs the same check (`require_scope`, facebridge/service/security.py) once
 with every scope its dependencies declare: the same 401 and 403 answers, audit lines and metrics.
 
 Only key-scope dependencies (`needs(...)`) are allowed on such a route, its own or its router's;
@@ -23,7 +23,7 @@ from fastapi.security import SecurityScopes
 from starlette.requests import Request
 from starlette.responses import Response
 
-from facebridge.security import API_KEY_HEADER, require_scope
+from facebridge.service.security import API_KEY_HEADER, require_scope
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from facebridge.bridge import Bridge
-from facebridge.errors import PROBLEM_RESPONSES, Problem
 from facebridge.evaluation.evaluation_files import evaluation_path, load_evaluation
 from facebridge.schemas.catalog import MapInfo, MappingList, RefusedInfo
 from facebridge.schemas.evaluation import MapEvaluation
-from facebridge.state import get_bridge, state_of
+from facebridge.service.errors import PROBLEM_RESPONSES, Problem
+from facebridge.service.state import get_bridge, state_of
 
 router = APIRouter(tags=["mappings"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from facebridge.errors import Problem
 from facebridge.schemas.catalog import ModelInfo, ModelList
-from facebridge.state import ServiceState, get_state
+from facebridge.service.errors import Problem
+from facebridge.service.state import ServiceState, get_state
 
 router = APIRouter(tags=["models"])
 

@@ -5,7 +5,7 @@ with row-level field names), so FastAPI does not see a body parameter. `request_
 media type's schema; pydantic models are referenced under #/components/schemas and added there, with
 their nested models, when the document is built (`install_openapi`).
 
-Every operation behind an API key also states the scope it needs (facebridge/security.py): in its
+Every operation behind an API key also states the scope it needs (facebridge/service/security.py): in its
 security requirement (`{"APIKeyHeader": ["translate"]}`; empty: any valid key), in `x-required-scopes`
 and in its description, with the 401, 403 and 429 problem answers.
 """
@@ -45,8 +45,8 @@ def _add_model(components: dict[str, Any], model: type[BaseModel]) -> None:
 
 def declare_scopes(document: dict[str, Any]) -> None:
     """Per secured operation: `x-required-scopes`, a line of description, 401/403/429 answers."""
-    from facebridge.errors import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES
-    from facebridge.security import ADMIN_PREFIX
+    from facebridge.service.errors import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES
+    from facebridge.service.security import ADMIN_PREFIX
 
     problem = {"schema": {"$ref": REF_TEMPLATE.format(model="ProblemDetail")}}
     for path, operations in document.get("paths", {}).items():

@@ -18,7 +18,6 @@ from prometheus_client import Counter
 
 from facebridge.audit import AuditEvent, AuditLog, event_for
 from facebridge.bridge import Bridge
-from facebridge.errors import PROBLEM_RESPONSES, Problem, check_batch_size
 from facebridge.exceptions import (
     ModelNotReady,
     NonFinite,
@@ -43,8 +42,9 @@ from facebridge.schemas.pairs import (
     PairTimelineEntry,
     PairTimelineResponse,
 )
-from facebridge.security import Principal, needs
-from facebridge.state import ServiceState, get_bridge, state_of
+from facebridge.service.errors import PROBLEM_RESPONSES, Problem, check_batch_size
+from facebridge.service.security import Principal, needs
+from facebridge.service.state import ServiceState, get_bridge, state_of
 
 log = logging.getLogger(__name__)
 

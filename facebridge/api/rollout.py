@@ -13,12 +13,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facebridge.errors import PROBLEM_RESPONSES, Problem
 from facebridge.pairs.store import redact_dsn
 from facebridge.refit_history import HISTORY_FILE, read_records
 from facebridge.schemas.rollout import MigrationJob, MigrationsReport, RefitHistory
-from facebridge.security import needs
-from facebridge.state import ServiceState, get_state
+from facebridge.service.errors import PROBLEM_RESPONSES, Problem
+from facebridge.service.security import needs
+from facebridge.service.state import ServiceState, get_state
 
 router = APIRouter()
 

@@ -24,12 +24,18 @@ from facebridge.api.body import read_body
 from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
 from facebridge.bridge import Bridge, Translation
-from facebridge.errors import PROBLEM_RESPONSES, FieldError, Problem, check_batch_size, validation_problem
 from facebridge.metrics import observe_batch
 from facebridge.npy import NPY, NPZ, npy_buffer, npz_body, read_embeddings
 from facebridge.schemas.translate import TranslateRequest, TranslateResponse
-from facebridge.security import needs
-from facebridge.state import get_bridge, state_of
+from facebridge.service.errors import (
+    PROBLEM_RESPONSES,
+    FieldError,
+    Problem,
+    check_batch_size,
+    validation_problem,
+)
+from facebridge.service.security import needs
+from facebridge.service.state import get_bridge, state_of
 from facebridge.vectors import check_matrix, parse_matrix
 
 router = APIRouter(tags=["translate"], route_class=LeanRoute)

@@ -9,12 +9,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
-from facebridge.errors import PROBLEM_RESPONSES, check_batch_size, validation_problem
 from facebridge.mapping.calibration import DEFAULT_OPERATING_POINT
 from facebridge.metrics import observe_batch
 from facebridge.schemas.verify import VerifyRequest, VerifyResponse, VerifyResult
-from facebridge.security import needs
-from facebridge.state import get_bridge, state_of
+from facebridge.service.errors import PROBLEM_RESPONSES, check_batch_size, validation_problem
+from facebridge.service.security import needs
+from facebridge.service.state import get_bridge, state_of
 
 router = APIRouter(tags=["verify"], route_class=LeanRoute)
 

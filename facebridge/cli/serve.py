@@ -15,7 +15,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     uvicorn.run(
-        "facebridge.main:create_app",
+        "facebridge.service.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,

@@ -6,7 +6,7 @@ older keys file of plain keys, one per line, still loads with every scope and a 
 
 Per request:
 
-- RequestGuard (facebridge/middleware.py) calls `ApiKeys.authenticate` once and applies the key's
+- RequestGuard (facebridge/service/middleware.py) calls `ApiKeys.authenticate` once and applies the key's
   limits (429 with Retry-After); the result travels in the ASGI scope;
 - each route declares the scope it needs with `needs("translate")` (a FastAPI `Security` dependency, so
   the scope is in the OpenAPI document); `require_scope` answers 401 for a missing, unknown, wrong,

@@ -16,10 +16,10 @@ from facebridge.bridge import Bridge
 from facebridge.cohort.drift import DriftEstimate, drift_of, warn_about_drift
 from facebridge.cohort.drift_history import DriftHistory
 from facebridge.config import Settings
-from facebridge.errors import Problem
 from facebridge.mapping.bank import MappingBank
 from facebridge.metrics import publish_drift
 from facebridge.pairs.store import PairStore
+from facebridge.service.errors import Problem
 from facebridge.vision.loading import open_registry
 from facebridge.vision.pipeline import FacePipeline
 from facebridge.vision.registry import ModelRegistry

@@ -4,7 +4,7 @@ request metrics with their /metrics endpoint.
 - a request id (the caller's X-Request-ID if sane, else a new one) in every log line and answer;
 - an access log line per request (method, route, status, duration; never bodies);
 - limits answered with problem+json before the app runs: body size (413), requests in flight (429);
-- the API key, looked up once (facebridge/security.py) and its per-key limits applied: requests per
+- the API key, looked up once (facebridge/service/security.py) and its per-key limits applied: requests per
   second and in flight (429 with Retry-After; other keys are not affected);
 - a time budget per request (503 once it is spent, if no answer has started).
 """
@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facebridge.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
 from facebridge.logs import request_id
 from facebridge.metrics import ERRORS, LATENCY, REQUESTS
-from facebridge.security import AUTH, PRINCIPAL, ApiKeys, KeyLimiter
+from facebridge.service.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
+from facebridge.service.security import AUTH, PRINCIPAL, ApiKeys, KeyLimiter
 
 access_log = logging.getLogger("facebridge.access")
 UNLIMITED = {"/healthz", "/readyz", "/metrics"}

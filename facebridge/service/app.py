@@ -19,13 +19,13 @@ from facebridge.audit import AuditLog, reload_event
 from facebridge.blas import set_blas_threads
 from facebridge.config import Settings
 from facebridge.console import install_console
-from facebridge.errors import install_problem_handlers
 from facebridge.logs import configure_logging
 from facebridge.metrics import track_inventory
-from facebridge.middleware import MetricsMiddleware, RequestGuard, metrics_endpoint
 from facebridge.pairs.store import PairStore
-from facebridge.security import ApiKeys, needs
-from facebridge.state import ServiceState
+from facebridge.service.errors import install_problem_handlers
+from facebridge.service.middleware import MetricsMiddleware, RequestGuard, metrics_endpoint
+from facebridge.service.security import ApiKeys, needs
+from facebridge.service.state import ServiceState
 
 log = logging.getLogger("facebridge")
 
