@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facebridge.cli.models import add_model
 from facebridge.config import Settings
 from facebridge.evaluation.lfw import pair_images, read_pairs
 from facebridge.evaluation.metrics import ten_fold_accuracy
@@ -30,10 +31,8 @@ from facebridge.vision.model_probe import (
     Color,
     Normalisation,
     ProbeError,
-    add_model,
     candidates_for,
     default_detector,
-    dump_user_manifest,
     embed_with,
     entry_for,
     inspect_graph,
@@ -42,9 +41,9 @@ from facebridge.vision.model_probe import (
     sample_photos,
     scaled_arcface,
     templates_for,
-    write_user_entry,
 )
 from facebridge.vision.recognizer import Recognizer
+from facebridge.vision.user_manifest import UserManifestError, dump_user_manifest, write_user_entry
 
 from .conftest import MODELS_DIR, RECOGNIZERS
 
@@ -218,15 +217,15 @@ def test_write_user_entry_is_seen_by_load_manifest(tmp_path: Path) -> None:
     assert not list(user.parent.glob("*.tmp"))
 
     before = user.read_text()
-    with pytest.raises(ProbeError, match="not a valid manifest entry"):
+    with pytest.raises(UserManifestError, match="not a valid manifest entry"):
         write_user_entry(settings, _sirius_entry("bad id!"))
-    with pytest.raises(ProbeError, match="would not load"):
+    with pytest.raises(UserManifestError, match="would not load"):
         write_user_entry(settings, _sirius_entry("mine-c") | {"alignment": "no-such-template"})
     assert user.read_text() == before
 
 
 def test_add_model_installs_file_and_entry(tmp_path: Path, lfw: Path) -> None:
-    """The CLI entry point end to end on a small photo set: file copied, entry loadable and served."""
+    """`facebridge models add` end to end on a small photo set: file copied, entry loadable and served."""
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     shutil.copy(MODELS_DIR / "face_detection_yunet_2023mar.onnx", models_dir)
@@ -243,7 +242,7 @@ def test_add_model_installs_file_and_entry(tmp_path: Path, lfw: Path) -> None:
 
 
 def test_bad_id_is_refused_before_any_photo_is_read(tmp_path: Path) -> None:
-    with pytest.raises(ProbeError, match="not a valid manifest entry: id"):
+    with pytest.raises(UserManifestError, match="not a valid manifest entry: id"):
         propose_entry(MODELS_DIR / "mobilefacenet_sirius_tf_192.onnx", "bad id!", tmp_path / "no-photos")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facebridge.cli.common import (
     RUNTIME_FIX,
@@ -14,6 +15,10 @@ from facebridge.cli.common import (
     settings_from,
     verify_model_file,
 )
+
+if TYPE_CHECKING:
+    from facebridge.config import Settings
+    from facebridge.vision.model_probe import ProbeResult
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -58,10 +63,65 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def default_photos_dir() -> Path | None:
+    """LFW beside a source checkout (../shared/datasets/lfw), the development photo set, if present."""
+    candidate = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "lfw"
+    return candidate if candidate.is_dir() else None
+
+
+def _check_installable(settings: Settings, path: Path, model_id: str, replace: bool) -> None:
+    """Refuse before the (slow) probe what would fail or clobber something after it."""
+    from facebridge.vision.manifest import sha256_file
+    from facebridge.vision.model_probe import ProbeError
+
+    if settings.load_manifest().get(model_id) is not None and not replace:
+        raise ProbeError(f"model id {model_id!r} is already in the manifest; choose another id or replace it")
+    destination = settings.models_dir / path.name
+    same_path = destination.is_file() and destination.resolve() == path.resolve()
+    if destination.is_file() and not same_path and sha256_file(destination) != sha256_file(path):
+        raise ProbeError(f"{destination} exists and is a different file; rename {path.name} first")
+
+
+def add_model(
+    settings: Settings,
+    onnx_path: Path,
+    model_id: str,
+    photos_dir: Path | None = None,
+    *,
+    replace: bool = False,
+    people: int = 120,
+    per_person: int = 5,
+    seed: int = 0,
+) -> ProbeResult:
+    """`facebridge models add FILE.onnx --id ID [--photos DIR]`: probe the file, copy it into the
+    models folder (sha256-checked), and add its entry to the user manifest. Raises ProbeError with a
+    message fit for the terminal (UserManifestError where the entry cannot be written). `photos_dir`
+    defaults to the development LFW copy when there is one."""
+    from facebridge.vision.fetch import FetchError, fetch_model
+    from facebridge.vision.model_probe import ProbeError, propose_entry
+    from facebridge.vision.user_manifest import check_entry, write_user_entry
+
+    photos_dir = photos_dir or default_photos_dir()
+    if photos_dir is None:
+        raise ProbeError(
+            "no labelled photos to probe with: give photos_dir (a folder per person, two or more photos each)"
+        )
+    _check_installable(settings, onnx_path, model_id, replace)
+    result = propose_entry(
+        onnx_path, model_id, photos_dir, settings=settings, people=people, per_person=per_person, seed=seed
+    )
+    try:
+        fetch_model(check_entry(result.entry), settings.models_dir, onnx_path.parent, progress=False)
+    except FetchError as exc:
+        raise ProbeError(str(exc)) from exc
+    write_user_entry(settings, result.entry, result.templates)
+    return result
+
+
 @needs_onnxruntime
 def cmd_models_add(args: argparse.Namespace) -> int:
     """Probe an unknown recognizer, install it and write its entry into the user manifest."""
-    from facebridge.vision.model_probe import ProbeError, add_model, default_photos_dir
+    from facebridge.vision.user_manifest import UserManifestError
 
     settings = settings_from(args)
     if args.photos is None and default_photos_dir() is None:
@@ -81,7 +141,7 @@ def cmd_models_add(args: argparse.Namespace) -> int:
             per_person=args.per_person,
             seed=args.seed,
         )
-    except ProbeError as error:
+    except UserManifestError as error:  # a ProbeError is one too
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -8,18 +8,13 @@ which genuine pairs and impostor pairs separate best. Each photo is detected onc
 template, and every candidate is run through the service's own `Recognizer`, so what was measured is
 exactly what will be served.
 
-`add_model` is the whole of `facebridge models add`: probe, install the file, write the entry into the
-user manifest.
+`propose_entry` is the probe; `facebridge models add` (facebridge/cli/models.py `add_model`) runs it,
+installs the file and writes the entry into the user manifest (facebridge/vision/user_manifest.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import re
-import tempfile
-import tomllib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +23,18 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import onnxruntime as ort
-from pydantic import ValidationError
 from scipy.stats import rankdata
 
 from facebridge.config import Settings
 from facebridge.embedding_cache import DATASET_THRESHOLDS
 from facebridge.evaluation.metrics import eer
-from facebridge.exceptions import FacebridgeError
 from facebridge.vision.alignment import ARCFACE_TEMPLATE, align_face
 from facebridge.vision.detection import FaceDetector, YuNetDetector, select_faces
-from facebridge.vision.fetch import FetchError, fetch_model
 from facebridge.vision.images import decode_image
-from facebridge.vision.manifest import AlignmentTemplate, ModelEntry, overlay_manifest, sha256_file
+from facebridge.vision.manifest import AlignmentTemplate, ModelEntry, sha256_file
 from facebridge.vision.recognizer import Recognizer
 from facebridge.vision.runtime import choose_providers, create_session
+from facebridge.vision.user_manifest import UserManifestError, check_entry
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +53,8 @@ NEAR_TIE = 0.002
 FINAL_MARGIN = 0.10
 
 
-class ProbeError(FacebridgeError, ValueError):
-    """The file or the photos cannot be probed; the message says why and what to do."""
+class ProbeError(UserManifestError):
+    """The file or the photos cannot be probed into a manifest entry; the message says why and what to do."""
 
 
 # --- the graph ----------------------------------------------------------------------------------------
@@ -411,11 +404,13 @@ def pair_similarities(embeddings: np.ndarray, identities: np.ndarray) -> tuple[n
     return similarity, identities[rows] == identities[cols]
 
 
-def balanced_accuracy(genuine: np.ndarray, impostor: np.ndarray) -> float:
+def best_threshold_accuracy(genuine: np.ndarray, impostor: np.ndarray) -> float:
     """Best mean of true accept and true reject rates over all thresholds (inputs sorted).
 
-    Balanced, because all pairs of a photo set hold ~100 impostors per genuine pair, and plain accuracy
-    would then reward rejecting everything."""
+    The threshold is chosen on the same pairs it scores: an in-sample figure that ranks candidates
+    against each other, not an accuracy to report (facebridge/evaluation/verification.py
+    `balanced_accuracy` chooses it on other folds). Balanced, because all pairs of a photo set hold
+    ~100 impostors per genuine pair, and plain accuracy would then reward rejecting everything."""
     thresholds = np.unique(np.concatenate([genuine, impostor]))
     accept = 1.0 - np.searchsorted(genuine, thresholds, side="left") / len(genuine)
     reject = np.searchsorted(impostor, thresholds, side="left") / len(impostor)
@@ -437,7 +432,7 @@ def separation(embeddings: np.ndarray, identities: np.ndarray) -> Separation:
     if not np.all(np.isfinite(scores)):
         return Separation(0.5, 0.5, 0.5, len(genuine), len(impostor))
     return Separation(
-        balanced_accuracy(genuine, impostor),
+        best_threshold_accuracy(genuine, impostor),
         eer(scores, same),
         rank_auc(genuine, impostor),
         len(genuine),
@@ -485,15 +480,6 @@ def entry_for(
     if sha256 is not None:
         entry["sha256"] = sha256
     return entry
-
-
-def check_entry(entry: Mapping[str, Any]) -> ModelEntry:
-    """`entry` as a ModelEntry, or a ProbeError naming what is wrong (a bad id, most likely)."""
-    try:
-        return ModelEntry.model_validate(dict(entry))
-    except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ProbeError(f"entry {entry.get('id')!r} is not a valid manifest entry: {reasons}") from exc
 
 
 def embed_with(recognizer: Recognizer, crops: np.ndarray, batch: int = EMBED_BATCH) -> np.ndarray:
@@ -683,165 +669,3 @@ def graph_notes(info: GraphInfo, chosen: CandidateScore, table: Sequence[Candida
     if len(info.outputs) > 1:
         notes.append(f"output {info.output_name!r} (index {info.output_index}) taken as the embedding")
     return notes
-
-
-# --- the user manifest ------------------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(value: str) -> str:
-    escaped = []
-    for char in value:
-        if char in '"\\':
-            escaped.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(f"\\u{ord(char):04x}")
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
-
-
-def toml_value(value: Any) -> str:
-    """One TOML value: str, bool, int, float, list or (inline) table; anything else is refused."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dump_user_manifest(
-    templates: Mapping[str, Mapping[str, Any]], models: Sequence[Mapping[str, Any]]
-) -> str:
-    """The user manifest's text: `[templates.NAME]` tables, then one `[[models]]` table per entry."""
-    lines = [
-        "# facebridge user manifest: models added with `facebridge models add`, overlaid on the base",
-        "# manifest (an entry here replaces a base entry of the same id). Written by facebridge.",
-    ]
-    for name, template in templates.items():
-        lines += ["", f"[templates.{_toml_key(name)}]"]
-        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in template.items()]
-    for model in models:
-        lines += ["", "[[models]]"]
-        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in model.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def read_user_manifest(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(templates, models) of an existing user manifest; empty when there is none yet."""
-    if not path.is_file():
-        return {}, []
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProbeError(f"{path}: not valid TOML ({exc}); fix or remove it first") from exc
-    return dict(data.get("templates", {})), list(data.get("models", []))
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path` and return it (the caller moves it into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return Path(handle.name)
-
-
-def write_user_entry(
-    target: Settings | Path,
-    entry: Mapping[str, Any],
-    templates: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Path:
-    """Add or replace `entry` (by id) in the user manifest, keeping every other entry; returns its path.
-
-    The file is written beside itself and moved into place, so a crash leaves the old file intact. Given
-    Settings, the result is validated as an overlay on the base manifest before it replaces the old
-    file, so a bad entry can never stop `load_manifest()` (and with it the service) from starting.
-    """
-    settings = target if isinstance(target, Settings) else None
-    path = target.user_manifest_path if isinstance(target, Settings) else Path(target)
-    check_entry(entry)
-    old_templates, models = read_user_manifest(path)
-    models = [m for m in models if m.get("id") != entry["id"]] + [dict(entry)]
-    tmp = _atomic_write(path, dump_user_manifest({**old_templates, **(templates or {})}, models))
-    try:
-        if settings is not None:
-            from facebridge.vision.manifest import load_manifest
-
-            overlay_manifest(load_manifest(settings.manifest_path), tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    except ValueError as exc:
-        raise ProbeError(f"the user manifest would not load with this entry: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-# --- the CLI entry point ----------------------------------------------------------------------------------
-
-
-def default_photos_dir() -> Path | None:
-    """LFW beside a source checkout (../shared/datasets/lfw), the development photo set, if present."""
-    candidate = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "lfw"
-    return candidate if candidate.is_dir() else None
-
-
-def _check_installable(settings: Settings, path: Path, model_id: str, replace: bool) -> None:
-    """Refuse before the (slow) probe what would fail or clobber something after it."""
-    if settings.load_manifest().get(model_id) is not None and not replace:
-        raise ProbeError(f"model id {model_id!r} is already in the manifest; choose another id or replace it")
-    destination = settings.models_dir / path.name
-    same_path = destination.is_file() and destination.resolve() == path.resolve()
-    if destination.is_file() and not same_path and sha256_file(destination) != sha256_file(path):
-        raise ProbeError(f"{destination} exists and is a different file; rename {path.name} first")
-
-
-def add_model(
-    settings: Settings,
-    onnx_path: Path,
-    model_id: str,
-    photos_dir: Path | None = None,
-    *,
-    replace: bool = False,
-    people: int = 120,
-    per_person: int = 5,
-    seed: int = 0,
-) -> ProbeResult:
-    """`facebridge models add FILE.onnx --id ID [--photos DIR]`: probe the file, copy it into the
-    models folder (sha256-checked), and add its entry to the user manifest. Raises ProbeError with a
-    message fit for the terminal. `photos_dir` defaults to the development LFW copy when there is one."""
-    photos_dir = photos_dir or default_photos_dir()
-    if photos_dir is None:
-        raise ProbeError(
-            "no labelled photos to probe with: give photos_dir (a folder per person, two or more photos each)"
-        )
-    _check_installable(settings, onnx_path, model_id, replace)
-    result = propose_entry(
-        onnx_path, model_id, photos_dir, settings=settings, people=people, per_person=per_person, seed=seed
-    )
-    try:
-        fetch_model(check_entry(result.entry), settings.models_dir, onnx_path.parent, progress=False)
-    except FetchError as exc:
-        raise ProbeError(str(exc)) from exc
-    write_user_entry(settings, result.entry, result.templates)
-    return result
