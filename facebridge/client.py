@@ -35,6 +35,7 @@ import orjson
 import pydantic
 
 from facebridge import __version__, exceptions
+from facebridge.problems import PROBLEMS_BY_CODE
 from facebridge.schemas.calibration import CalibrationReport
 from facebridge.schemas.catalog import MappingList, ModelList, ReloadAnswer
 from facebridge.schemas.embed import EmbedResponse
@@ -182,24 +183,6 @@ class ConnectionFailedError(ServiceError):
     """No HTTP answer (refused, broken or timed-out connection); `status` is 0, `__cause__` is httpx's."""
 
 
-ERRORS_BY_CODE: dict[str, type[ServiceError]] = {
-    "unauthorized": AuthenticationError,
-    "unknown-model": NotFoundError,
-    "not-found": NotFoundError,
-    "no-map-path": ConflictError,
-    "not-calibrated": ConflictError,
-    "no-confidence": ConflictError,
-    "model-unavailable": ConflictError,
-    "full-network-unavailable": ConflictError,
-    "request-too-large": PayloadTooLargeError,
-    "batch-too-large": PayloadTooLargeError,
-    "image-too-large": PayloadTooLargeError,
-    "too-many-requests": RateLimitedError,
-    "not-ready": UnavailableError,
-    "time-budget-exceeded": UnavailableError,
-}
-"""The problem code decides first (it is the service's own word); the status is the fallback."""
-
 ERRORS_BY_STATUS: dict[int, type[ServiceError]] = {
     400: ValidationError,
     401: AuthenticationError,
@@ -213,13 +196,22 @@ ERRORS_BY_STATUS: dict[int, type[ServiceError]] = {
 }
 
 
-def error_class(status: int, code: str) -> type[ServiceError]:
-    """The exception class for an error answer: by problem code, then by status."""
-    if code in ERRORS_BY_CODE:
-        return ERRORS_BY_CODE[code]
+def _class_of_status(status: int) -> type[ServiceError]:
     if status in ERRORS_BY_STATUS:
         return ERRORS_BY_STATUS[status]
     return ServerError if status >= 500 else ServiceError
+
+
+ERRORS_BY_CODE: dict[str, type[ServiceError]] = {
+    code: _class_of_status(problem.status) for code, problem in PROBLEMS_BY_CODE.items()
+}
+"""Every problem code the service answers with (facebridge/problems.py, the service's own table), by the
+status the service gives it: the code decides first, so a proxy that rewrites a status changes nothing."""
+
+
+def error_class(status: int, code: str) -> type[ServiceError]:
+    """The exception class for an error answer: by problem code, then by status."""
+    return ERRORS_BY_CODE.get(code) or _class_of_status(status)
 
 
 def _problem_code(problem_type: str) -> str:

@@ -1,7 +1,7 @@
 """What can go wrong for a caller of facebridge, as exceptions the library raises and callers catch.
 
 Every error names the part of the input at fault (`field`, e.g. "pairs[3].a.model") when there is one.
-The service turns each into an RFC 9457 problem through one table (facebridge/service/errors.py), so the
+The service turns each into an RFC 9457 problem through one table (facebridge/problems.py), so the
 library and the HTTP answers report the same failure the same way.
 """
 

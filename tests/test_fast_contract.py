@@ -21,8 +21,9 @@ from facebridge.cli.doctor import Report, check_twins
 from facebridge.config import Settings
 from facebridge.mapping.bank import MappingBank
 from facebridge.paths import in_checkout
+from facebridge.problems import DOMAIN_PROBLEMS
 from facebridge.service.app import create_app
-from facebridge.service.errors import PROBLEM_TYPES, problem_from
+from facebridge.service.errors import problem_from
 
 from .factories import synthetic_bank_settings
 
@@ -69,6 +70,17 @@ def test_every_post_declares_a_request_body(app_client: TestClient) -> None:
     assert components[verify_body.rsplit("/", 1)[1]]["properties"].keys() >= {"pair", "pairs", "far"}
     assert "application/x-npy" in posts["/translate"]["requestBody"]["content"]
     assert "multipart/form-data" in posts["/embed"]["requestBody"]["content"]
+
+
+def test_the_openapi_document_names_every_problem_type_of_a_status(app_client: TestClient) -> None:
+    """A client author reads from /docs which problem types each error status of a route can carry."""
+    responses = app_client.get("/openapi.json").json()["paths"]["/embed"]["post"]["responses"]
+    too_large = responses["413"]["description"]
+    assert all(
+        f"`{code}`" in too_large for code in ("request-too-large", "batch-too-large", "image-too-large")
+    )
+    assert "`not-ready`" in responses["503"]["description"]
+    assert "`unknown-model`" in responses["404"]["description"]
 
 
 def test_library_and_service_translate_identically(app_client: TestClient, bridge: Bridge) -> None:
@@ -135,7 +147,7 @@ def test_every_domain_exception_has_a_problem_type() -> None:
         for _, cls in inspect.getmembers(exceptions, inspect.isclass)
         if issubclass(cls, exceptions.FacebridgeError)
     ]
-    assert set(domain) == set(PROBLEM_TYPES), set(domain) ^ set(PROBLEM_TYPES)
+    assert set(domain) == set(DOMAIN_PROBLEMS), set(domain) ^ set(DOMAIN_PROBLEMS)
     statuses = {cls: problem_from(cls("x", "field")).status for cls in domain}
     assert all(400 <= s < 600 for s in statuses.values())
 

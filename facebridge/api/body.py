@@ -26,15 +26,19 @@ async def read_body(request: Request, limit: int, binary: bool = False) -> bytes
     async for chunk in request.stream():
         end = position + len(chunk)
         if end > size:
-            raise Problem(
-                400, "bad-content-length", "Body longer than declared", f"more than {size} bytes sent"
+            raise Problem.of(
+                "bad-content-length", f"more than {size} bytes sent", title="Body longer than declared"
             )
         view[position:end] = chunk
         position = end
     if position != size:
-        raise Problem(400, "bad-content-length", "Body shorter than declared", f"{position} of {size} bytes")
+        raise Problem.of(
+            "bad-content-length", f"{position} of {size} bytes", title="Body shorter than declared"
+        )
     return buffer
 
 
 def _too_large(size: int, limit: int) -> Problem:
-    return Problem(413, "request-too-large", "Request body too large", f"{size} bytes; the limit is {limit}")
+    return Problem.of(
+        "request-too-large", f"{size} bytes; the limit is {limit}", title="Request body too large"
+    )

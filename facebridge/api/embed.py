@@ -21,6 +21,7 @@ from facebridge.api.openapi import request_body
 from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.bridge import decode_base64
 from facebridge.config import Settings
+from facebridge.exceptions import ImageTooLarge
 from facebridge.metrics import observe_batch
 from facebridge.npy import NPY, read_pixels
 from facebridge.schemas.embed import EmbedJsonRequest, EmbedOptions, EmbedResponse
@@ -97,10 +98,8 @@ async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedO
     form = await request.form(max_files=settings.max_images_per_request + 1)
     uploads = [v for key in ("images", "image") for v in form.getlist(key) if isinstance(v, UploadFile)]
     if not uploads:
-        raise Problem(
-            422,
+        raise Problem.of(
             "validation-error",
-            "Request is not valid",
             "no file in form field 'images'",
             [FieldError(field="images", message="at least one file is required")],
         )
@@ -110,13 +109,8 @@ async def _parse_multipart(request: Request, settings: Settings) -> tuple[EmbedO
     for index, upload in enumerate(uploads):
         data = await upload.read(settings.max_image_bytes + 1)
         if len(data) > settings.max_image_bytes:
-            raise Problem(
-                413,
-                "image-too-large",
-                "Image too large",
-                f"images[{index}] exceeds {settings.max_image_bytes} bytes",
-                [FieldError(field=f"images[{index}]", message="too large")],
-            )
+            message = f"images[{index}] exceeds {settings.max_image_bytes} bytes"
+            raise ImageTooLarge(message, field=f"images[{index}]")
         blobs.append(data)
     return options, blobs
 
@@ -143,10 +137,8 @@ async def _parse_npy(request: Request, settings: Settings) -> tuple[EmbedOptions
     query = request.query_params
     channels = query.get("channels")
     if channels not in CHANNELS:
-        raise Problem(
-            422,
+        raise Problem.of(
             "validation-error",
-            "Request is not valid",
             f"query parameter channels must be bgr or rgb with an {NPY} body, got {channels!r}",
             [FieldError(field="channels", message="bgr or rgb: the colour order of the pixels")],
         )
@@ -197,11 +189,8 @@ async def embed(request: Request) -> Response:
     elif content_type.startswith(NPY):
         options, blobs = await _parse_npy(request, settings)
     else:
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported content type",
-            f"send multipart/form-data (field 'images'), application/json or {NPY}",
+        raise Problem.of(
+            "unsupported-media-type", f"send multipart/form-data (field 'images'), application/json or {NPY}"
         )
     observe_batch("/embed", len(blobs))
     limit = settings.max_images_per_request

@@ -46,25 +46,19 @@ async def map_evaluation(
 ) -> MapEvaluation:
     loaded = bridge.bank.maps.get((source, target))
     if loaded is None:  # also keeps path parameters out of the file name unless they name a loaded map
-        raise Problem(
-            404, "unknown-map", "No such map", f"no map {source}->{target} is loaded (GET /mappings)"
-        )
+        raise Problem.of("unknown-map", f"no map {source}->{target} is loaded (GET /mappings)")
     path = evaluation_path(state_of(request).settings.mappings_dir, source, target)
     try:
         evaluation = await run_in_threadpool(load_evaluation, path)
     except FileNotFoundError:
-        raise Problem(
-            404,
+        raise Problem.of(
             "no-evaluation",
-            "No evaluation for this map",
             f"{loaded.id} has no evaluation file ({path.parent.name}/{path.name}); "
             "scripts/map_evaluations.py writes it from labelled embedding caches",
         ) from None
     except (OSError, ValueError) as error:  # pydantic's ValidationError is a ValueError
-        raise Problem(
-            500,
+        raise Problem.of(
             "evaluation-unreadable",
-            "Evaluation file unreadable",
             f"{path.parent.name}/{path.name}: {type(error).__name__}; "
             "rewrite it with scripts/map_evaluations.py",
         ) from error

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from facebridge.exceptions import NotReady
 from facebridge.schemas.catalog import ModelInfo, ModelList
-from facebridge.service.errors import Problem
 from facebridge.service.state import ServiceState, get_state
 
 router = APIRouter(tags=["models"])
@@ -15,7 +15,7 @@ router = APIRouter(tags=["models"])
 def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
     registry = state.registry
     if registry is None:
-        raise Problem(503, "not-ready", "Models are still loading", state.load_error or "retry shortly")
+        raise NotReady(state.load_error or "models are still loading; retry shortly")
     bank = state.bank
     maps = list(bank.maps) if bank is not None else []
     calibrated = set(bank.space_calibrations) if bank is not None else set()

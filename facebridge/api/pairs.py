@@ -59,10 +59,8 @@ RECORDED_HEADER = "Facebridge-Pairs-Recorded"
 
 def require_store(state: ServiceState) -> PairStore:
     if state.pairs is None:
-        raise Problem(
-            404,
+        raise Problem.of(
             "pairs-disabled",
-            "Pair recording is off",
             "this service stores no template pairs: set FACEBRIDGE_PAIRS_DB (a SQLite file) or "
             "FACEBRIDGE_PAIRS_DSN (PostgreSQL) to turn it on",
         )
@@ -77,10 +75,8 @@ def store_unavailable(error: Exception, action: str) -> Problem:
     # the first line only: PostgreSQL's DETAIL ("Failing row contains (…)") would log a subject id
     first_line = next(iter(str(error).splitlines()), "")
     log.error("pair store: %s failed: %s: %s", action, type(error).__name__, first_line)
-    return Problem(
-        503,
+    return Problem.of(
         "pairs-unavailable",
-        "Pair store unavailable",
         f"the pair store could not {action} ({type(error).__name__}); nothing was changed, retry later",
     )
 

@@ -44,20 +44,16 @@ def _read(dsn: str) -> tuple[bool, list[MigrationJob]]:
     try:
         from facebridge.migration.jobs import read_jobs
     except ImportError as error:  # psycopg is the `postgres` extra
-        raise Problem(
-            503,
+        raise Problem.of(
             "migrations-unavailable",
-            "Migration jobs unavailable",
             f"cannot read PostgreSQL ({error.name or error}): install facebridge[postgres]",
         ) from error
     try:
         return read_jobs(dsn)
     except Exception as error:
         first = next(iter(str(error).strip().splitlines()), "")
-        raise Problem(
-            503,
+        raise Problem.of(
             "migrations-unavailable",
-            "Migration jobs unavailable",
             f"the job tables could not be read ({type(error).__name__}: {redact_dsn(first)[:200]})",
         ) from error
 

@@ -102,9 +102,7 @@ async def translate(request: Request) -> Response:
     if binary:
         return await _translate_npy(request, bridge, body)
     if not content_type.startswith("application/json"):
-        raise Problem(
-            415, "unsupported-media-type", "Unsupported content type", f"send application/json or {NPY}"
-        )
+        raise Problem.of("unsupported-media-type", f"send application/json or {NPY}")
     assert not isinstance(body, memoryview)  # read_body gives JSON a bytearray (or bytes)
     try:
         payload = TranslateRequest.model_validate_json(body)
@@ -139,10 +137,8 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
     source, target = request.query_params.get("source"), request.query_params.get("target")
     if not source or not target:
         missing = "source" if not source else "target"
-        raise Problem(
-            422,
+        raise Problem.of(
             "validation-error",
-            "Request is not valid",
             f"query parameter {missing} is required",
             [FieldError(field=missing, message="required with an application/x-npy body")],
         )
@@ -150,10 +146,8 @@ async def _translate_npy(request: Request, bridge: Bridge, body: bytes | bytearr
     with_confidence = _flag(request.query_params.get("confidence"), "confidence")
     if with_confidence and not path.has_confidence:
         lacking = [m.id for m in path.maps if not m.has_confidence]
-        raise Problem(
-            409,
+        raise Problem.of(
             "no-confidence",
-            "No confidence predictor",
             f"map(s) {', '.join(lacking)} carry no confidence predictor; ask without confidence=true",
             [FieldError(field="confidence", message="the map path has no confidence predictor")],
         )
@@ -231,10 +225,8 @@ def _flag(value: str | None, field: str) -> bool:
         return False
     if value.lower() in ("true", "1", "yes"):
         return True
-    raise Problem(
-        422,
+    raise Problem.of(
         "validation-error",
-        "Request is not valid",
         f"query parameter {field} must be true or false, got {value!r}",
         [FieldError(field=field, message="true or false")],
     )

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: the body of every error answer (the table: facebridge/service/errors.py)."""
+"""RFC 9457 problem details: the body of every error answer (the table: facebridge/problems.py)."""
 
 from __future__ import annotations
 

@@ -69,16 +69,15 @@ class RequestGuard:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        async def problem(
-            code: int, kind: str, title: str, detail: str, extra: dict[str, str] | None = None
-        ) -> None:
-            ERRORS.labels(kind).inc()
+        async def answer(problem: Problem, extra: dict[str, str] | None = None) -> None:
+            """A problem+json answer sent from here, before (or instead of) the app."""
+            ERRORS.labels(problem.code).inc()
             body = json.dumps(
                 {
-                    "type": PROBLEM_TYPE_PREFIX + kind,
-                    "title": title,
-                    "status": code,
-                    "detail": detail,
+                    "type": PROBLEM_TYPE_PREFIX + problem.code,
+                    "title": problem.title,
+                    "status": problem.status,
+                    "detail": problem.detail,
                     "instance": scope.get("path", ""),
                 }
             ).encode()
@@ -87,7 +86,12 @@ class RequestGuard:
                 (b"content-length", str(len(body)).encode()),
             ]
             response_headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-            await send_with_id({"type": "http.response.start", "status": code, "headers": response_headers})
+            start_message = {
+                "type": "http.response.start",
+                "status": problem.status,
+                "headers": response_headers,
+            }
+            await send_with_id(start_message)
             await send_with_id({"type": "http.response.body", "body": body})
 
         path = scope.get("path", "")
@@ -98,21 +102,16 @@ class RequestGuard:
         try:
             length = headers.get(b"content-length")
             if guarded and length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await problem(
-                    413,
-                    "request-too-large",
-                    "Request too large",
-                    f"body of {int(length)} bytes; the limit is {self.max_body_bytes}",
+                await answer(
+                    Problem.of(
+                        "request-too-large",
+                        f"body of {int(length)} bytes; the limit is {self.max_body_bytes}",
+                    )
                 )
                 return
             if guarded and self.in_flight >= self.max_in_flight:
-                await problem(
-                    429,
-                    "too-many-requests",
-                    "Too many requests",
-                    f"{self.in_flight} requests in flight; the limit is {self.max_in_flight}",
-                    {"retry-after": "1"},
-                )
+                in_flight = f"{self.in_flight} requests in flight; the limit is {self.max_in_flight}"
+                await answer(Problem.of("too-many-requests", in_flight), {"retry-after": "1"})
                 return
             if guarded:
                 self.in_flight += 1
@@ -127,11 +126,12 @@ class RequestGuard:
                     refusal = limiter.admit() if limiter.limited else None
                     if refusal is not None:
                         limiter.count(refusal.outcome)
-                        await problem(
-                            429,
-                            "too-many-requests",
-                            "Too many requests for this API key",
-                            refusal.detail,
+                        await answer(
+                            Problem.of(
+                                "too-many-requests",
+                                refusal.detail,
+                                title="Too many requests for this API key",
+                            ),
                             {"retry-after": str(refusal.retry_after)},
                         )
                         return
@@ -145,11 +145,8 @@ class RequestGuard:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if guarded and received > self.max_body_bytes:  # a body sent without Content-Length
-                        raise Problem(
-                            413,
-                            "request-too-large",
-                            "Request too large",
-                            f"body over the limit of {self.max_body_bytes} bytes",
+                        raise Problem.of(
+                            "request-too-large", f"body over the limit of {self.max_body_bytes} bytes"
                         )
                 return message
 
@@ -160,23 +157,13 @@ class RequestGuard:
                         await self.app(scope, counting_receive, send_with_id)
                 else:
                     await self.app(scope, counting_receive, send_with_id)
-            except Problem:
+            except Problem as refused:  # the body outgrew the limit while it was read
                 if not started:
-                    await problem(
-                        413,
-                        "request-too-large",
-                        "Request too large",
-                        f"body over the limit of {self.max_body_bytes} bytes",
-                    )
+                    await answer(refused)
             except TimeoutError:
                 if not started:
-                    await problem(
-                        503,
-                        "time-budget-exceeded",
-                        "Time budget exceeded",
-                        f"no answer within {self.time_budget_s} s; send a smaller batch",
-                        {"retry-after": "1"},
-                    )
+                    budget = f"no answer within {self.time_budget_s} s; send a smaller batch"
+                    await answer(Problem.of("time-budget-exceeded", budget), {"retry-after": "1"})
         finally:
             if counted:
                 self.in_flight -= 1

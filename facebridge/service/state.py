@@ -16,6 +16,7 @@ from facebridge.bridge import Bridge
 from facebridge.cohort.drift import DriftEstimate, drift_of, warn_about_drift
 from facebridge.cohort.drift_history import DriftHistory
 from facebridge.config import Settings
+from facebridge.exceptions import NotReady
 from facebridge.mapping.bank import MappingBank
 from facebridge.metrics import publish_drift
 from facebridge.pairs.store import PairStore
@@ -110,16 +111,14 @@ def state_of(request: Request) -> ServiceState:
 
 def _require_ready(state: ServiceState) -> None:
     if not state.ready.is_set():
-        raise Problem(503, "not-ready", "Models are still loading", "retry once /readyz answers 200")
+        raise NotReady("models are still loading; retry once /readyz answers 200")
 
 
 async def get_bank(request: Request) -> MappingBank:
     state = state_of(request)
     _require_ready(state)
     if state.bank is None:
-        raise Problem(
-            503, "mappings-failed", "Mappings could not be loaded", state.load_error or "unknown error"
-        )
+        raise Problem.of("mappings-failed", state.load_error or "unknown error")
     return state.bank
 
 
@@ -127,7 +126,7 @@ async def get_pipeline(request: Request) -> FacePipeline:
     state = state_of(request)
     _require_ready(state)
     if state.pipeline is None:
-        raise Problem(503, "models-failed", "Models could not be loaded", state.load_error or "unknown error")
+        raise Problem.of("models-failed", state.load_error or "unknown error")
     return state.pipeline
 
 
