@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facebridge.evaluation.population import Population, load_population, tar_at  # noqa: E402
-from facebridge.evaluation.population_study import fit_map  # noqa: E402
+from facebridge.evaluation.population_study import fit_estimator  # noqa: E402
 from facebridge.mapping.confidence import ConfidenceModel, rank_correlation  # noqa: E402
 from facebridge.mapping.estimators import group_folds, row_cosine  # noqa: E402
 from facebridge.mapping.mapfile import load_map, map_filename  # noqa: E402
@@ -81,7 +81,7 @@ def out_of_fold_predictor(
     for held in group_folds(len(lfw), lfw.identities, 3, seed):
         mask = np.zeros(len(lfw), bool)
         mask[held] = True
-        estimator = fit_map(lfw.subset(~mask), source, target, method)
+        estimator = fit_estimator(lfw.subset(~mask), source, target, method)
         x = lfw.clean[source][mask]
         raw = estimator.transform(x)
         parts.append((x, raw, row_cosine(raw, lfw.clean[target][mask]), lfw.identities[mask]))
@@ -104,7 +104,7 @@ def study_pair(
     started = time.perf_counter()
     method = load_map(ROOT / "mappings" / map_filename(source, target)).meta.method
     predictor = out_of_fold_predictor(lfw, source, target, method, seed)
-    estimator = fit_map(lfw, source, target, method)
+    estimator = fit_estimator(lfw, source, target, method)
     _, in_b = half_split(celeba, seed)
     scored = celeba.subset(in_b)
     x, native = scored.clean[source], scored.clean[target]

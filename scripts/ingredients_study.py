@@ -53,7 +53,7 @@ def run_one(task: tuple[str, str, str, str, tuple[str, ...], str]) -> tuple[str,
 
     from facebridge.evaluation.lfw import pair_images, read_pairs
     from facebridge.evaluation.population import load_population, measure, pair_scores, verification_pairs
-    from facebridge.evaluation.population_study import fit_map, mapped
+    from facebridge.evaluation.population_study import fit_estimator, mapped
 
     source, target = pair.split(":")
     models = [source, target]
@@ -66,7 +66,7 @@ def run_one(task: tuple[str, str, str, str, tuple[str, ...], str]) -> tuple[str,
         keep = np.isin(lfw.paths[base], subset_paths(Path(cache_dir), source))
         lfw.variants[kind] = (base[keep], {m: e[keep] for m, e in embeddings.items()})
     celeba = load_population(Path(cache_dir), "celeba-dev", models)
-    estimator = fit_map(lfw, source, target, method, kinds)
+    estimator = fit_estimator(lfw, source, target, method, kinds)
     pairs = verification_pairs(celeba.identities)
     metrics = measure(*pair_scores(mapped(estimator, celeba.clean[source]), celeba.clean[target], pairs))
     rows = len(lfw) + sum(len(lfw.variants[k][0]) for k in kinds)

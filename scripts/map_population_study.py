@@ -33,7 +33,7 @@ from facebridge.evaluation.population import (
     split_people,
     verification_pairs,
 )
-from facebridge.evaluation.population_study import fit_map, mapped
+from facebridge.evaluation.population_study import fit_estimator, mapped
 from facebridge.evaluation.sections import command_line, upsert_section
 from facebridge.evaluation.sections import table_row as row
 from facebridge.mapping.bank import MappingBank
@@ -59,7 +59,7 @@ def study(bank: MappingBank, population: Population, models: list[str], method: 
             assert path is not None
             shipped_x = path.apply(np.ascontiguousarray(scored.clean[a]))
             cross = measure(*pair_scores(shipped_x, scored.clean[b], pairs))
-            ceiling_map = fit_map(fit_half, a, b, method)
+            ceiling_map = fit_estimator(fit_half, a, b, method)
             ceiling_x = mapped(ceiling_map, scored.clean[a])
             ceiling = measure(*pair_scores(ceiling_x, scored.clean[b], pairs))
             weaker = min(native[a].accuracy, native[b].accuracy)

@@ -34,7 +34,7 @@ from facebridge.evaluation.population import (
 from facebridge.evaluation.population_study import (
     CALIBRATION_IMPOSTORS,
     cross_scores,
-    fit_map,
+    fit_estimator,
     selection_score,
     validation_scores,
 )
@@ -78,7 +78,7 @@ def main() -> int:
         started = time.time()
         metrics, _ = validation_scores(lfw, source, target, METHODS, args.augment, 0.15, args.seed)
         oop_method = max(METHODS, key=lambda m: selection_score(metrics[m]))
-        oop = fit_map(lfw, source, target, oop_method, args.augment)
+        oop = fit_estimator(lfw, source, target, oop_method, args.augment)
         before = measure(*cross_scores(oop, scored, source, target, score_pairs))
 
         deployment = deployment_population(

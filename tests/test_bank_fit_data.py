@@ -27,7 +27,13 @@ from facebridge.evaluation.population import (
 )
 from facebridge.evaluation.population_study import VALIDATION_IMPOSTORS, mapped, selection_score
 from facebridge.mapping import bank_fit
-from facebridge.mapping.bank_fit import CALIBRATION_IMPOSTORS, BankRecipe, FittedBankMap, fit_bank_map, merge
+from facebridge.mapping.bank_fit import (
+    BANK_CALIBRATION_IMPOSTORS,
+    BankRecipe,
+    FittedBankMap,
+    fit_bank_map,
+    merge,
+)
 from facebridge.mapping.estimators import group_folds
 from facebridge.mapping.mapfile import SpaceRef
 from facebridge.mapping.methods import MapEstimator, make_map
@@ -200,7 +206,7 @@ def test_without_extra_data_the_map_is_the_plain_paths(labelled: Population) -> 
         mask = np.zeros(len(rest), bool)
         mask[rows] = True
         part = rest.subset(mask)
-        sample = verification_pairs(part.identities, CALIBRATION_IMPOSTORS // r.folds, r.seed)
+        sample = verification_pairs(part.identities, BANK_CALIBRATION_IMPOSTORS // r.folds, r.seed)
         s, lab = pair_scores(mapped(fit(rest.subset(~mask), method), part.clean[S]), part.clean[T], sample)
         genuine.append(s[lab])
         impostor.append(s[~lab])

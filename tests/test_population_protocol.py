@@ -26,7 +26,7 @@ from facebridge.evaluation.population import (
     tar_at,
     verification_pairs,
 )
-from facebridge.evaluation.population_study import check_disjoint, fit_map, mapped, study_direction
+from facebridge.evaluation.population_study import check_disjoint, fit_estimator, mapped, study_direction
 from facebridge.mapping.bank import MappingBank
 from facebridge.mapping.bank_fit import BankRecipe, fit_bank_map, merge
 from facebridge.mapping.mapfile import ResidualTensors, SpaceRef, map_filename, save_map
@@ -226,7 +226,7 @@ def test_residual_map_round_trips_through_its_file(populations: Path, tmp_path: 
     assert point.far_range[1] >= point.far_interval[1]
 
     # a residual fit, written and read back, gives the estimator's own outputs
-    estimator = fit_map(lfw, "arcface-mbf128", "dlib-r29-128", "residual-mlp", ["flip"])
+    estimator = fit_estimator(lfw, "arcface-mbf128", "dlib-r29-128", "residual-mlp", ["flip"])
     assert isinstance(estimator, ResidualMLPMap)
     residual = ResidualTensors(
         estimator.in_weight_, estimator.in_bias_, estimator.out_weight_, estimator.out_bias_

@@ -33,7 +33,9 @@ def _raised_codes() -> dict[str, list[str]]:
                 and getattr(func.value, "id", "") == "Problem"
             ):
                 first = call.args[0]
-                assert isinstance(first, ast.Constant), f"{path}:{call.lineno}: write the code as a literal"
+                assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                    f"{path}:{call.lineno}: write the code as a literal"
+                )
                 found.setdefault(first.value, []).append(f"{path.name}:{call.lineno}")
             elif isinstance(func, ast.Name) and func.id == "Problem":
                 assert path == TABLE_HOME, (

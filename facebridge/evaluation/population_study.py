@@ -46,7 +46,7 @@ def check_disjoint(fit: Population, test: Population) -> None:
         raise ValueError(f"{len(files)} photos are in both populations, e.g. {sorted(files)[0]}")
 
 
-def fit_map(
+def fit_estimator(
     population: Population,
     source: str,
     target: str,
@@ -55,7 +55,8 @@ def fit_map(
     params: dict | None = None,
     data: FittingData | None = None,
 ) -> MapEstimator:
-    """`method` fitted on `population`'s rows (`data`: resampled and extra fitting rows, if any)."""
+    """`method` fitted on `population`'s rows (`data`: resampled and extra fitting rows, if any): a bare
+    estimator for a study to score (facebridge/mapping/fitting.py `fit_map` makes a map file's contents)."""
     x, y, groups = (data or FittingData()).rows(population, source, target, augmentations)
     estimator = make_map(method, **(params or {}))
     estimator.fit(x, y, groups)
@@ -94,7 +95,9 @@ def validation_scores(
     pairs = verification_pairs(val_part.identities, VALIDATION_IMPOSTORS, seed)
     results, calibrations = {}, {}
     for method in methods:
-        estimator = fit_map(fit_part, source, target, method, augmentations, (params or {}).get(method), data)
+        estimator = fit_estimator(
+            fit_part, source, target, method, augmentations, (params or {}).get(method), data
+        )
         scores, labels = cross_scores(estimator, val_part, source, target, pairs)
         results[method] = measure(scores, labels)
         calibrations[method] = calibrate(
@@ -130,7 +133,7 @@ def cross_fitted_parts(
         mask = np.zeros(len(population), bool)
         mask[held] = True
         yield (
-            fit_map(population.subset(~mask), source, target, method, augmentations, params, data),
+            fit_estimator(population.subset(~mask), source, target, method, augmentations, params, data),
             population.subset(mask),
         )
 
@@ -278,7 +281,7 @@ def study_direction(
         thresholds = calibrations[method] if calibration == "validation" else None
         if len(methods) == 1:
             validation = {}
-    estimator = fit_map(fit, source, target, method, augmentations)
+    estimator = fit_estimator(fit, source, target, method, augmentations)
     if calibration == "cross-fit":
         thresholds = cross_fitted_calibration(fit, source, target, method, augmentations, seed=seed)
     pairs = cache.sample(test, seed)

@@ -35,7 +35,7 @@ from facebridge.evaluation.population import (
 )
 from facebridge.evaluation.population_study import (
     cross_fitted_parts,
-    fit_map,
+    fit_estimator,
     mapped,
     selection_score,
     validation_scores,
@@ -56,7 +56,9 @@ from facebridge.mapping.mapfile import (
 from facebridge.mapping.methods import MapEstimator
 from facebridge.mapping.residual import ResidualMLPMap, split_groups
 
-CALIBRATION_IMPOSTORS = 2_000_000
+# impostor pairs the shipped thresholds are read from, over the cross-fitted folds: twice a study's
+# sample (evaluation/population_study.py CALIBRATION_IMPOSTORS), since every answer states them
+BANK_CALIBRATION_IMPOSTORS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def confidence_heldout(recipe: BankRecipe, identities: int) -> str:
 
 def _cross_fit(population: Population, source: str, target: str, method: str, recipe: BankRecipe) -> _Pooled:
     pooled = _Pooled()
-    per_fold = CALIBRATION_IMPOSTORS // recipe.folds
+    per_fold = BANK_CALIBRATION_IMPOSTORS // recipe.folds
     for estimator, part in cross_fitted_parts(
         population,
         source,
@@ -267,7 +269,7 @@ def fit_bank_map(
         verification_pairs=sum(map(len, pooled.cross_genuine)) + sum(map(len, pooled.cross_impostor)),
     )
     confidence = pooled.confidence(recipe)
-    estimator = fit_map(
+    estimator = fit_estimator(
         population, s, t, method, recipe.augmentations, recipe.params_for(method), recipe.data
     )
     parts = recipe.data.parts(population, s, t, recipe.augmentations)
@@ -348,7 +350,7 @@ def fit_bank_confidence(
     for held in group_folds(len(rest), rest.identities, recipe.folds, recipe.seed):  # as cross_fitted_parts
         mask = np.zeros(len(rest), bool)
         mask[held] = True
-        estimator = fit_map(
+        estimator = fit_estimator(
             rest.subset(~mask), source, target, method, recipe.augmentations, params, recipe.data
         )
         part = rest.subset(mask)

@@ -39,7 +39,7 @@ from facebridge.evaluation.population_study import (
     CALIBRATION_IMPOSTORS,
     cross_fitted_calibration,
     cross_scores,
-    fit_map,
+    fit_estimator,
     selection_score,
 )
 from facebridge.linalg import l2_normalize
@@ -223,7 +223,9 @@ def _candidates(
         for method in plan.methods:
 
             def pooled(part: Population, method: str = method, weight: int = weight) -> MapEstimator:
-                return fit_map(_pool(base, part, weight), source, target, method, plan.base_augmentations)
+                return fit_estimator(
+                    _pool(base, part, weight), source, target, method, plan.base_augmentations
+                )
 
             builders[f"{method}, deployment pairs x{weight}" if base is not None else method] = pooled
     if current is not None:
