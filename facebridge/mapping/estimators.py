@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from facebridge.mapping.optim import Adam
+
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -219,9 +221,9 @@ class IdentitySoftmaxMap(AffineMapEstimator):
         np.add.at(centroids, labels, y32[classed])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         xa = np.hstack([x, np.ones((len(x), 1))]).astype(np.float32)
-        m, v = np.zeros_like(weight), np.zeros_like(weight)
+        adam = Adam([weight], self.learning_rate)
         n = float(len(x))
-        for t in range(1, self.steps + 1):
+        for _ in range(self.steps):
             z = xa @ weight
             norm = np.linalg.norm(z, axis=1, keepdims=True)
             zn = z / norm
@@ -233,10 +235,7 @@ class IdentitySoftmaxMap(AffineMapEstimator):
             grad_zn = self.regression_weight * (zn - y32) / n
             grad_zn[classed] += self.scale * (p @ centroids) / n
             grad_z = (grad_zn - zn * (grad_zn * zn).sum(axis=1, keepdims=True)) / norm
-            grad = xa.T @ grad_z
-            m = 0.9 * m + 0.1 * grad
-            v = 0.999 * v + 0.001 * grad**2
-            weight -= self.learning_rate * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            adam.step([xa.T @ grad_z])
         self.identities_ = len(kept)
         # only directions were trained; rescale so mapped rows have unit length on average (as targets do)
         weight /= float(np.linalg.norm(xa @ weight, axis=1).mean())

@@ -21,6 +21,7 @@ from typing import Any, Self
 import numpy as np
 
 from facebridge.mapping.estimators import ParamsFromInit, RidgeMap, row_cosine
+from facebridge.mapping.optim import Adam
 
 
 def split_groups(
@@ -36,28 +37,6 @@ def split_groups(
     chosen = set(rng.choice(names, size=max(1, round(len(names) * fraction)), replace=False).tolist())
     held = np.array([g in chosen for g in groups.tolist()])
     return ~held, held
-
-
-class _Adam:
-    """Adam with decoupled weight decay (AdamW) over a list of float32 arrays, updated in place."""
-
-    def __init__(self, params: list[np.ndarray], learning_rate: float, weight_decay: list[float]):
-        self.params = params
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self, grads: list[np.ndarray]) -> None:
-        self.t += 1
-        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
-        for p, g, m, v, wd in zip(self.params, grads, self.m, self.v, self.weight_decay, strict=True):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g * g
-            p -= self.learning_rate * ((m / c1) / (np.sqrt(v / c2) + 1e-8) + wd * p)
 
 
 class ResidualMLPMap(ParamsFromInit):
@@ -136,7 +115,7 @@ class ResidualMLPMap(ParamsFromInit):
         w2 = np.zeros((self.hidden, y.shape[1]), np.float32)
         b2 = np.zeros(y.shape[1], np.float32)
         params = [w1, b1, w2, b2]
-        adam = _Adam(params, self.learning_rate, [self.weight_decay, 0.0, self.weight_decay, 0.0])
+        adam = Adam(params, self.learning_rate, [self.weight_decay, 0.0, self.weight_decay, 0.0])
         base_held = base.transform(x[held]) - centre
         truth_held = y[held] - centre
 
