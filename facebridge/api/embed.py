@@ -18,7 +18,6 @@ from starlette.datastructures import UploadFile
 from facebridge.api.body import read_body
 from facebridge.api.lean import LeanRoute
 from facebridge.api.openapi import request_body
-from facebridge.api.pairs import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.bridge import decode_base64
 from facebridge.config import Settings
 from facebridge.exceptions import ImageTooLarge
@@ -32,6 +31,7 @@ from facebridge.service.errors import (
     check_batch_size,
     validation_problem,
 )
+from facebridge.service.recording import RECORDED_HEADER, audit_recording, embed_and_record, recording_store
 from facebridge.service.security import needs, principal_of, require_also
 from facebridge.service.state import get_bridge, get_pipeline, state_of
 

@@ -7,32 +7,21 @@ two templates, both models' weight hashes, an opaque subject id and a time; neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter
 
-from facebridge.audit import AuditEvent, AuditLog, event_for
+from facebridge.audit import AuditEvent, event_for
 from facebridge.bridge import Bridge
-from facebridge.exceptions import (
-    ModelNotReady,
-    NonFinite,
-    SameSpace,
-    UnknownModel,
-    WrongDimension,
-    ZeroVector,
-)
 from facebridge.metrics import observe_batch
-from facebridge.pairs.store import PairRow, PairStore
-from facebridge.schemas.embed import EmbedOptions, EmbedResponse
+from facebridge.pairs.recording import rows_of_pairs
+from facebridge.pairs.store import PairStore
 from facebridge.schemas.pairs import (
     SUBJECT_DESCRIPTION,
     SUBJECT_PATTERN,
-    PairIn,
     PairsDeleted,
     PairsRecorded,
     PairsRequest,
@@ -43,163 +32,24 @@ from facebridge.schemas.pairs import (
     PairTimelineResponse,
 )
 from facebridge.service.errors import PROBLEM_RESPONSES, Problem, check_batch_size
+from facebridge.service.recording import (
+    PAIRS_RECORDED,
+    audit_of,
+    audit_recording,
+    get_pair_store,
+    record_rows,
+    store_unavailable,
+)
 from facebridge.service.security import Principal, needs
-from facebridge.service.state import ServiceState, get_bridge, state_of
+from facebridge.service.state import get_bridge, state_of
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["pairs"])
 
-PAIRS_RECORDED = Counter(
-    "facebridge_pairs_recorded_total", "template pairs committed to the pair store", ["route"]
-)
 PAIRS_ERASED = Counter("facebridge_pairs_erased_total", "template pairs deleted by erasure requests")
-RECORDED_HEADER = "Facebridge-Pairs-Recorded"
 
 
-def require_store(state: ServiceState) -> PairStore:
-    if state.pairs is None:
-        raise Problem.of(
-            "pairs-disabled",
-            "this service stores no template pairs: set FACEBRIDGE_PAIRS_DB (a SQLite file) or "
-            "FACEBRIDGE_PAIRS_DSN (PostgreSQL) to turn it on",
-        )
-    return state.pairs
-
-
-async def get_pair_store(request: Request) -> PairStore:
-    return require_store(state_of(request))
-
-
-def store_unavailable(error: Exception, action: str) -> Problem:
-    # the first line only: PostgreSQL's DETAIL ("Failing row contains (…)") would log a subject id
-    first_line = next(iter(str(error).splitlines()), "")
-    log.error("pair store: %s failed: %s: %s", action, type(error).__name__, first_line)
-    return Problem.of(
-        "pairs-unavailable",
-        f"the pair store could not {action} ({type(error).__name__}); nothing was changed, retry later",
-    )
-
-
-# ---------------------------------------------------------------------------------------------- checks
-def template_space(bridge: Bridge, model: str, where: str) -> tuple[int, str]:
-    """(dimension, weight sha256) of a model's templates: its manifest entry and pin, else the space
-    the mapping bank pins for it."""
-    registry = bridge.pipeline.registry if bridge.pipeline is not None else None
-    status = registry.status.get(model) if registry is not None else None
-    space = bridge.bank.spaces.get(model)
-    if status is None and space is None:
-        raise UnknownModel(f"{where}: no model or space {model!r}", where)
-    dim, sha256 = None, None
-    if status is not None:
-        if status.entry.kind != "recognizer":
-            raise ModelNotReady(f"{where}: {model} is a {status.entry.kind}, not a recognizer", where)
-        dim, sha256 = status.entry.dim, status.entry.sha256 or status.sha256
-    if space is not None:
-        dim, sha256 = dim or space.dim, sha256 or space.sha256
-    if dim is None or sha256 is None:
-        raise ModelNotReady(
-            f"{where}: {model} has no sha256 pinned in the manifest (and no file here to hash): "
-            "pairs are recorded only with the exact weights that made them",
-            where,
-        )
-    return dim, sha256
-
-
-def checked_template(values: Sequence[float], dim: int, where: str) -> np.ndarray:
-    vector = np.asarray(values, dtype=np.float32)
-    if vector.shape != (dim,):
-        raise WrongDimension(f"{where}: has {len(vector)} values, the model's templates have {dim}", where)
-    if not np.isfinite(vector).all():
-        raise NonFinite(f"{where}: contains NaN or Inf (or a value beyond float32)", where)
-    if not vector.any():
-        raise ZeroVector(f"{where}: is the zero vector", where)
-    return vector
-
-
-def pair_rows(bridge: Bridge, pairs: Sequence[PairIn]) -> list[PairRow]:
-    """The rows to store, every pair checked first (errors name the field, e.g. pairs[3].b.embedding)."""
-    spaces: dict[str, tuple[int, str]] = {}
-    rows = []
-    for index, pair in enumerate(pairs):
-        sides = []
-        for name, side in (("a", pair.a), ("b", pair.b)):
-            where = f"pairs[{index}].{name}"
-            if side.model not in spaces:
-                spaces[side.model] = template_space(bridge, side.model, f"{where}.model")
-            dim, sha256 = spaces[side.model]
-            sides.append((side.model, sha256, checked_template(side.embedding, dim, f"{where}.embedding")))
-        if pair.a.model == pair.b.model:
-            where = f"pairs[{index}].b.model"
-            raise SameSpace(f"{where}: a and b are both {pair.a.model}; a pair needs two models", where)
-        (model_a, sha_a, vector_a), (model_b, sha_b, vector_b) = sides
-        rows.append(PairRow(pair.subject, model_a, sha_a, vector_a, model_b, sha_b, vector_b))
-    return rows
-
-
-def record_rows(store: PairStore, rows: list[PairRow]) -> int:
-    try:
-        return store.record(rows)
-    except Exception as error:
-        raise store_unavailable(error, "record the pairs") from error
-
-
-def audit_of(request: Request) -> AuditLog | None:
-    audit: AuditLog | None = getattr(request.app.state, "audit", None)
-    return audit
-
-
-def audit_recording(
-    request: Request,
-    principal: Principal,
-    outcome: str,
-    recorded: int,
-    subject: str | None = None,
-    subjects: int | None = None,
-) -> None:
-    """The audit record of one recording batch: how many pairs (and subjects), by which key."""
-    audit = audit_of(request)
-    if audit is not None:
-        counts = {"pairs": recorded} if subjects is None else {"pairs": recorded, "subjects": subjects}
-        event = AuditEvent(action="pairs.record", outcome=outcome, subject=subject, counts=counts)
-        audit.record(event_for(request, principal.key_id, event))
-
-
-# ---------------------------------------------------------------------------------------------- /embed
-def recording_store(request: Request, options: EmbedOptions) -> PairStore | None:
-    """The store an /embed request records into (None without `record`); 404 when recording is off."""
-    return None if options.record is None else require_store(state_of(request))
-
-
-def embed_and_record(
-    bridge: Bridge, store: PairStore, blobs: Sequence[bytes | np.ndarray], options: EmbedOptions
-) -> tuple[EmbedResponse, int]:
-    """Embed, then commit one pair per image (its one face, both models) before the answer is sent."""
-    assert options.record is not None and options.models is not None and len(options.models) == 2
-    response = bridge.embed_images(blobs, options)
-    model_a, model_b = options.models
-    rows = []
-    for result in response.results:
-        for face in result.faces[:1]:  # largest_only / aligned: one face per image
-            by_model = {e.model: e for e in face.embeddings}
-            a, b = by_model[model_a], by_model[model_b]
-            rows.append(
-                PairRow(
-                    options.record.subject,
-                    a.model,
-                    a.sha256,
-                    np.asarray(a.embedding, np.float32),
-                    b.model,
-                    b.sha256,
-                    np.asarray(b.embedding, np.float32),
-                )
-            )
-    recorded = record_rows(store, rows)
-    PAIRS_RECORDED.labels("/embed").inc(recorded)
-    return response, recorded
-
-
-# ---------------------------------------------------------------------------------------------- routes
 @router.post(
     "/pairs",
     status_code=201,
@@ -220,7 +70,7 @@ async def record_pairs(
     limit = state_of(request).settings.max_pairs_per_request
     observe_batch("/pairs", len(body.pairs))
     check_batch_size(len(body.pairs), limit, "pairs", "pairs")
-    rows = pair_rows(bridge, body.pairs)
+    rows = rows_of_pairs(bridge, body.pairs)
     subjects = len({row.subject for row in rows})
     try:
         recorded = await run_in_threadpool(record_rows, store, rows)

@@ -12,7 +12,18 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from facebridge.exceptions import FacebridgeError
 from facebridge.mapping.optim import Adam
+
+
+class NotFittedError(FacebridgeError, AttributeError):
+    """transform() before fit(): the estimator has learnt nothing yet (scikit-learn's name for it)."""
+
+
+def check_is_fitted(estimator: object, attribute: str) -> None:
+    """NotFittedError unless `fit` has set `attribute` (a name ending in `_`)."""
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet: call fit(X, Y) first")
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
@@ -58,6 +69,7 @@ class AffineMapEstimator(ParamsFromInit):
         raise NotImplementedError
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "coef_")
         return np.asarray(x, dtype=np.float64) @ self.coef_ + self.intercept_
 
 

@@ -11,7 +11,7 @@ from typing import Self
 
 import numpy as np
 
-from facebridge.mapping.estimators import ParamsFromInit, RidgeMap
+from facebridge.mapping.estimators import ParamsFromInit, RidgeMap, check_is_fitted
 
 
 class RandomFeatureMap(ParamsFromInit):
@@ -36,4 +36,5 @@ class RandomFeatureMap(ParamsFromInit):
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "ridge_")
         return self.ridge_.transform(self._features(np.asarray(x, dtype=np.float64)))

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from facebridge.mapping.estimators import ParamsFromInit, RidgeMap, row_cosine
+from facebridge.mapping.estimators import ParamsFromInit, RidgeMap, check_is_fitted, row_cosine
 from facebridge.mapping.optim import Adam
 
 
@@ -185,6 +185,7 @@ class ResidualMLPMap(ParamsFromInit):
         return (grad_u / norm).astype(np.float32)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "in_weight_")
         x = np.asarray(x, np.float64)
         hidden = np.maximum(x @ self.in_weight_ + self.in_bias_, 0)
         return x @ self.coef_ + self.intercept_ + hidden @ self.out_weight_ + self.out_bias_
