@@ -1,7 +1,7 @@
 """Every problem type the service answers with: its code, HTTP status and title, in one table.
 
 The service (facebridge/service/errors.py) answers errors with these codes and no others, and the
-client (facebridge/client.py) chooses its exception class from the same table, so the two cannot
+client (facebridge/client/errors.py) chooses its exception class from the same table, so the two cannot
 drift apart. Two parts:
 
 - DOMAIN_PROBLEMS: what each library exception (facebridge/exceptions.py) becomes; the library and
