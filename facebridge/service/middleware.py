@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facebridge.logs import request_id
 from facebridge.metrics import ERRORS, LATENCY, REQUESTS
-from facebridge.service.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
+from facebridge.problems import PROBLEM_TYPE_PREFIX
+from facebridge.service.errors import PROBLEM_MEDIA_TYPE, Problem
 from facebridge.service.security import AUTH, PRINCIPAL, ApiKeys, KeyLimiter
 
 access_log = logging.getLogger("facebridge.access")
