@@ -28,13 +28,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.evaluation.sections import upsert_section
+from facebridge.mapping.estimators import RidgeMap, row_cosine
+from facebridge.mapping.heads import head_from_onnx
+from facebridge.mapping.mapfile import load_map
 
-from facebridge.evaluation.sections import upsert_section  # noqa: E402
-from facebridge.mapping.estimators import RidgeMap, row_cosine  # noqa: E402
-from facebridge.mapping.heads import head_from_onnx  # noqa: E402
-from facebridge.mapping.mapfile import load_map  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # input size, shorter side before the centre crop
 MODELS = {"efficientnet-lite0": (224, 256), "efficientnet-lite2": (260, 292)}

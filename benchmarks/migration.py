@@ -29,10 +29,9 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.migration.galleries import embedding_column
 
-from facebridge.migration.galleries import embedding_column  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SOURCE, TARGET = "faceplugin-mbf512", "arcface-mbf128"
 

@@ -15,21 +15,17 @@ dataset studies with the same detector, thresholds and face choice), otherwise t
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from facebridge.config import Settings  # noqa: E402
-from facebridge.evaluation.lfw import Pair, pair_images, read_pairs  # noqa: E402
-from facebridge.evaluation.metrics import TenFoldResult, ten_fold_accuracy  # noqa: E402
-from facebridge.vision.manifest import Manifest, ModelEntry, sha256_file  # noqa: E402
-from facebridge.vision.model_probe import (  # noqa: E402
+from facebridge.config import Settings
+from facebridge.evaluation.lfw import Pair, pair_images, read_pairs
+from facebridge.evaluation.metrics import TenFoldResult, ten_fold_accuracy
+from facebridge.vision.manifest import Manifest, ModelEntry, sha256_file
+from facebridge.vision.model_probe import (
     AlignedPhotos,
     ProbeResult,
     default_detector,
@@ -38,7 +34,9 @@ from facebridge.vision.model_probe import (  # noqa: E402
     propose_entry,
     sample_photos,
 )
-from facebridge.vision.recognizer import Recognizer  # noqa: E402
+from facebridge.vision.recognizer import Recognizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 RECOGNIZERS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]

@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.vision.alignment import align_face, similarity_transform
+from facebridge.vision.detection import Detection, ScrfdDetector, YuNetDetector
+from facebridge.vision.images import decode_image
+from facebridge.vision.manifest import load_manifest
 
-from facebridge.vision.alignment import align_face, similarity_transform  # noqa: E402
-from facebridge.vision.detection import Detection, ScrfdDetector, YuNetDetector  # noqa: E402
-from facebridge.vision.images import decode_image  # noqa: E402
-from facebridge.vision.manifest import load_manifest  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = ["CPUExecutionProvider"]
 

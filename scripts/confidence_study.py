@@ -28,14 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.evaluation.population import Population, load_population, tar_at
+from facebridge.evaluation.population_study import fit_estimator
+from facebridge.mapping.confidence import ConfidenceModel, rank_correlation
+from facebridge.mapping.estimators import group_folds, row_cosine
+from facebridge.mapping.mapfile import load_map, map_filename
 
-from facebridge.evaluation.population import Population, load_population, tar_at  # noqa: E402
-from facebridge.evaluation.population_study import fit_estimator  # noqa: E402
-from facebridge.mapping.confidence import ConfidenceModel, rank_correlation  # noqa: E402
-from facebridge.mapping.estimators import group_folds, row_cosine  # noqa: E402
-from facebridge.mapping.mapfile import load_map, map_filename  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MAIN_PAIRS = [
     ("arcface-mbf128", "sirius-mbf192"),

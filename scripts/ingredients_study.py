@@ -20,7 +20,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 HARD_PAIRS = ["arcface-mbf128:dlib-r29-128", "arcface-mbf128:sirius-mbf192", "dlib-r29-128:arcface-mbf128"]
 KINDS = ["flip", "jitter", "blur", "downscale", "jpeg", "grayscale", "exposure", "occlusion"]

@@ -31,7 +31,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128"]
 RECIPES = ["ridge, pair photos", "ridge, all + celeba", "residual-mlp, all + celeba"]

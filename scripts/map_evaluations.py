@@ -18,23 +18,22 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from facebridge.config import Settings  # noqa: E402
-from facebridge.dataset_embedding import dataset_cache_path  # noqa: E402
-from facebridge.embedding_cache import EmbeddingCache, list_images  # noqa: E402
-from facebridge.evaluation.evaluation_files import evaluation_path, save_evaluation  # noqa: E402
-from facebridge.evaluation.map_evaluation import evaluate_map  # noqa: E402
-from facebridge.evaluation.population import (  # noqa: E402
+from facebridge.config import Settings
+from facebridge.dataset_embedding import dataset_cache_path
+from facebridge.embedding_cache import EmbeddingCache, list_images
+from facebridge.evaluation.evaluation_files import evaluation_path, save_evaluation
+from facebridge.evaluation.map_evaluation import evaluate_map
+from facebridge.evaluation.population import (
     DEVELOPMENT_POPULATIONS,
     PairSample,
     Population,
     load_population,
     verification_pairs,
 )
-from facebridge.mapping.bank import MappingBank  # noqa: E402
-from facebridge.schemas.evaluation import ScoreSet  # noqa: E402
+from facebridge.mapping.bank import MappingBank
+from facebridge.schemas.evaluation import ScoreSet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 

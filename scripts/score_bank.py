@@ -13,11 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facebridge.evaluation.population import load_population
+from facebridge.evaluation.population_report import far_check_text, score_bank
 
-from facebridge.evaluation.population import load_population  # noqa: E402
-from facebridge.evaluation.population_report import far_check_text, score_bank  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = ["arcface-mbf128", "faceplugin-mbf512", "sirius-mbf192", "dlib-r29-128", "hse-mobilenet1024"]
 
