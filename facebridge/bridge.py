@@ -139,7 +139,7 @@ def threshold_answer(threshold: float, point: str, calibration: Calibration | No
     )
 
 
-def operating_point(far: float | None = None, point: str | None = None) -> str:
+def resolve_operating_point(far: float | None = None, point: str | None = None) -> str:
     """The operating point named by a FAR (0.01, 0.001, 0.0001) or by name; the default otherwise."""
     if far is not None:
         if far not in FAR_POINTS:
@@ -282,7 +282,7 @@ class Bridge:
         b: FaceInput,
         *,
         far: float | None = None,
-        operating_point_name: str | None = None,
+        operating_point: str | None = None,
         threshold: float | None = None,
         space: str | None = None,
         normalization: Literal["auto", "none"] = "auto",
@@ -291,7 +291,7 @@ class Bridge:
         return self.verify_pairs(
             [(a, b)],
             far=far,
-            operating_point_name=operating_point_name,
+            operating_point=operating_point,
             threshold=threshold,
             space=space,
             normalization=normalization,
@@ -302,7 +302,7 @@ class Bridge:
         pairs: Sequence[Pair | tuple[FaceInput, FaceInput]],
         *,
         far: float | None = None,
-        operating_point_name: str | None = None,
+        operating_point: str | None = None,
         threshold: float | None = None,
         space: str | None = None,
         normalization: Literal["auto", "none"] = "auto",
@@ -312,7 +312,7 @@ class Bridge:
         With a cohort serving a comparison (and `normalization="auto"`) scores are AS-normalised and
         judged with normalised thresholds; every result states both scores and the calibration used.
         """
-        point = operating_point(far, operating_point_name)
+        point = resolve_operating_point(far, operating_point)
         if space is not None and space not in self.bank.spaces:
             raise UnknownModel(f"space: no space {space!r}", "space")
         sides = [_as_pair(p) for p in pairs]

@@ -49,7 +49,7 @@ async def verify(request: Request) -> Response:
     def run() -> list[VerifyResult]:
         return bridge.verify_pairs(
             pairs,
-            operating_point_name=body.point(),
+            operating_point=body.point(),
             threshold=body.threshold,
             space=body.space,
             normalization=body.normalization,
