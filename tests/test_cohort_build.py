@@ -28,7 +28,8 @@ from facebridge.cohort.sources import from_npy, from_pair_store, from_parquet, f
 from facebridge.config import Settings
 from facebridge.mapping.mapfile import SpaceRef
 from facebridge.migration.pg_table import TableError
-from facebridge.pairs.store import PairRow, PairStore
+from facebridge.pairs.rows import PairRow
+from facebridge.pairs.store import PairStore
 from facebridge.vision.manifest import load_manifest
 
 from .conftest import MODELS_DIR, ROOT, SHARED

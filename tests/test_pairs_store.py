@@ -27,8 +27,9 @@ from facebridge.pairs import (
     RetentionPolicy,
     SchemaTooNew,
 )
+from facebridge.pairs.backends import redact_dsn
 from facebridge.pairs.migrations import latest_version
-from facebridge.pairs.store import open_store, redact_dsn
+from facebridge.pairs.store import open_store
 
 from .pair_targets import EXPECTED_COLUMNS, Target, make_target, schema_of
 from .postgres_server import PostgresCluster

@@ -28,7 +28,8 @@ from facebridge.mapping.refit import (
     refit,
     subject_sides,
 )
-from facebridge.pairs.store import PairRow, PairStore
+from facebridge.pairs.rows import PairRow
+from facebridge.pairs.store import PairStore
 from facebridge.refit_history import read_records
 
 from .conftest import MODELS_DIR

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facebridge.pairs.store import redact_dsn
+from facebridge.pairs.backends import redact_dsn
 from facebridge.refit_history import HISTORY_FILE, read_records
 from facebridge.schemas.rollout import MigrationJob, MigrationsReport, RefitHistory
 from facebridge.service.errors import PROBLEM_RESPONSES, Problem

@@ -21,7 +21,7 @@ from facebridge.cli.common import add_settings_options, needs_onnxruntime, setti
 if TYPE_CHECKING:
     from facebridge.config import Settings
     from facebridge.evaluation.population import Population
-    from facebridge.pairs.store import PairSet
+    from facebridge.pairs.rows import PairSet
 
 
 @needs_onnxruntime

@@ -28,7 +28,7 @@ from facebridge.evaluation.thresholds import (
 )
 from facebridge.linalg import l2_normalize
 from facebridge.mapping.bank import MappingBank
-from facebridge.pairs.store import PairSet
+from facebridge.pairs.rows import PairSet
 
 MIN_PEOPLE = 10  # half of them scored: fewer give too few impostor pairs for any FAR worth stating
 

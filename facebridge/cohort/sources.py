@@ -368,7 +368,7 @@ def source_url(url: str, table: str, id_column: str, column: str) -> str:
     """The table's URL for provenance: the password removed (from the user part and from a `password`
     parameter) and the table, key and column actually read."""
     from facebridge.migration.pg_table import TABLE_PARAMETERS
-    from facebridge.pairs.store import redact_dsn
+    from facebridge.pairs.backends import redact_dsn
 
     parts = urlsplit(url)
     user, at, host = parts.netloc.rpartition("@")
@@ -480,8 +480,9 @@ def from_pair_store(
     with several other models appears once per pair, so templates are deduplicated by their exact
     bytes, keeping the first. Order: model pairs by their ids, each oldest first.
     """
+    from facebridge.pairs.backends import redact_dsn
     from facebridge.pairs.migrations import PairStoreError
-    from facebridge.pairs.store import open_store, redact_dsn
+    from facebridge.pairs.store import open_store
 
     text = str(where)
     remote = isinstance(where, str) and (

@@ -2,14 +2,8 @@
 photo. See docs/pairs.md."""
 
 from facebridge.pairs.migrations import MIGRATIONS, Migration, PairStoreError, SchemaTooNew
-from facebridge.pairs.store import (
-    PairRow,
-    PairSet,
-    PairStats,
-    PairStore,
-    RetentionPolicy,
-    RetentionResult,
-)
+from facebridge.pairs.rows import PairRow, PairSet, PairStats, RetentionPolicy, RetentionResult
+from facebridge.pairs.store import PairStore
 
 __all__ = [
     "MIGRATIONS",

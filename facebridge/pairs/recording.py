@@ -19,7 +19,7 @@ from facebridge.exceptions import (
     WrongDimension,
     ZeroVector,
 )
-from facebridge.pairs.store import PairRow
+from facebridge.pairs.rows import PairRow
 from facebridge.schemas.embed import EmbedOptions, EmbedResponse
 from facebridge.schemas.pairs import PairIn
 

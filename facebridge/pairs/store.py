@@ -3,7 +3,8 @@ leaves one row, from which maps between the two spaces can later be fitted on th
 population.
 
 A row holds an opaque subject id, both models' ids and weight hashes, both embeddings (float32 bytes)
-and a UTC time: never a photo, a crop, a name or a box. Two back-ends sit behind one interface:
+and a UTC time: never a photo, a crop, a name or a box. Two back-ends sit behind one interface
+(facebridge/pairs/backends.py; the values it takes and gives: facebridge/pairs/rows.py):
 
 - SQLite (a file; WAL journal, `synchronous=FULL`, `secure_delete=ON`), the default;
 - PostgreSQL (psycopg 3, the `postgres` extra) when a DSN is given.
@@ -15,34 +16,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import re
-import sqlite3
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from facebridge.audit import FIELDS as AUDIT_FIELDS
+from facebridge.pairs.backends import Backend, PostgresBackend, SqliteBackend
 from facebridge.pairs.migrations import (
-    MAX_EMBEDDING_BYTES,
-    MAX_SUBJECT_CHARS,
     MIGRATIONS,
-    POSTGRESQL,
-    SQLITE,
-    Cursor,
-    Dialect,
     Migration,
     PairStoreError,
     migrate,
+)
+from facebridge.pairs.rows import (
+    PairRow,
+    PairSet,
+    PairStats,
+    PairTimelinePoint,
+    RetentionPolicy,
+    RetentionResult,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COLUMNS = (
     "subject, source_model, source_sha256, source_embedding, "
     "target_model, target_sha256, target_embedding, created_at"
@@ -60,318 +57,6 @@ EITHER_ORIENTATION = "((source_model = ? AND target_model = ?) OR (source_model 
 AUDIT_COLUMNS = ("created_at", *AUDIT_FIELDS[1:])
 
 
-# ---------------------------------------------------------------------------------------------- values
-@dataclass(frozen=True)
-class PairRow:
-    """One capture embedded by two models. `created_at` defaults to the time of `record`."""
-
-    subject: str
-    source_model: str
-    source_sha256: str
-    source_embedding: np.ndarray = field(repr=False)
-    target_model: str
-    target_sha256: str
-    target_embedding: np.ndarray = field(repr=False)
-    created_at: datetime | None = None
-
-    def params(self, index: int, now: datetime, dialect: Dialect) -> tuple[Any, ...]:
-        """The INSERT parameters, after checking every field (errors name the row)."""
-        where = f"rows[{index}]"
-        if not isinstance(self.subject, str) or not 1 <= len(self.subject) <= MAX_SUBJECT_CHARS:
-            raise ValueError(f"{where}.subject must be a string of 1 to {MAX_SUBJECT_CHARS} characters")
-        if not self.source_model or not self.target_model:
-            raise ValueError(f"{where}: both model ids are required")
-        if self.source_model == self.target_model:
-            raise ValueError(f"{where}: source and target are the same model {self.source_model!r}")
-        for name in ("source_sha256", "target_sha256"):
-            if not SHA256.match(str(getattr(self, name))):
-                raise ValueError(f"{where}.{name} must be 64 lowercase hex digits")
-        moment = self.created_at or now
-        if moment.tzinfo is None:
-            raise ValueError(f"{where}.created_at must carry a time zone")
-        return (
-            self.subject,
-            self.source_model,
-            self.source_sha256,
-            embedding_bytes(self.source_embedding, f"{where}.source_embedding"),
-            self.target_model,
-            self.target_sha256,
-            embedding_bytes(self.target_embedding, f"{where}.target_embedding"),
-            dialect.time_param(moment),
-        )
-
-
-def embedding_bytes(vector: np.ndarray | Sequence[float], where: str) -> bytes:
-    """A template as little-endian float32 bytes; anything else than one finite vector is refused."""
-    array = np.asarray(vector, dtype="<f4")
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{where} must be one non-empty vector, got shape {list(array.shape)}")
-    if array.nbytes > MAX_EMBEDDING_BYTES:
-        limit = MAX_EMBEDDING_BYTES // 4
-        raise ValueError(f"{where} has {array.size} values; a template has at most {limit}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{where} contains NaN or Inf")
-    return array.tobytes()
-
-
-@dataclass(frozen=True)
-class PairSet:
-    """Pairs of two models, oriented as asked; row i of `source` and `target` is one capture.
-
-    With no rows both matrices have shape (0, 0) (the dimensions are unknown).
-    """
-
-    source_model: str
-    target_model: str
-    subjects: np.ndarray  # (n,) str
-    source: np.ndarray  # (n, d_source) float32
-    target: np.ndarray  # (n, d_target) float32
-    source_sha256: np.ndarray  # (n,) str: the source weights of each row
-    target_sha256: np.ndarray
-    created_at: np.ndarray  # (n,) datetime64[us], UTC
-
-    def __len__(self) -> int:
-        return len(self.subjects)
-
-    @property
-    def hashes(self) -> set[tuple[str, str]]:
-        """The (source, target) weight pairs present; one element unless a model's weights changed."""
-        return set(zip(self.source_sha256.tolist(), self.target_sha256.tolist(), strict=True))
-
-
-@dataclass(frozen=True)
-class PairStats:
-    """One model pair (ids in code-point order, whichever orientation the rows were recorded in)."""
-
-    source_model: str
-    target_model: str
-    pairs: int
-    subjects: int
-    first: datetime
-    last: datetime
-
-
-@dataclass(frozen=True)
-class PairTimelinePoint:
-    """Pairs of one model pair recorded in one time bucket (its start, UTC)."""
-
-    model_a: str
-    model_b: str
-    start: datetime
-    pairs: int
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """Keep rows at most `max_age_days` and at most `max_rows_per_pair` per model pair (0: no limit)."""
-
-    max_age_days: float = 180.0
-    max_rows_per_pair: int = 1_000_000
-    interval_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class RetentionResult:
-    expired: int
-    trimmed: int
-
-
-# ---------------------------------------------------------------------------------------------- back-ends
-C = TypeVar("C")
-
-
-class _Pool(Generic[C]):
-    """At most `size` connections, each used by one thread at a time; broken ones are dropped."""
-
-    def __init__(self, connect: Callable[[], C], usable: Callable[[C], bool], size: int) -> None:
-        self._connect, self._usable = connect, usable
-        self._idle: queue.LifoQueue[C] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(size)
-        self._all: list[C] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    @contextmanager
-    def connection(self) -> Iterator[C]:
-        if self._closed:
-            raise PairStoreError("the pair store is closed")
-        self._slots.acquire()
-        try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-                with self._lock:
-                    self._all.append(conn)
-            try:
-                yield conn
-            finally:
-                if self._usable(conn) and not self._closed:
-                    self._idle.put(conn)
-                else:
-                    self._discard(conn)
-        finally:
-            self._slots.release()
-
-    def _discard(self, conn: C) -> None:
-        with self._lock:
-            if conn in self._all:
-                self._all.remove(conn)
-        with suppress(Exception):  # a broken connection may fail to close; it is gone either way
-            conn.close()  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()  # type: ignore[attr-defined]
-            except Exception:
-                log.warning("pair store: a connection failed to close", exc_info=True)
-
-
-class Backend(ABC):
-    """A database the store can talk to: transactions for writes, plain statements for reads."""
-
-    dialect: Dialect
-    where: str
-
-    @abstractmethod
-    def transaction(self, flush: bool = False) -> Any:
-        """A context manager yielding a cursor; commits on exit, rolls back on an exception.
-
-        `flush`: the COMMIT reaches the disk before it returns, whatever the back-end's sync setting
-        (schema changes and erasure: an acknowledged erasure must not come back after a power cut).
-        """
-
-    @abstractmethod
-    def reading(self) -> Any:
-        """A context manager yielding a cursor for single-statement reads."""
-
-    def after_erase(self) -> None:  # noqa: B027 (optional hook)
-        """Back-end specific clean-up once rows are deleted (SQLite: overwrite the journal)."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class SqliteBackend(Backend):
-    """A SQLite file in WAL mode: readers never wait for the writer; `secure_delete` zeroes erased rows.
-
-    `synchronous="full"` (the default) syncs the WAL at every COMMIT, so a returned write survives a
-    power cut; "normal" leaves the sync to checkpoints: a returned write survives a crash of the process
-    (it is in the file, in the OS cache) but the last ones may roll back after a power cut or OS crash.
-    """
-
-    dialect = SQLITE
-
-    def __init__(
-        self, path: Path, pool_size: int = 8, synchronous: Literal["full", "normal"] = "full"
-    ) -> None:
-        if synchronous not in ("full", "normal"):
-            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
-        self.synchronous = synchronous.upper()
-        self.path = Path(path).expanduser().resolve()
-        self.where = str(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():  # templates are personal data: readable by the service's user only
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._write_lock = threading.Lock()  # one writer per process; other processes: busy_timeout
-        self._pool: _Pool[sqlite3.Connection] = _Pool(self._connect, lambda _: True, pool_size)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise PairStoreError(f"{self.path}: SQLite refused WAL mode (got {mode})")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA secure_delete=ON")
-        except Exception:
-            conn.close()
-            raise
-        return conn
-
-    @contextmanager
-    def transaction(self, flush: bool = False) -> Iterator[Cursor]:
-        with self._write_lock, self._pool.connection() as conn:
-            relaxed = flush and self.synchronous != "FULL"
-            if relaxed:
-                conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn.cursor()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                if relaxed:
-                    conn.execute(f"PRAGMA synchronous={self.synchronous}")
-
-    @contextmanager
-    def reading(self) -> Iterator[Cursor]:
-        with self._pool.connection() as conn:
-            yield conn.cursor()
-
-    def after_erase(self) -> None:
-        # erased rows were zeroed in the database pages; the WAL may still hold their old frames, so
-        # copy it back and truncate it (a reader holding an old snapshot can delay this to a later erase)
-        with self._pool.connection() as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class PostgresBackend(Backend):
-    """A PostgreSQL database through psycopg 3 (autocommit connections, explicit transactions)."""
-
-    dialect = POSTGRESQL
-
-    def __init__(self, dsn: str, pool_size: int = 8) -> None:
-        try:
-            import psycopg
-        except ImportError as exc:
-            raise PairStoreError(
-                "FACEBRIDGE_PAIRS_DSN needs psycopg 3: pip install 'facebridge[postgres]'"
-            ) from exc
-        self._psycopg = psycopg
-        self.dsn = dsn
-        self.where = redact_dsn(dsn)
-        self._pool: _Pool[Any] = _Pool(self._connect, lambda c: not (c.closed or c.broken), pool_size)
-
-    def _connect(self) -> Any:
-        try:
-            return self._psycopg.connect(self.dsn, autocommit=True)
-        except self._psycopg.OperationalError as exc:
-            raise PairStoreError(f"cannot connect to the pair store {self.where}: {exc}") from exc
-
-    @contextmanager
-    def transaction(self, flush: bool = False) -> Iterator[Cursor]:
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            if flush:  # even where the DSN or the role turned synchronous_commit off
-                cursor.execute("SET LOCAL synchronous_commit = on")
-            yield cursor
-
-    @contextmanager
-    def reading(self) -> Iterator[Cursor]:
-        with self._pool.connection() as conn, conn.cursor() as cursor:
-            yield cursor
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-def redact_dsn(dsn: str) -> str:
-    """A DSN fit for logs: passwords replaced (URL and key=value forms)."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn, flags=re.IGNORECASE)
-
-
-# ---------------------------------------------------------------------------------------------- the store
 class PairStore:
     """Record, read, erase and count template pairs; thread-safe.
 

@@ -15,7 +15,8 @@ from prometheus_client import Counter
 from facebridge.audit import AuditEvent, AuditLog, event_for
 from facebridge.bridge import Bridge
 from facebridge.pairs.recording import rows_of_embedding
-from facebridge.pairs.store import PairRow, PairStore
+from facebridge.pairs.rows import PairRow
+from facebridge.pairs.store import PairStore
 from facebridge.schemas.embed import EmbedOptions, EmbedResponse
 from facebridge.service.errors import Problem
 from facebridge.service.security import Principal
