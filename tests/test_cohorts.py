@@ -557,6 +557,29 @@ def test_cohort_level_leaves_out_each_rows_own_person() -> None:
     assert blind.mean > got.mean + 0.05  # each row's own person's other photos at the top of its scores
 
 
+@pytest.mark.fast
+def test_tar_gap_interval_resamples_people_not_pairs() -> None:
+    """The gap's interval is over people: a shortfall spread thinly over many people is real, the same
+    shortfall made by one person's many pairs is not distinguishable from the draw of people."""
+    from facebridge.evaluation.thresholds import tar_gap_interval
+
+    people = np.repeat(np.arange(50), 40)  # 50 people, 40 genuine pairs each
+    oracle = np.ones(len(people), bool)
+    same = tar_gap_interval(oracle, oracle, people)
+    assert same == (0.0, 0.0)
+    thin = oracle.copy()
+    thin[::40] = False  # one pair of every person fails: -2.5 points, everyone alike
+    low, high = tar_gap_interval(thin, oracle, people)
+    assert high < 0 and low == pytest.approx(-0.025)
+    lumped = oracle.copy()
+    lumped[:40] = False  # all of one person's pairs fail: -2.0 points, one person
+    low, high = tar_gap_interval(lumped, oracle, people)
+    assert low < -0.03 and high >= 0  # drawn without that person, the gap is 0
+    # pairs alone would call it certain: a pair bootstrap's interval stays far below 0
+    pairs = np.arange(len(people))
+    assert tar_gap_interval(lumped, oracle, pairs)[1] < -0.01
+
+
 def test_the_service_blends_with_the_share_its_calibration_set_records(
     served: Path, split: PopulationSplit, tmp_path: Path
 ) -> None:
