@@ -6,6 +6,14 @@ over loopback: a single pair per request, same space and across models, with `"n
 (AS-norm against the cohort, normalised thresholds) and `"none"` (raw cosine), alternating request by
 request so both see the same machine state.
 
+With a cohort of both models, arcface vs sirius is compared through both maps when normalised, and
+through the one map when not (the shipped set's raw thresholds through both maps are not used:
+`bridge.serves_both_maps`), so that row measures what a user sees when cohorts are loaded: the second
+map and the normalisation together. The last row measures normalisation alone on that comparison: a
+second server is given the shipped set as its deployment calibration, whose raw thresholds through both
+maps then judge `"none"` too, so both settings compare the pair through both maps (the thresholds'
+values do not change the work a request does).
+
     python -m benchmarks.verify_normalization [--population rmfd-dev] [--requests 2000]
 """
 
@@ -20,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from facebridge.cohort.calibration_set import load_calibration_set, save_calibration_set
 from facebridge.cohort.cohortfile import make_cohort, save_cohort
 from facebridge.evaluation.population import load_population
 from facebridge.mapping.bank import MappingBank
@@ -29,6 +38,17 @@ from tests.conftest import MODELS_DIR, LiveServer
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "benchmark-key"
 ARC, SIR = "arcface-mbf128", "sirius-mbf192"
+SHIPPED_SET = ROOT / "mappings" / "calibrations" / "as-norm.calibration.json"
+# name: (model a, model b, space named or None, the "comparison" both settings must answer with or None)
+Rows = dict[str, tuple[str, str, str | None, str | None]]
+SHIPPED_ROWS: Rows = {
+    "same space (arcface)": (ARC, ARC, None, None),
+    "across (arcface vs sirius)": (ARC, SIR, None, None),
+    "across, one map (space sirius)": (ARC, SIR, SIR, None),
+}
+DEPLOYMENT_ROWS: Rows = {
+    "across, both maps both ways (deployment set)": (ARC, SIR, None, "both-maps"),
+}
 
 
 def main() -> int:
@@ -50,21 +70,28 @@ def main() -> int:
             save_cohort(
                 cohorts / model, make_cohort(templates, bank.spaces[model], "npy", f"{args.population} cache")
             )
-        live = LiveServer(
-            {
-                "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
-                "FACEBRIDGE_MAPPINGS_DIR": str(ROOT / "mappings"),
-                "FACEBRIDGE_COHORT_DIR": str(cohorts),
-                "FACEBRIDGE_LOAD_MODELS": "[]",
-                "FACEBRIDGE_API_KEYS": KEY,
-            },
-            Path(tmp) / "server.log",
+        environment = {
+            "FACEBRIDGE_MODELS_DIR": str(MODELS_DIR),
+            "FACEBRIDGE_MAPPINGS_DIR": str(ROOT / "mappings"),
+            "FACEBRIDGE_COHORT_DIR": str(cohorts),
+            "FACEBRIDGE_LOAD_MODELS": "[]",
+            "FACEBRIDGE_API_KEYS": KEY,
+        }
+        deployment = Path(tmp) / "deployment.calibration.json"
+        save_calibration_set(
+            deployment, load_calibration_set(SHIPPED_SET).model_copy(update={"kind": "deployment"})
         )
-        try:
-            live.wait_ready()
-            rows = run(live.url, population.clean, args.cohort_size, args.requests)
-        finally:
-            live.stop()
+        rows = []
+        for extra, wanted in (
+            ({}, SHIPPED_ROWS),
+            ({"FACEBRIDGE_CALIBRATION_FILE": str(deployment)}, DEPLOYMENT_ROWS),
+        ):
+            live = LiveServer({**environment, **extra}, Path(tmp) / "server.log")
+            try:
+                live.wait_ready()
+                rows += run(live.url, population.clean, args.cohort_size, args.requests, wanted)
+            finally:
+                live.stop()
     print(
         f"/verify, one pair per request, cohort of {args.cohort_size} per model, "
         f"{args.requests} requests each"
@@ -83,18 +110,12 @@ def main() -> int:
 
 
 def run(
-    url: str, clean: dict[str, np.ndarray], skip: int, requests: int
+    url: str, clean: dict[str, np.ndarray], skip: int, requests: int, wanted: Rows
 ) -> list[tuple[str, list[float], list[float]]]:
     """Interleaved timings per comparison: (name, raw seconds, normalised seconds)."""
     rows = []
     with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=30) as http:
-        # with a cohort of both models, arcface vs sirius is compared through both maps when normalised
-        # and through one map when not; naming the space keeps one map both ways
-        for name, (ma, mb, space) in {
-            "same space (arcface)": (ARC, ARC, None),
-            "across (arcface vs sirius)": (ARC, SIR, None),
-            "across, one map (space sirius)": (ARC, SIR, SIR),
-        }.items():
+        for name, (ma, mb, space, comparison) in wanted.items():
             a, b = clean[ma][skip : skip + 64], clean[mb][skip + 64 : skip + 128]
             bodies = {
                 mode: [
@@ -113,6 +134,13 @@ def run(
             answer = http.post("/verify", json=bodies["auto"][0]).raise_for_status().json()["results"][0]
             if answer["calibration"]["units"] != "as-norm":
                 raise SystemExit(f"the server does not normalise {name}: {answer['calibration']['note']}")
+            if comparison is not None:
+                for mode in ("none", "auto"):
+                    got = http.post("/verify", json=bodies[mode][0]).raise_for_status().json()["results"][0]
+                    if got.get("comparison") != comparison:
+                        raise SystemExit(
+                            f"{name}, {mode}: compared as {got.get('comparison')}, not {comparison}"
+                        )
             timings: dict[str, list[float]] = {"none": [], "auto": []}
             for i in range(requests + 50):
                 for mode in ("none", "auto") if i % 2 else ("auto", "none"):
