@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, loo
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, judged_points
 
 from facebridge.cohort.asnorm import DEFAULT_BLEND
 from facebridge.evaluation.sections import command_line, upsert_section
@@ -47,12 +47,10 @@ from facebridge.evaluation.thresholds import (
     PopulationSplit,
     comparison_sides,
     comparisons,
+    pair_orders,
     population_scale,
-    reached_far,
     side_stats,
     split_population,
-    tar_at_reached_far,
-    tar_at_threshold,
 )
 from facebridge.evaluation.verification import rowdot
 from facebridge.mapping.bank import MappingBank
@@ -86,9 +84,7 @@ class PairFeatures:
 def pair_features(bank: MappingBank, comparison: Comparison, split: PopulationSplit) -> PairFeatures:
     a, b = comparison_sides(bank, comparison, split.scored)
     pairs = split.pairs
-    orders = [(pairs.left, pairs.right)]
-    if not comparison.native:
-        orders.append((pairs.right, pairs.left))
+    orders = pair_orders(comparison, pairs)
     raw = np.concatenate([rowdot(a, b, left, right) for left, right in orders])
     genuine = np.concatenate([pairs.genuine for _ in orders])
     sides, level = {}, {}
@@ -132,29 +128,12 @@ def alternative_scores(name: str, f: PairFeatures) -> ComparisonScores:
     return ComparisonScores(s[g], s[~g], scores[g], scores[~g])
 
 
-def judged(
-    scores: dict[tuple[Comparison, str], ComparisonScores], c: Comparison, name: str, names: list[str]
-) -> list[tuple[float, float]]:
-    """(FAR / nominal, TAR - oracle raw TAR) at each operating point, calibrated on the others."""
-    calibration = loo(scores, c, name, names, True)
-    s = scores[(c, name)]
-    out = []
-    for point, nominal in POINTS.items():
-        threshold = calibration.thresholds[point].threshold
-        far = reached_far(s.norm_impostor, threshold)
-        gap = tar_at_threshold(s.norm_genuine, threshold) - tar_at_reached_far(
-            s.raw_genuine, s.raw_impostor, far
-        )
-        out.append((far / nominal, gap))
-    return out
-
-
-def summary(found: list[list[tuple[float, float]]]) -> list[str]:
+def summary(found: list[dict[str, tuple[float, float]]]) -> list[str]:
     """Per operating point: within [0.5x, 2x], FAR / nominal range, TAR ≥ oracle, lowest gap."""
     cells = []
-    for j in range(len(POINTS)):
-        ratios = np.array([f[j][0] for f in found])
-        gaps = np.array([f[j][1] for f in found])
+    for point in POINTS:
+        ratios = np.array([f[point][0] for f in found])
+        gaps = np.array([f[point][1] for f in found])
         within = int(np.sum((ratios >= 0.5) & (ratios <= 2)))
         cells.append(
             f"{within} / {len(ratios)} ({ratios.min():.2f} - {ratios.max():.2f}), "
@@ -194,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in args.alternative or ALTERNATIVES:
         scores = {key: alternative_scores(name, f) for key, f in features.items()}
-        main_draw = [judged(scores, c, n, names) for n in names for c in comps]
+        main_draw = [judged_points(scores, c, n, names) for n in names for c in comps]
         other_draws = []
         for (c, n, _seed), f in drawn.items():
             mixed = {**{(c, m): scores[(c, m)] for m in names if m != n}, (c, n): alternative_scores(name, f)}
-            other_draws.append(judged(mixed, c, n, names))
+            other_draws.append(judged_points(mixed, c, n, names))
         lines.append(row(name, *summary(main_draw), *summary(other_draws)))
         print(lines[-1], flush=True)
     command = command_line("scripts/blend_alternatives.py", argv)

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{sum(c.within_goal for c in at)} / {len(at)}",
                     f"{sum(c.in_range for c in at)} / {len(at)}",
                     f"{sum(c.in_range_within_error for c in at)} / {len(at)}",
-                    f"{sum(c.norm_tar >= c.oracle_raw_tar - 1e-12 for c in at)} / {len(at)}",
+                    f"{sum(c.tar_not_below for c in at)} / {len(at)}",
                     f"{sum(g >= 0 for g in gains)} / {len(at)}",
                     f"{sum(gains) / len(gains) * 100:+.2f} pts",
                 )

@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     point,
                     f"{sum(c.within_goal for c in at)} / {len(at)}",
                     *(sum(c.within_goal for c in at if c.population == n) for n in names),
-                    f"{sum(c.norm_tar >= c.oracle_raw_tar for c in at)} / {len(at)}",
-                    *(sum(c.norm_tar >= c.oracle_raw_tar for c in at if c.population == n) for n in names),
+                    f"{sum(c.tar_not_below for c in at)} / {len(at)}",
+                    *(sum(c.tar_not_below for c in at if c.population == n) for n in names),
                     f"{np.mean(celeba) * 100:+.2f} pts",
                 )
             )

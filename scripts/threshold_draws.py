@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, loo, rescored
+from threshold_study import MODELS, POPULATIONS, ROOT, audited_populations, judged_points, rescored
 
 from facebridge.cohort.asnorm import DEFAULT_BLEND
 from facebridge.evaluation.sections import command_line, upsert_section
@@ -29,10 +29,7 @@ from facebridge.evaluation.sections import table_row as row
 from facebridge.evaluation.thresholds import (
     POINTS,
     Comparison,
-    reached_far,
     split_population,
-    tar_at_reached_far,
-    tar_at_threshold,
 )
 from facebridge.mapping.bank import MappingBank
 
@@ -79,16 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                 drawn = {target: split_population(populations[target], seed=seed)}
                 scores = {**base[share], **rescored(bank, drawn, natives, share)}
                 for c in natives:
-                    calibration = loo(scores, c, target, names, True)
-                    s = scores[(c, target)]
-                    ratios = [
-                        reached_far(s.norm_impostor, calibration.thresholds[p].threshold) / nominal
-                        for p, nominal in POINTS.items()
-                    ]
-                    at = calibration.thresholds["far_1e-3"].threshold
-                    gain = tar_at_threshold(s.norm_genuine, at) - tar_at_reached_far(
-                        s.raw_genuine, s.raw_impostor, reached_far(s.norm_impostor, at)
-                    )
+                    at_points = judged_points(scores, c, target, names)
+                    ratios = [at_points[p][0] for p in POINTS]
+                    gain = at_points["far_1e-3"][1]
                     judged[share].append((ratios, gain))
                     lines.append(
                         row(share, target, seed, c.label, *(f"{r:.2f}" for r in ratios), f"{gain:+.3f}")

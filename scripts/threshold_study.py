@@ -152,6 +152,24 @@ def loo(
     return pooled_calibration(others, normalized, "+".join(n for n in names if n != held_out), "study")
 
 
+def judged_points(
+    scores: Scores, comparison: Comparison, held_out: str, names: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """Per operating point, (FAR reached / nominal, TAR - oracle raw TAR at that FAR) of `held_out`
+    judged with normalised thresholds calibrated on the other populations."""
+    calibration = loo(scores, comparison, held_out, names, normalized=True)
+    s = scores[(comparison, held_out)]
+    judged = {}
+    for point, nominal in POINTS.items():
+        threshold = calibration.thresholds[point].threshold
+        far = reached_far(s.norm_impostor, threshold)
+        gap = tar_at_threshold(s.norm_genuine, threshold) - tar_at_reached_far(
+            s.raw_genuine, s.raw_impostor, far
+        )
+        judged[point] = (far / nominal, gap)
+    return judged
+
+
 def nested_factors(
     scores: Scores, comparison: Comparison, held_out: str, names: Sequence[str]
 ) -> dict[str, float]:

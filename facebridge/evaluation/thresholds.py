@@ -121,6 +121,15 @@ class ComparisonScores:
     genuine_people: np.ndarray | None = None
 
 
+def pair_orders(comparison: Comparison, pairs: PairSample) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(left, right) indices of the scored pairs as (side a, side b): a cross direction scores each
+    pair both ways (either photo may be the mapped one), a native once."""
+    orders = [(pairs.left, pairs.right)]
+    if not comparison.native:
+        orders.append((pairs.right, pairs.left))
+    return orders
+
+
 def comparison_sides(
     bank: MappingBank, comparison: Comparison, population: Population
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -187,11 +196,8 @@ def comparison_scores(
     a, b = comparison_sides(bank, comparison, split.scored)
     stats_a, stats_b = stats if stats is not None else side_stats(bank, comparison, split)
     pairs = split.pairs
-    orders = [(pairs.left, pairs.right)]
-    if not comparison.native:
-        orders.append((pairs.right, pairs.left))
     raw, norm, labels, people = [], [], [], []
-    for left, right in orders:
+    for left, right in pair_orders(comparison, pairs):
         scores = rowdot(a, b, left, right)
         raw.append(scores)
         norm.append(

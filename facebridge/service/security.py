@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -276,22 +277,23 @@ class ApiKeys:
         every = frozenset(ALL_SCOPES)
         plain: list[tuple[bytes, AuthResult]] = []
         seen: set[bytes] = set()
-        for index, key in enumerate(self.plain_keys, 1):
-            if _digest(key) not in seen:
-                seen.add(_digest(key))
-                key_id = f"env-{index}"
-                principal = Principal(key_id, key_id, every, self._limiter(key_id, KeyLimits()))
-                plain.append((_digest(key), AuthResult(principal)))
+
+        def add_plain(keys: Iterable[str], prefix: str) -> None:
+            """Plain keys get every scope, default limits and an id by position; a repeat is dropped."""
+            for index, key in enumerate(keys, 1):
+                digest = _digest(key)
+                if digest not in seen:
+                    seen.add(digest)
+                    key_id = f"{prefix}-{index}"
+                    principal = Principal(key_id, key_id, every, self._limiter(key_id, KeyLimits()))
+                    plain.append((digest, AuthResult(principal)))
+
+        add_plain(self.plain_keys, "env")
         entries: dict[str, KeyEntry] = {}
         accepted: dict[str, AuthResult] = {}
         expiry: dict[str, float] = {}
         if keyfile is not None:
-            for index, key in enumerate(keyfile.plain, 1):
-                if _digest(key) not in seen:
-                    seen.add(_digest(key))
-                    key_id = f"line-{index}"
-                    principal = Principal(key_id, key_id, every, self._limiter(key_id, KeyLimits()))
-                    plain.append((_digest(key), AuthResult(principal)))
+            add_plain(keyfile.plain, "line")
             for entry in keyfile.entries:
                 entries[entry.id] = entry
                 limiter = self._limiter(entry.id, entry.limits)
